@@ -1,0 +1,1 @@
+"""Numerical helpers shared by every layer: camera, rotations, skeleton, Gaussians."""
