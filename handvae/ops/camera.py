@@ -86,3 +86,27 @@ def rodrigues(rotation_vector: np.ndarray) -> np.ndarray:
     k = rotation_vector / theta
     kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
     return np.eye(3) + np.sin(theta) * kx + (1 - np.cos(theta)) * kx @ kx
+
+
+def stb_depth_to_color(xyz_mm: np.ndarray) -> np.ndarray:
+    """Moves STB "SK" points from the depth-camera frame to the colour-camera frame.
+
+    STB's ``handPara`` labels and its depth maps live in the RealSense depth camera's frame;
+    the public STB loaders (Ge et al., CVPR 2019, ``hand_shape_pose``; Yang et al., ``bihand``)
+    map them to the colour camera as ``(xyz − STB_SK_TRANSLATION_MM) @ R`` with
+    ``R = rodrigues(STB_SK_ROTATION_VECTOR)``, then project with ``STB_SK_COLOR_K``.
+
+    Args:
+      xyz_mm: [..., 3] points in the depth-camera frame, millimetres.
+
+    Returns:
+      [..., 3] the same points in the colour-camera frame, millimetres.
+    """
+    xyz_mm = np.asarray(xyz_mm, dtype=np.float64)
+    return (xyz_mm - STB_SK_TRANSLATION_MM) @ rodrigues(STB_SK_ROTATION_VECTOR)
+
+
+def stb_color_to_depth(xyz_mm: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`stb_depth_to_color`: [..., 3] colour frame → depth frame, millimetres."""
+    xyz_mm = np.asarray(xyz_mm, dtype=np.float64)
+    return xyz_mm @ rodrigues(STB_SK_ROTATION_VECTOR).T + STB_SK_TRANSLATION_MM
