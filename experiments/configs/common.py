@@ -7,6 +7,9 @@ Field names are the contract with ``handvae.training`` and ``experiments.sweep``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import ml_collections
 
 DATASETS = ("rhd", "stb", "synthetic")
@@ -50,6 +53,7 @@ def get_base_config(dataset: str = "rhd") -> ml_collections.ConfigDict:
     c.model.beta_min = 1e-5
     c.model.beta_max = 1e-3
     c.model.beta_anneal_steps = 100_000
+    c.model.beta_anneal = "linear"   # "linear" in beta, or "log" (same factor every step)
     c.model.beta_prime = 1.0
 
     # Reconstruction weights.
@@ -74,3 +78,35 @@ def get_base_config(dataset: str = "rhd") -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.num_eval_examples = -1  # -1: the whole eval split
     return c
+
+
+def parse_arg(arg: str | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Parses a config argument ``"key=value,key=value"`` (or a bare value) over ``defaults``.
+
+    ``experiments/configs/s2.py:decoders=chp,dataset=stb`` gives ``arg="decoders=chp,dataset=stb"``.
+    A bare value (``s4_poe.py:stb``) sets the first key of ``defaults``. Values are converted
+    to the type of the default.
+
+    Raises:
+      ValueError: for an unknown key (the message lists the known ones) or a bad value.
+    """
+    values = dict(defaults)
+    if not arg:
+        return values
+    for i, item in enumerate(part for part in arg.split(",") if part):
+        key, sep, value = item.partition("=")
+        if not sep:
+            if i != 0:
+                raise ValueError(f"config argument {arg!r}: bare value {item!r} must come first")
+            key, value = next(iter(defaults)), item
+        key = key.strip()
+        if key not in defaults:
+            raise ValueError(f"config argument {arg!r}: unknown key {key!r}; known: "
+                             f"{sorted(defaults)}")
+        kind = type(defaults[key])
+        try:
+            values[key] = kind(value.strip())
+        except ValueError:
+            raise ValueError(f"config argument {arg!r}: {key}={value!r} is not a "
+                             f"{kind.__name__}") from None
+    return values

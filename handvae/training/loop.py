@@ -1,0 +1,272 @@
+"""The training loop: ``train_and_evaluate(config, workdir)``.
+
+Resumes from the newest checkpoint of ``workdir`` by default. While it runs it shows a
+progress bar (steps/s, ETA), writes the mean of every metric over each ``config.log_every``
+steps to TensorBoard event files (``tensorboardX``) and to ``metrics.jsonl``, evaluates every
+``config.eval_every`` steps (mean EPE etc. of ``handvae.evaluation.metrics``), keeps the best
+checkpoint by validation EPE and the last ``config.keep_checkpoints`` periodic ones, and stops
+with :class:`NonFiniteLossError` naming the step and the loss term when the loss becomes
+NaN/Inf, without saving the broken state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from handvae.training import checkpoint as checkpoint_lib
+from handvae.training import sharding, step as step_lib
+from handvae.training.writers import MetricWriter
+from handvae.training.state import TrainState, create_train_state
+
+FINAL_METRICS_FILE = "final_metrics.json"
+Batch = dict[str, np.ndarray]
+BatchSource = Callable[[int], Iterator[Batch]] | Iterable[Batch]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or one of its terms became NaN/Inf; the message names the step and term."""
+
+
+class ModelFunctions(NamedTuple):
+    """The model and objective the loop trains (defaults: ``handvae.models``/``losses``)."""
+
+    build_model: Callable[[ml_collections.ConfigDict], Any]
+    init_variables: Callable[..., dict[str, Any]]
+    compute_loss: Callable[..., Any]
+    loss_weights_from_config: Callable[..., Any]
+    predict_pose: Callable[..., Any]
+
+
+def default_model_functions() -> ModelFunctions:
+    """The real model (``handvae.models.vae``) and objectives (``handvae.losses``)."""
+    from handvae.losses import objectives
+    from handvae.models import vae
+    return ModelFunctions(vae.build_model, vae.init_variables, objectives.compute_loss,
+                          objectives.loss_weights_from_config, vae.predict_pose)
+
+
+def _train_iterator(config: ml_collections.ConfigDict, batches: BatchSource | None,
+                    start_step: int) -> Iterator[Batch]:
+    if batches is None:
+        from handvae.data import pipeline
+        return iter(pipeline.train_batches(
+            config.data, config.batch_size // jax.process_count(), seed=config.seed,
+            start_step=start_step, process_index=jax.process_index(),
+            process_count=jax.process_count()))
+    if callable(batches):
+        return iter(batches(start_step))
+    return iter(batches)
+
+
+def _eval_iterable(config: ml_collections.ConfigDict, eval_batches: Any) -> Iterable[Batch] | None:
+    if eval_batches is None:
+        from handvae.data import pipeline
+        return pipeline.eval_batches(config.data, config.batch_size,
+                                     split=config.data.eval_split,
+                                     num_examples=config.num_eval_examples)
+    return eval_batches() if callable(eval_batches) else eval_batches
+
+
+def evaluate(eval_step: Callable[..., jax.Array], variables: dict[str, Any],
+             batches: Iterable[Batch], mesh: jax.sharding.Mesh) -> dict[str, float]:
+    """Mean/median EPE and AUCs of the model over ``batches`` (hand3d protocol, millimetres).
+
+    Batches whose size does not divide by the device count are padded and the padding
+    dropped. Returns ``handvae.evaluation.metrics.summarize_errors``'s dict plus
+    ``num_examples``.
+    """
+    from handvae.evaluation import metrics
+
+    num_devices = mesh.devices.size
+    errors, visible = [], []
+    for batch in batches:
+        rgb = np.asarray(batch["rgb"])
+        n = rgb.shape[0]
+        padded = np.pad(rgb, [(0, (-n) % num_devices)] + [(0, 0)] * (rgb.ndim - 1))
+        pred = np.asarray(jax.device_get(
+            eval_step(variables, jax.device_put(padded, sharding.batch_sharded(mesh)))))[:n]
+        errors.append(np.asarray(metrics.keypoint_errors_mm(pred, batch["pose"], batch["scale"])))
+        visible.append(np.asarray(batch["visible"]))
+    if not errors:
+        raise ValueError("evaluation got no batches: check config.data.eval_split and "
+                         "config.num_eval_examples")
+    summary = metrics.summarize_errors(np.concatenate(errors), np.concatenate(visible))
+    summary = {k: float(v) for k, v in summary.items() if np.ndim(v) == 0}
+    return summary
+
+
+def _non_finite_terms(metrics: dict[str, Any]) -> list[str]:
+    return sorted(k for k, v in metrics.items() if not np.all(np.isfinite(v)))
+
+
+class _Guard:
+    """Checks each step's metrics one step late, so the host never stalls the device."""
+
+    def __init__(self, checkpoints: checkpoint_lib.Checkpoints):
+        self._checkpoints = checkpoints
+        self._pending: tuple[int, dict[str, jax.Array]] | None = None
+        self.window: dict[str, list[float]] = {}
+
+    def push(self, step: int, metrics: dict[str, jax.Array]) -> None:
+        self.flush()
+        self._pending = (step, metrics)
+
+    def flush(self) -> None:
+        if self._pending is None:
+            return
+        step, metrics = self._pending
+        self._pending = None
+        host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        bad = _non_finite_terms(host)
+        if bad:
+            self._checkpoints.wait()
+            last = self._checkpoints.latest_step()
+            raise NonFiniteLossError(
+                f"non-finite value at step {step} (the update from step {step} to "
+                f"{step + 1}) in {', '.join(f'{k}={host[k]}' for k in bad)}; training "
+                f"stopped. Last good checkpoint: "
+                + (f"step {last} in {self._checkpoints.latest.directory}" if last is not None
+                   else "none") + ". Lower config.optimizer.lr or inspect that batch.")
+        for k, v in host.items():
+            self.window.setdefault(k, []).append(v)
+
+    def take_means(self) -> dict[str, float]:
+        means = {k: float(np.mean(v)) for k, v in self.window.items()}
+        self.window = {}
+        return means
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       batches: BatchSource | None = None,
+                       eval_batches: Any = None,
+                       functions: ModelFunctions | None = None) -> dict[str, float]:
+    """Trains ``config`` in ``workdir`` (resuming from its newest checkpoint) and evaluates.
+
+    Args:
+      config: an experiment config (``experiments/configs``).
+      workdir: work directory (layout in WORKSPACE.md, "Work directories").
+      batches: replaces the input pipeline: a callable ``start_step -> iterator`` whose k-th
+        item is batch ``start_step + k`` (resumable), or an iterable used as is. Each batch
+        is this process's slice, dict of host arrays [B_local, ...] (``handvae.data.spec``).
+      eval_batches: replaces the evaluation data: an iterable or a callable returning one;
+        default ``pipeline.eval_batches`` on ``config.data.eval_split``. ``False`` skips
+        evaluation (no best checkpoint then).
+      functions: the model and objective (default :func:`default_model_functions`).
+
+    Returns:
+      Final metrics: the last evaluation summary (``mean_epe_mm``, ``auc_20_50``, ...),
+      ``step`` and the last logged training means prefixed ``train_``. Also written to
+      ``<workdir>/final_metrics.json``.
+
+    Raises:
+      NonFiniteLossError: the loss became NaN/Inf (checkpoints before it are kept).
+      ValueError: ``config.batch_size`` does not divide by the device count.
+    """
+    fns = functions or default_model_functions()
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(config.batch_size, mesh)
+    workdir = os.path.abspath(workdir)
+    is_main = jax.process_index() == 0
+    if is_main:
+        checkpoint_lib.write_config(config, workdir)
+
+    model = fns.build_model(config.model)
+    state = create_train_state(config, model, init_fn=fns.init_variables)
+    checkpoints = checkpoint_lib.Checkpoints(workdir, keep=config.keep_checkpoints)
+    if checkpoints.latest_step() is not None:
+        state = checkpoints.restore(checkpoint_lib.sharded_abstract(state, mesh), "latest")
+        logging.info("resumed %s from step %d", workdir, checkpoints.latest_step())
+    else:
+        state = sharding.replicate(state, mesh)
+    start_step = int(jax.device_get(state.step))
+    num_steps = int(config.num_train_steps)
+
+    train_step = step_lib.make_train_step(config, model, mesh, loss_fn=fns.compute_loss,
+                                          weights_fn=fns.loss_weights_from_config)
+    eval_mesh = mesh if jax.process_count() == 1 else sharding.make_mesh(jax.local_devices())
+    eval_step = step_lib.make_eval_step(model, eval_mesh, predict_fn=fns.predict_pose)
+    writer = MetricWriter(workdir, enabled=is_main)
+    guard = _Guard(checkpoints)
+    final: dict[str, float] = {}
+    last_eval: dict[str, float] = {}
+
+    def run_eval(state: TrainState, at_step: int) -> None:
+        nonlocal last_eval
+        if eval_batches is False:
+            return
+        variables = state.variables()
+        if jax.process_count() > 1:  # evaluate on local devices from a local copy
+            variables = sharding.replicate(
+                jax.tree.map(lambda x: x.addressable_data(0), variables), eval_mesh)
+        last_eval = evaluate(eval_step, variables, _eval_iterable(config, eval_batches),
+                             eval_mesh)
+        writer.write(at_step, "eval", last_eval)
+        checkpoints.save_best(at_step, state, last_eval)
+
+    def due(every: int, done: int) -> bool:
+        return every > 0 and done % every == 0
+
+    try:
+        train_iter = _train_iterator(config, batches, start_step)
+        window_start = time.perf_counter()
+        with tqdm.tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True,
+                       disable=not is_main, desc=os.path.basename(workdir)) as bar:
+            for step in range(start_step, num_steps):
+                try:
+                    batch = next(train_iter)
+                except StopIteration:
+                    raise ValueError(f"the training batches ran out at step {step} of "
+                                     f"{num_steps}; pass an infinite stream") from None
+                state, metrics = train_step(state, sharding.shard_batch(batch, mesh))
+                guard.push(step, metrics)
+                done = step + 1
+                is_last = done == num_steps
+                log_now = due(config.log_every, done) or is_last
+                eval_now = due(config.eval_every, done) or is_last
+                save_now = due(config.checkpoint_every, done) or is_last
+                if log_now or eval_now or save_now:
+                    guard.flush()  # never log, evaluate or save a state with NaNs
+                if log_now:
+                    means = guard.take_means()
+                    elapsed = time.perf_counter() - window_start
+                    window = _window_length(config.log_every, done, start_step)
+                    means["steps_per_sec"] = window / max(elapsed, 1e-9)
+                    writer.write(done, "train", means)
+                    final.update({f"train_{k}": v for k, v in means.items()})
+                    bar.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)
+                    window_start = time.perf_counter()
+                if eval_now:
+                    run_eval(state, done)
+                if save_now:
+                    checkpoints.save(done, state)
+                bar.update(1)
+            guard.flush()
+        if start_step >= num_steps and not last_eval:  # resumed a finished run
+            run_eval(state, num_steps)
+    finally:
+        checkpoints.wait()
+        checkpoints.close()
+        writer.close()
+
+    final.update(last_eval)
+    final["step"] = float(num_steps)
+    if is_main:
+        with open(os.path.join(workdir, FINAL_METRICS_FILE), "w") as f:
+            json.dump(final, f, indent=2, sort_keys=True)
+    return final
+
+
+def _window_length(log_every: int, done: int, start_step: int) -> int:
+    """Number of steps in the logging window that ends at ``done``."""
+    window = done - start_step if log_every <= 0 else (done - 1) % log_every + 1
+    return max(1, min(window, done - start_step))

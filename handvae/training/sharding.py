@@ -1,0 +1,111 @@
+"""Data parallelism over every device: a ``("data",)`` mesh, replicated state, split batches.
+
+Parameters, optimiser state and BatchNorm statistics are replicated on every device; each
+batch is split along axis 0. Under ``jax.jit`` the program keeps its global meaning, so
+BatchNorm statistics and the loss are computed over the whole (global) batch whatever the
+number of devices. On several hosts each process loads its own slice of the global batch
+(``process_index``/``process_count`` of the pipeline) and :func:`shard_batch` stitches the
+slices into one global array.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+# Environment variables that say this process is one of several (set by a launcher).
+_MULTI_PROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE",
+                      "HANDVAE_DISTRIBUTED")
+
+
+def maybe_initialize_distributed(environ: Mapping[str, str] | None = None) -> bool:
+    """Calls ``jax.distributed.initialize`` when the environment describes several processes.
+
+    Recognised: ``JAX_COORDINATOR_ADDRESS`` (+ ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``),
+    ``SLURM_NTASKS`` > 1, ``OMPI_COMM_WORLD_SIZE`` > 1 (auto-detected by JAX) or
+    ``HANDVAE_DISTRIBUTED=1`` (let JAX auto-detect, e.g. on TPU pods).
+
+    Must run before any other JAX call. Returns whether it initialised.
+    """
+    env = os.environ if environ is None else environ
+    if "JAX_COORDINATOR_ADDRESS" in env:
+        jax.distributed.initialize(
+            coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(env["JAX_NUM_PROCESSES"]) if "JAX_NUM_PROCESSES" in env else None,
+            process_id=int(env["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in env else None)
+        return True
+    if (int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+            or env.get("HANDVAE_DISTRIBUTED", "0") == "1"):
+        jax.distributed.initialize()
+        return True
+    return False
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A one-axis ``("data",)`` mesh over ``devices`` (default: every device of every host)."""
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError("make_mesh needs at least one device")
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """The sharding of parameters and optimiser state: a full copy on every device."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    """The sharding of a batch: axis 0 split over the ``data`` axis."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh, *, name: str = "config.batch_size") -> None:
+    """Raises a ValueError naming the fix when the global batch does not split evenly."""
+    num_devices = mesh.devices.size
+    if batch_size % num_devices != 0:
+        raise ValueError(
+            f"{name}={batch_size} is not divisible by the {num_devices} devices of the "
+            f"('data',) mesh; set {name} to a multiple of {num_devices} "
+            f"(e.g. {max(num_devices, batch_size - batch_size % num_devices)}) or run on "
+            "fewer devices (e.g. CUDA_VISIBLE_DEVICES)")
+    if batch_size % jax.process_count() != 0:
+        raise ValueError(f"{name}={batch_size} is not divisible by the "
+                         f"{jax.process_count()} processes")
+
+
+def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
+    """Places this process's slice of a batch on the mesh, split along axis 0.
+
+    Args:
+      batch: dict of host arrays [B_local, ...] (the batch contract of
+        ``handvae.data.spec``); on one host B_local is the global batch size.
+      mesh: the ``("data",)`` mesh.
+
+    Returns:
+      dict of global ``jax.Array`` [B_local · process_count, ...] sharded over ``data``.
+
+    Raises:
+      ValueError: when the global batch does not divide by the number of devices, or when
+        the entries disagree on the batch size.
+    """
+    sizes = {k: np.shape(v)[0] for k, v in batch.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"batch entries disagree on the batch size (axis 0): {sizes}")
+    local_size = next(iter(sizes.values()))
+    check_batch_size(local_size * jax.process_count(), mesh, name="batch size")
+    sharding = batch_sharded(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+            for k, v in batch.items()}
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Copies a pytree of host or device arrays onto every device of ``mesh``."""
+    sharding = replicated(mesh)
+    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
