@@ -1,0 +1,14 @@
+"""Reusable, pure, unreduced losses (one value per example) for point clouds, poses, Gaussians.
+
+Users write ``handvae.losses.earth_movers_distance``; the implementations live in small
+private-by-convention modules (chamfer, emd, reconstruction) and in ``handvae.ops.gaussian``
+(the Gaussian helpers sit in ops because the models layer samples and fuses latents with them).
+"""
+
+from handvae.losses.chamfer import chamfer_distance, pairwise_squared_distances, safe_sqrt
+from handvae.losses.emd import AuctionOutput, auction_assignment, earth_movers_distance
+from handvae.losses.reconstruction import heatmap_l2, pose_l2
+from handvae.ops.gaussian import (gaussian_kl, kl_to_standard_normal, product_of_experts,
+                                  reparameterize)
+
+# Per-strategy objectives (handvae/losses/objectives.py) are re-exported below.

@@ -1,0 +1,55 @@
+"""Squared-error reconstruction losses for 3-D poses (Eq. 10) and heat maps (Eq. 7)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from handvae.losses import _validation
+
+Array = jax.Array
+
+
+def _check_pair(pred: Array, target: Array, shape: tuple) -> tuple[Array, Array]:
+    pred = _validation.check_float_array("pred", pred, shape)
+    target = _validation.check_float_array("target", target, shape)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred and target must have the same shape, got pred {pred.shape} "
+                         f"and target {target.shape}.")
+    return pred, target
+
+
+def pose_l2(pred: Array, target: Array) -> Array:
+    """Squared L2 error of 3-D poses, one value per example (Eq. 10).
+
+    L = Σ_j Σ_c (pred[j, c] − target[j, c])²: the squared Euclidean norm of the flattened
+    [J·3] pose difference, **summed** (not averaged) over joints and coordinates. Poses in
+    the batch contract are root-relative and divided by the reference bone length, so the
+    unit is (bone lengths)².
+
+    Args:
+      pred: [B, J, 3] predicted keypoints.
+      target: [B, J, 3] ground-truth keypoints.
+
+    Returns:
+      [B] summed squared error.
+    """
+    pred, target = _check_pair(pred, target, ("B", "J", 3))
+    return jnp.sum(jnp.square(pred - target), axis=(1, 2))
+
+
+def heatmap_l2(pred: Array, target: Array) -> Array:
+    """Squared L2 error of 2-D keypoint heat maps, one value per example (Eq. 7).
+
+    L = Σ_{h, w, j} (pred[h, w, j] − target[h, w, j])²: **summed** over pixels and joints
+    (the paper's ‖H − Ĥ‖², weighted by λ_heat in the objective).
+
+    Args:
+      pred: [B, H, W, J] predicted heat maps (values ~[0, 1]).
+      target: [B, H, W, J] target heat maps.
+
+    Returns:
+      [B] summed squared error (heat-map units²).
+    """
+    pred, target = _check_pair(pred, target, ("B", "H", "W", "J"))
+    return jnp.sum(jnp.square(pred - target), axis=(1, 2, 3))
