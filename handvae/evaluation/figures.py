@@ -3,7 +3,8 @@
 Plotting functions take arrays in the batch contract's frame (view-corrected camera frame,
 root-relative, scale-normalised; x right, y down, z away from the camera) and draw them as
 seen from the camera, so the pose lines up with the RGB crop. Output is PNG via matplotlib's
-Agg backend.
+Agg backend. The model-driven helpers (:func:`write_model_figures`) import
+``handvae.models`` when called, so the plotting functions stay usable on their own.
 """
 
 from __future__ import annotations
@@ -223,3 +224,87 @@ def pose_grid_figure(rgb: Any, pose_gt: Any, pose_pred: Any, path: str | os.Path
         _camera_view(ax3)
     fig.tight_layout()
     _save(fig, path)
+
+
+def decode_from_rgb(model: Any, variables: Any, rgb: Any) -> dict[str, np.ndarray | None]:
+    """Everything the model decodes from z_rgb = the RGB encoder's mean (test time).
+
+    Args:
+      model: a ``handvae.models.vae.HandVAE``.
+      variables: ``{"params", "batch_stats"}``.
+      rgb: [K, S, S, 3] normalised crops.
+
+    Returns:
+      ``{"z": [K, D], "pose": [K, 21, 3], "cloud": [K, N, 3] or None}`` as numpy arrays
+      (``cloud`` is None for strategies without a cloud decoder, e.g. S1).
+    """
+    from handvae.models import vae
+    mu, _ = vae.encode_rgb(model, variables, np.asarray(rgb))
+    return _decode(model, variables, mu)
+
+
+def _decode(model: Any, variables: Any, z: Any) -> dict[str, np.ndarray | None]:
+    from handvae.models import vae
+    decoded = model.apply(variables, z, train=False, method=vae.HandVAE.decode)
+    return {"z": np.asarray(z), "pose": np.asarray(decoded["pose"]),
+            "cloud": np.asarray(decoded["cloud"]) if "cloud" in decoded else None}
+
+
+def interpolate_from_rgb(model: Any, variables: Any, rgb_pair: Any, num: int = 7
+                         ) -> dict[str, np.ndarray | None]:
+    """Decodings at ``num`` evenly spaced points between z_rgb of two crops (Figs. 1, 4).
+
+    Args:
+      model, variables: as in :func:`decode_from_rgb`.
+      rgb_pair: [2, S, S, 3] normalised crops (start, end).
+      num: points on the segment, ends included (≥ 2).
+
+    Returns:
+      ``{"z": [num, D], "pose": [num, 21, 3], "cloud": [num, N, 3] or None}``.
+    """
+    rgb_pair = np.asarray(rgb_pair)
+    if rgb_pair.shape[0] != 2:
+        raise ValueError(f"rgb_pair must be [2, S, S, 3], got shape {rgb_pair.shape}")
+    from handvae.models import vae
+    mu, _ = vae.encode_rgb(model, variables, rgb_pair)
+    return _decode(model, variables, vae.interpolate_latents(mu[0], mu[1], num))
+
+
+def write_model_figures(model: Any, variables: Any, examples: dict[str, Any],
+                        out_dir: str | os.PathLike, *, name: str,
+                        num_interpolation: int = 7) -> list[str]:
+    """Writes poses.png, reconstruction.png (Fig. 3) and interpolation.png (Figs. 1/4).
+
+    Args:
+      model, variables: as in :func:`decode_from_rgb`.
+      examples: ``{"rgb": [K, S, S, 3], "pose": [K, 21, 3], "cloud": [K, N, 3]}`` from
+        the evaluation split (ground truth), K ≥ 1, optionally ``"errors_mm"`` [K] (mean
+        keypoint error per example, printed over each crop); the interpolation needs K ≥ 2.
+      out_dir: output folder.
+      name: model label for the titles.
+      num_interpolation: latents on the interpolation path.
+
+    Returns:
+      Paths written. ``reconstruction.png`` is skipped for strategies without a cloud
+      decoder (S1 has none: a pose-only latent space cannot be decoded to a cloud).
+    """
+    from handvae.models import registry
+    rgb, pose_gt = np.asarray(examples["rgb"]), np.asarray(examples["pose"])
+    decoded = decode_from_rgb(model, variables, rgb)
+    written = []
+    path = os.path.join(out_dir, "poses.png")
+    pose_grid_figure(rgb, pose_gt, decoded["pose"], path, errors_mm=examples.get("errors_mm"))
+    written.append(path)
+    if registry.get_strategy(model.strategy).decodes_cloud:
+        path = os.path.join(out_dir, "reconstruction.png")
+        reconstruction_figure(rgb, examples["cloud"], decoded["cloud"], path, pose_gt=pose_gt,
+                              pose_pred=decoded["pose"],
+                              title=f"{name}: point clouds decoded from z_rgb")
+        written.append(path)
+    if rgb.shape[0] >= 2:
+        path_decoded = interpolate_from_rgb(model, variables, rgb[:2], num_interpolation)
+        path = os.path.join(out_dir, "interpolation.png")
+        interpolation_figure(rgb[:2], path_decoded["pose"], path_decoded["cloud"], path,
+                             title=f"{name}: decoded along z_rgb(start) → z_rgb(end)")
+        written.append(path)
+    return written
