@@ -1,0 +1,201 @@
+r"""Grid sweeps: one training run per combination, each in ``<root>/<name>``, one results table.
+
+Example (2 × 3 = 6 runs, sequential here)::
+
+    python -m experiments.sweep --config experiments/configs/s4_poe.py:dataset=rhd \
+        --root workdirs/s4_sweep --sweep 'model.beta_max=1e-3,1e-2' \
+        --sweep 'loss.lambda_cloud=0.5,1,2'
+
+``--print_only`` prints one ``python -m experiments.train`` command per run instead (for a
+cluster's job array). ``--config.<field>=value`` overrides apply to every run. Afterwards
+``<root>/sweep.csv`` and ``<root>/sweep.md`` hold, per run, the swept values, the status and
+the final metrics (``final_metrics.json`` of each work directory). Runs already finished are
+resumed (a no-op) rather than redone.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import itertools
+import json
+import os
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ml_collections
+from absl import app, flags
+from ml_collections import config_flags
+
+from handvae.training import loop
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Base config file, e.g. experiments/configs/s4_poe.py:dataset=rhd.",
+    lock_config=True)
+_SWEEPS = flags.DEFINE_multi_string(
+    "sweep", [], "'field=v1,v2,...' (repeatable); the grid is the product of all of them.")
+_ROOT = flags.DEFINE_string("root", None, "Folder that receives one work directory per run.")
+_PRINT_ONLY = flags.DEFINE_bool("print_only", False, "Print the commands, do not train.")
+flags.mark_flags_as_required(["config", "root"])
+
+METRIC_COLUMNS = ("mean_epe_mm", "median_epe_mm", "auc_20_50", "auc_0_50", "train_loss",
+                  "step")
+
+
+def parse_sweep(spec: str) -> tuple[str, list[str]]:
+    """``'model.beta_max=1e-3,1e-2'`` → ``('model.beta_max', ['1e-3', '1e-2'])``."""
+    key, sep, values = spec.partition("=")
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not key.strip() or not items:
+        raise ValueError(f"--sweep {spec!r}: expected 'field=value1,value2,...', e.g. "
+                         "'model.beta_max=1e-3,1e-2'")
+    return key.strip(), items
+
+
+def expand_grid(specs: Sequence[str]) -> list[dict[str, str]]:
+    """The product of every ``--sweep``, in order (the last one varies fastest)."""
+    parsed = [parse_sweep(s) for s in specs]
+    keys = [k for k, _ in parsed]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"a field is swept twice: {keys}")
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(v for _, v in parsed))]
+
+
+def run_name(assignment: dict[str, str]) -> str:
+    """Work-directory name of a run, e.g. ``model.beta_max=1e-3_loss.lambda_cloud=0.5``."""
+    if not assignment:
+        return "base"
+    return "_".join(f"{k}={v}" for k, v in assignment.items()).replace("/", "-")
+
+
+def _convert(key: str, current: Any, text: str) -> Any:
+    if isinstance(current, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"--sweep {key}: {text!r} is not a bool (true/false)")
+        return text.lower() in ("true", "1")
+    if isinstance(current, int):
+        number = float(text)
+        if not number.is_integer():
+            raise ValueError(f"--sweep {key}: {text!r} is not an integer")
+        return int(number)
+    if isinstance(current, float):
+        return float(text)
+    if isinstance(current, str):
+        return text
+    raise ValueError(f"--sweep {key}: fields of type {type(current).__name__} cannot be swept "
+                     "(only bool, int, float and str)")
+
+
+def apply_assignment(config: ml_collections.ConfigDict, assignment: dict[str, str]
+                     ) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with the swept fields set (converted to the fields' types).
+
+    Raises:
+      ValueError: unknown field (the message names it) or a value of the wrong type.
+    """
+    config = copy.deepcopy(config)
+    for key, text in assignment.items():
+        *parents, leaf = key.split(".")
+        node = config
+        try:
+            for name in parents:
+                node = node[name]
+            current = node[leaf]
+        except (KeyError, AttributeError, TypeError):
+            raise ValueError(f"--sweep {key}: no such config field") from None
+        node[leaf] = _convert(key, current, text)
+    return config
+
+
+def train_command(config_arg: str, workdir: str, assignment: dict[str, str],
+                  overrides: dict[str, Any] | None = None) -> str:
+    """The ``python -m experiments.train`` command line of one run."""
+    parts = ["python", "-m", "experiments.train", f"--config={config_arg}",
+             f"--workdir={workdir}"]
+    for key, value in {**(overrides or {}), **assignment}.items():
+        parts.append(f"--config.{key}={value}")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def write_tables(root: str, rows: list[dict[str, Any]], keys: Sequence[str]) -> tuple[str, str]:
+    """Writes ``<root>/sweep.csv`` and ``<root>/sweep.md``; returns their paths."""
+    columns = ["name", *keys, "status", *METRIC_COLUMNS]
+    csv_path, md_path = os.path.join(root, "sweep.csv"), os.path.join(root, "sweep.md")
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def cell(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    with open(md_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return csv_path, md_path
+
+
+def run_sweep(config: ml_collections.ConfigDict, root: str, specs: Sequence[str], *,
+              config_arg: str = "CONFIG", overrides: dict[str, Any] | None = None,
+              print_only: bool = False,
+              train_fn: Callable[[ml_collections.ConfigDict, str], dict] | None = None
+              ) -> list[dict[str, Any]]:
+    """Runs (or prints) every combination of ``specs`` and gathers the final metrics.
+
+    Args:
+      config: the base config (overrides already applied).
+      root: folder of the runs' work directories and of the tables.
+      specs: ``--sweep`` strings.
+      config_arg: the ``--config`` argument, for printed commands.
+      overrides: ``--config.*`` overrides, for printed commands.
+      print_only: print the commands and return without training.
+      train_fn: ``(config, workdir) -> final metrics``; default ``train_and_evaluate``.
+
+    Returns:
+      One row per run: ``name``, the swept values, ``status`` ("ok" or the error) and the
+      final metrics.
+    """
+    grid = expand_grid(specs)
+    configs = [apply_assignment(config, a) for a in grid]  # fail on typos before any run
+    if print_only:
+        for assignment in grid:
+            print(train_command(config_arg, os.path.join(root, run_name(assignment)),
+                                assignment, overrides))
+        return []
+    train_fn = train_fn or loop.train_and_evaluate
+    os.makedirs(root, exist_ok=True)
+    keys = list(grid[0]) if grid else []
+    rows = []
+    for index, (assignment, run_config) in enumerate(zip(grid, configs)):
+        name = run_name(assignment)
+        print(f"[sweep] run {index + 1}/{len(grid)}: {name}", flush=True)
+        row: dict[str, Any] = {"name": name, **assignment}
+        try:
+            metrics = train_fn(run_config, os.path.join(root, name))
+            row.update({"status": "ok", **{k: metrics.get(k, "") for k in METRIC_COLUMNS}})
+        except (FloatingPointError, ValueError) as error:
+            row["status"] = f"failed: {error}".replace("\n", " ")[:200]
+        rows.append(row)
+        write_tables(root, rows, keys)  # partial tables survive an interrupted sweep
+    with open(os.path.join(root, "sweep.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+    return rows
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    flag = flags.FLAGS["config"]
+    rows = run_sweep(_CONFIG.value, _ROOT.value, _SWEEPS.value,
+                     config_arg=config_flags.get_config_filename(flag),
+                     overrides=config_flags.get_override_values(flag),
+                     print_only=_PRINT_ONLY.value)
+    if any(row["status"] != "ok" for row in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main)

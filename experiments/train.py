@@ -1,0 +1,47 @@
+r"""Trains one experiment: ``python -m experiments.train --config CONFIG[:ARG] --workdir DIR``.
+
+Examples::
+
+    python -m experiments.train --config experiments/configs/s4_poe.py:dataset=rhd \
+        --workdir workdirs/s4_rhd --config.optimizer.lr=2e-4
+    python -m experiments.train --config experiments/configs/demo.py:strategy=R2P \
+        --workdir workdirs/demo_r2p
+
+The config is locked: ``--config.<field>=value`` may change existing fields only (a typo
+fails). Training resumes from the newest checkpoint in ``--workdir`` when there is one.
+On several hosts, start one process per host with ``JAX_COORDINATOR_ADDRESS``,
+``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` set (or under SLURM/Open MPI); see
+``handvae.training.sharding.maybe_initialize_distributed``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from handvae.training import loop, sharding
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, e.g. experiments/configs/s4_poe.py:dataset=rhd.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (checkpoints, logs).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    sharding.maybe_initialize_distributed()
+    try:
+        final = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except loop.NonFiniteLossError as error:
+        logging.error("%s", error)
+        print(f"training stopped: {error}", file=sys.stderr)
+        sys.exit(3)
+    logging.info("final metrics: %s", final)
+
+
+if __name__ == "__main__":
+    app.run(main)
