@@ -169,23 +169,23 @@ def interpolation_figure(rgb_pair: Any, poses: Any, clouds: Any | None,
     if poses.ndim != 3 or poses.shape[1:] != (skeleton.NUM_JOINTS, 3) or poses.shape[0] < 2:
         raise ValueError(f"poses must be [T >= 2, 21, 3], got shape {poses.shape}")
     t = poses.shape[0]
-    rows = 2 if clouds is None else 3
-    fig = plt.figure(figsize=(1.6 * (t + 2), 1.8 * rows), dpi=100)
-    grid = fig.add_gridspec(rows, t + 2)
+    rows = 1 if clouds is None else 2
+    fig = plt.figure(figsize=(1.7 * (t + 2), 1.9 * rows + 0.4), dpi=100)
+    grid = fig.add_gridspec(rows, t + 2, wspace=0.05, hspace=0.1)
     for col, idx in ((0, 0), (t + 1, 1)):
-        ax = fig.add_subplot(grid[0, col])
+        ax = fig.add_subplot(grid[:, col])
         ax.imshow(denormalize_rgb(rgb_pair[idx]))
         ax.set_title("start" if idx == 0 else "end", fontsize=8)
         ax.axis("off")
     limits = poses.reshape(-1, 3)
     for i in range(t):
-        ax = fig.add_subplot(grid[1, i + 1], projection="3d")
+        ax = fig.add_subplot(grid[0, i + 1], projection="3d")
         plot_pose_3d(ax, poses[i], linewidth=1.0)
         _equal_limits(ax, limits)
         _camera_view(ax)
         ax.set_title(f"α={i / (t - 1):.2f}", fontsize=7)
         if clouds is not None:
-            axc = fig.add_subplot(grid[2, i + 1], projection="3d")
+            axc = fig.add_subplot(grid[1, i + 1], projection="3d")
             plot_cloud(axc, np.asarray(clouds)[i], size=1.0)
             _equal_limits(axc, np.asarray(clouds).reshape(-1, 3))
             _camera_view(axc)
