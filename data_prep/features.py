@@ -63,12 +63,14 @@ def crop_box(hand_uv: np.ndarray, keypoints_uv: np.ndarray, margin: float = CROP
 def crop_intrinsics(K: np.ndarray, side: float, crop_size: int = CROP_SIZE) -> np.ndarray:
     """[3, 3] intrinsics of the view-corrected crop camera.
 
-    The focal lengths are those of ``K`` magnified by ``crop_size / side``; the principal point
+    The focal length is the mean of ``K``'s magnified by ``crop_size / side``; the principal point
     is the crop centre ``(crop_size − 1) / 2`` (pixel centres at integer coordinates).
     """
-    zoom = crop_size / side
+    # One focal length for both axes (square pixels): an in-plane rotation of the crop is then
+    # exactly a rotation of the camera about z, which the augmentation relies on.
+    focal = (K[0, 0] + K[1, 1]) / 2 * crop_size / side
     c = (crop_size - 1) / 2
-    return np.array([[K[0, 0] * zoom, 0.0, c], [0.0, K[1, 1] * zoom, c], [0.0, 0.0, 1.0]])
+    return np.array([[focal, 0.0, c], [0.0, focal, c], [0.0, 0.0, 1.0]])
 
 
 def warp_perspective(image: np.ndarray, dst_to_src: np.ndarray, size: int) -> np.ndarray:

@@ -221,5 +221,5 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             except feature_lib.SkipFrame as e:
                 skipped += 1
                 log.warning("RHD: skipping %s (%s/*/%s): %s", key, folder, name, e)
-        log.warning("RHD %s: %d frames, %d skipped", folder.name, len(annotations),
-                    skipped)
+        log.log(logging.WARNING if skipped else logging.INFO,
+                "RHD %s: %d frames, %d skipped", folder.name, len(annotations), skipped)

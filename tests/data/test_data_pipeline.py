@@ -1,0 +1,121 @@
+"""handvae.data.pipeline on the dummy synthetic RHD set (built once per session by conftest)."""
+
+import numpy as np
+import pytest
+
+from experiments.configs.common import get_base_config
+from handvae.data import pipeline, spec
+
+SIZE, HEAT, POINTS = 64, 16, 64
+
+
+def _config(data_dir, **overrides):
+    data = get_base_config("synthetic").data
+    data.data_dir = data_dir
+    data.image_size, data.heatmap_size, data.num_points = SIZE, HEAT, POINTS
+    data.update(overrides)
+    return data
+
+
+def _take(iterator, count):
+    try:
+        return [next(iterator) for _ in range(count)]
+    finally:
+        iterator.close()
+
+
+def test_train_batch_follows_the_contract(rhd_synthetic_data_dir):
+    (batch,) = _take(pipeline.train_batches(_config(rhd_synthetic_data_dir), 4, seed=0), 1)
+    shapes = spec.batch_shapes(4, SIZE, POINTS, HEAT)
+    assert set(batch) == set(spec.BATCH_KEYS)
+    for key in spec.BATCH_KEYS:
+        assert batch[key].shape == shapes[key], key
+        assert batch[key].dtype == np.float32, key
+    assert np.all(np.isfinite(batch["rgb"]))
+    assert 0.0 <= batch["heatmaps"].min() and batch["heatmaps"].max() <= 1.0
+    np.testing.assert_allclose(batch["pose"][:, 12], 0.0, atol=1e-6)   # root-relative
+    # the reference bone has unit length in normalised units
+    np.testing.assert_allclose(np.linalg.norm(batch["pose"][:, 12] - batch["pose"][:, 11], axis=-1),
+                               1.0, atol=1e-5)
+    assert np.all(batch["scale"] > 0) and np.all(batch["root"][:, 2] > 0)
+
+
+def test_batches_are_reproducible_and_resumable(rhd_synthetic_data_dir):
+    config = _config(rhd_synthetic_data_dir)
+    first = _take(pipeline.train_batches(config, 2, seed=3), 3)
+    resumed = _take(pipeline.train_batches(config, 2, seed=3, start_step=2), 1)[0]
+    other = _take(pipeline.train_batches(config, 2, seed=4), 1)[0]
+    for key in spec.BATCH_KEYS:
+        np.testing.assert_array_equal(first[2][key], resumed[key], err_msg=key)
+    assert not np.array_equal(first[0]["rgb"], other["rgb"])
+
+
+def test_process_sharding_splits_the_global_batch(rhd_synthetic_data_dir):
+    config = _config(rhd_synthetic_data_dir)
+    whole = _take(pipeline.train_batches(config, 4, seed=1), 1)[0]
+    halves = [_take(pipeline.train_batches(config, 4, seed=1, process_index=i,
+                                           process_count=2), 1)[0] for i in range(2)]
+    np.testing.assert_array_equal(np.concatenate([h["pose"] for h in halves]), whole["pose"])
+    with pytest.raises(ValueError, match="multiple of process_count"):
+        pipeline.train_batches(config, 3, seed=1, process_count=2)
+
+
+def test_labelled_flag_marks_the_first_fraction(rhd_synthetic_data_dir):
+    config = _config(rhd_synthetic_data_dir, labelled_fraction=0.34, augment=False)
+    source = pipeline.load_source(config, "train")
+    n = len(source)
+    batch = _take(pipeline.train_batches(config, n, seed=0), 1)[0]  # epoch 0: each once
+    assert batch["labelled"].sum() == round(0.34 * n)
+    # the labelled row is the first example of the sorted split
+    first = pipeline.example_to_features(source[0], config, None, augment=False)
+    row = int(np.argmax(batch["labelled"]))
+    np.testing.assert_allclose(batch["pose"][row], first["pose"], atol=1e-6)
+
+
+def test_eval_batches_are_finite_ordered_and_unaugmented(rhd_synthetic_data_dir):
+    config = _config(rhd_synthetic_data_dir, image_size=256, heatmap_size=64)
+    source = pipeline.load_source(config, "test")
+    batches = list(pipeline.eval_batches(config, len(source) - 1, split="test"))
+    assert [len(b["rgb"]) for b in batches] == [len(source) - 1, 1]
+    again = list(pipeline.eval_batches(config, len(source) - 1, split="test"))
+    np.testing.assert_array_equal(batches[0]["cloud"], again[0]["cloud"])
+    example = source[0]
+    rgb = batches[0]["rgb"][0] * spec.RGB_STD + spec.RGB_MEAN
+    np.testing.assert_allclose(rgb * 255, example["image"], atol=1e-3)
+    np.testing.assert_allclose(batches[0]["pose"][0], example["keypoints_3d"], atol=1e-6)
+    np.testing.assert_allclose(batches[0]["keypoints_2d"][0], example["keypoints_2d"])
+    assert batches[0]["labelled"].all()
+    short = list(pipeline.eval_batches(config, 4, split="test", num_examples=1))
+    assert [len(b["rgb"]) for b in short] == [1]
+
+
+def test_augmented_row_is_self_consistent(rhd_synthetic_data_dir):
+    """Rotated 3-D keypoints, projected with the augmented K, land on the augmented 2-D ones."""
+    from handvae.data import augment
+    from handvae.ops import camera
+
+    config = _config(rhd_synthetic_data_dir, image_size=96)
+    example = pipeline.load_source(config, "train")[0]
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        params = augment.sample_params(rng, 96)
+        image, kp2d, rot, k_out = augment.augment(example["image"], example["keypoints_2d"],
+                                                  example["K_crop"], params, 96)
+        metric = example["keypoints_3d"] * example["scale"] + example["root"]
+        np.testing.assert_allclose(camera.project(metric @ rot.T, k_out), kp2d, atol=1e-3)
+        assert abs(k_out[0, 1]) < 1e-9 and abs(k_out[1, 0]) < 1e-9   # a pinhole K
+        # the same rng drives example_to_features: pose and root rotate together
+        row = pipeline.example_to_features(example, config, np.random.default_rng(seed),
+                                           augment=True)
+        np.testing.assert_allclose(row["keypoints_2d"], kp2d, atol=1e-4)
+        np.testing.assert_allclose(
+            camera.project(row["pose"] * row["scale"] + row["root"], k_out), kp2d, atol=1e-3)
+        np.testing.assert_allclose(np.linalg.norm(row["cloud"], axis=-1).max(),
+                                   np.linalg.norm(row["cloud"] @ rot, axis=-1).max(), rtol=1e-5)
+
+
+def test_missing_data_set_says_how_to_build_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m data_prep.build --dataset rhd"):
+        pipeline.load_source(_config(str(tmp_path)), "train")
+    with pytest.raises(ValueError, match="data.dataset"):
+        pipeline.load_source(_config(str(tmp_path), dataset="nyu"), "train")
