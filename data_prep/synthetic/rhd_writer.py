@@ -38,6 +38,7 @@ RIGHT_ID_OFFSET = 18  # mask id of right-hand part 0
 BODY_ID = 1
 BACKGROUND_RANGE_M = (1.2, 4.5)
 FOCAL_RANGE_PX = (260.0, 310.0)
+ANNOTATION_KEYS = ("xyz", "uv_vis", "K")
 
 
 def encode_depth(depth_m: np.ndarray) -> np.ndarray:
@@ -150,7 +151,12 @@ def write_rhd(out: str | os.PathLike, num_train: int, num_eval: int, seed: int =
             jobs = [(str(folder), seed, split, i, plain) for i in range(counts[split])]
             results = output.run_jobs(_write_frame, jobs, workers,
                                       description=f"RHD {folder_name}", progress=progress)
-            annotations = dict(results)
+            # Fresh keys and float32 arrays: ones that came back from worker processes are
+            # distinct objects (key strings, dtypes), which would change the pickle's memo
+            # and so its bytes.
+            annotations = {int(index): {key: np.asarray(annotation[key]).astype(np.float32)
+                                        for key in ANNOTATION_KEYS}
+                           for index, annotation in results}
             with open(folder / f"anno_{folder_name}.pickle", "wb") as f:
                 pickle.dump(annotations, f, protocol=2)
     return out
