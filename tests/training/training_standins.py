@@ -25,7 +25,9 @@ class TinyPoseNet(nn.Module):
 
     @nn.compact
     def __call__(self, rgb, *, train: bool):
-        x = nn.Conv(self.width, (3, 3), strides=(2, 2))(rgb)
+        # No bias before BatchNorm: its gradient is exactly zero in theory, so Adam would turn
+        # float noise into full-size steps and device-count comparisons into noise tests.
+        x = nn.Conv(self.width, (3, 3), strides=(2, 2), use_bias=False)(rgb)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
         x = jnp.mean(nn.relu(x), axis=(1, 2))
         mu, logvar = nn.Dense(2)(x), nn.Dense(2)(x)

@@ -1,0 +1,99 @@
+"""train_and_evaluate end to end on a stand-in model: files, logs, resume, best, NaN guard."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import training_standins as standins
+from handvae.training import checkpoint as checkpoint_lib
+from handvae.training import loop, sharding, writers
+
+
+def _run(config, workdir, batches=None):
+    return loop.train_and_evaluate(
+        config, str(workdir), batches=batches or standins.batches(config),
+        eval_batches=standins.eval_batches(config), functions=standins.FUNCTIONS)
+
+
+def _params(workdir, which="latest"):
+    config = checkpoint_lib.read_config(str(workdir))
+    model = standins.build_model(config.model)
+    checkpoints = checkpoint_lib.Checkpoints(str(workdir), read_only=True, async_save=False)
+    from handvae.training.state import create_train_state
+    template = create_train_state(config, model, init_fn=standins.init_variables)
+    abstract = checkpoint_lib.sharded_abstract(template, sharding.make_mesh())
+    try:
+        return jax.device_get(checkpoints.restore(abstract, which)), checkpoints.best_step()
+    finally:
+        checkpoints.close()
+
+
+def test_workdir_layout_logs_and_final_metrics(tmp_path):
+    config = standins.tiny_config()
+    final = _run(config, tmp_path)
+    names = set(os.listdir(tmp_path))
+    assert {"config.json", "checkpoints", "checkpoints_best", "metrics.jsonl", "tensorboard",
+            "final_metrics.json"} <= names
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
+    # keep_checkpoints=2 of the saves at 2, 4, 6.
+    assert sorted(int(s) for s in os.listdir(tmp_path / "checkpoints")) == [4, 6]
+    train = writers.read_metrics(str(tmp_path), "train")
+    evals = writers.read_metrics(str(tmp_path), "eval")
+    assert [r["step"] for r in train] == [2, 4, 6]
+    assert [r["step"] for r in evals] == [3, 6]
+    assert {"loss", "pose", "kl", "beta", "learning_rate", "grad_norm", "steps_per_sec"} <= set(
+        train[0])
+    assert evals[-1]["num_examples"] == 6  # the smaller last eval batch was padded and cut
+    assert final["mean_epe_mm"] == pytest.approx(evals[-1]["mean_epe_mm"])
+    assert json.load(open(tmp_path / "final_metrics.json"))["step"] == 6
+    assert checkpoint_lib.read_config(str(tmp_path)).model.strategy == config.model.strategy
+    # The best checkpoint is the evaluation with the lowest mean EPE.
+    best_eval = min(evals, key=lambda r: r["mean_epe_mm"])
+    _, best_step = _params(tmp_path, "best")
+    assert best_step == best_eval["step"]
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    config = standins.tiny_config()
+    _run(config, tmp_path / "straight")
+    short = standins.tiny_config()
+    short.num_train_steps = 4
+    _run(short, tmp_path / "resumed")
+    _run(config, tmp_path / "resumed")  # picks up the step-4 checkpoint
+    straight, _ = _params(tmp_path / "straight")
+    resumed, _ = _params(tmp_path / "resumed")
+    assert int(resumed.step) == 6
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                 straight.params, resumed.params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                 straight.opt_state, resumed.opt_state)
+
+
+def test_non_finite_loss_stops_naming_step_and_term(tmp_path):
+    config = standins.tiny_config()
+    clean = standins.batches(config)
+
+    def poisoned(start_step):
+        for step, batch in enumerate(clean(start_step), start_step):
+            if step == 3:
+                batch["pose"] = batch["pose"].copy()
+                batch["pose"][0, 0, 0] = np.inf
+            yield batch
+
+    with pytest.raises(loop.NonFiniteLossError, match=r"step 3 .*pose=") as info:
+        _run(config, tmp_path, batches=poisoned)
+    assert "kl=" not in str(info.value)  # only the offending terms are named
+    assert "Last good checkpoint: step 2" in str(info.value)
+    assert sorted(int(s) for s in os.listdir(tmp_path / "checkpoints")) == [2]
+    kept, _ = _params(tmp_path)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(kept.params))
+
+
+def test_batch_not_divisible_by_devices_fails_before_training(tmp_path):
+    config = standins.tiny_config()
+    config.batch_size = 3
+    with pytest.raises(ValueError, match="not divisible by the 2 devices"):
+        _run(config, tmp_path)

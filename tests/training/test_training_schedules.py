@@ -1,0 +1,53 @@
+"""β annealing and the learning-rate schedule."""
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.configs import common
+from handvae.training import schedules
+
+
+def test_linear_beta_ends_and_midpoint():
+    beta = schedules.beta_schedule(1e-5, 1e-3, 100, "linear")
+    np.testing.assert_allclose(beta(0), 1e-5, rtol=1e-6)
+    np.testing.assert_allclose(beta(50), (1e-5 + 1e-3) / 2, rtol=1e-6)
+    np.testing.assert_allclose(beta(100), 1e-3, rtol=1e-6)
+    np.testing.assert_allclose(beta(10_000), 1e-3, rtol=1e-6)
+
+
+def test_log_beta_is_geometric():
+    beta = schedules.beta_schedule(1e-5, 1e-3, 100, "log")
+    np.testing.assert_allclose(beta(50), 1e-4, rtol=1e-5)  # geometric mean
+    np.testing.assert_allclose(beta(100), 1e-3, rtol=1e-5)
+
+
+def test_beta_is_jittable_and_zero_ramp_is_constant():
+    beta = jax.jit(schedules.beta_schedule(1e-5, 1e-3, 0))
+    np.testing.assert_allclose(beta(0), 1e-3, rtol=1e-6)
+
+
+def test_beta_from_paper_config():
+    beta = schedules.beta_schedule_from_config(common.get_base_config("rhd"))
+    np.testing.assert_allclose(beta(0), 1e-5, rtol=1e-6)
+    np.testing.assert_allclose(beta(100_000), 1e-3, rtol=1e-6)
+
+
+def test_bad_beta_arguments_raise():
+    with pytest.raises(ValueError, match="beta_anneal"):
+        schedules.beta_schedule(1e-5, 1e-3, 10, "cosine")
+    with pytest.raises(ValueError, match="log annealing"):
+        schedules.beta_schedule(0.0, 1e-3, 10, "log")
+
+
+def test_learning_rate_divided_by_ten_twice():
+    lr = schedules.learning_rate_from_config(common.get_base_config("rhd"))
+    np.testing.assert_allclose(lr(0), 1e-4, rtol=1e-6)
+    np.testing.assert_allclose(lr(199_999), 1e-4, rtol=1e-6)
+    np.testing.assert_allclose(lr(200_001), 1e-5, rtol=1e-6)
+    np.testing.assert_allclose(lr(300_001), 1e-6, rtol=1e-6)
+
+
+def test_unsorted_boundaries_raise():
+    with pytest.raises(ValueError, match="lr_boundaries"):
+        schedules.learning_rate_schedule(1e-4, (300, 200))
