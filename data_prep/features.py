@@ -25,6 +25,8 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
 from PIL import Image
 
 from handvae.ops import camera, rotation, skeleton
@@ -34,6 +36,7 @@ CROP_MARGIN = 1.3        # crop side / side of the hand's bounding square
 MIN_CROP_SIDE = 24.0     # pixels of the source image; avoids absurd magnification
 MAX_POINTS = 4000        # surface points kept per example
 MIN_HAND_POINTS = 32     # fewer valid hand depth points → the frame is skipped
+NUM_KEYPOINTS = skeleton.NUM_JOINTS
 
 
 class SkipFrame(ValueError):
@@ -216,3 +219,46 @@ def points_near_skeleton(points: np.ndarray, keypoints_3d: np.ndarray, radius: f
         t = np.clip((points - start) @ direction / max(direction @ direction, 1e-12), 0, 1)
         near |= np.sum((points - start - t[:, None] * direction) ** 2, -1) <= radius ** 2
     return near
+
+
+FEATURE_DOC = {
+    "image": "view-corrected colour crop, uint8 [256, 256, 3]; left hands mirrored to right",
+    "keypoints_3d": "[21, 3] RHD order, view-corrected frame, (P − root) / scale",
+    "keypoints_2d": "[21, 2] crop pixels (u, v), pixel centres at integers",
+    "points": "[P ≤ 4000, 3] hand-surface points from depth, normalised like keypoints_3d",
+    "K_crop": "[3, 3] intrinsics of the crop (principal point at its centre)",
+    "view_rotation": "[3, 3] R: original camera frame → view-corrected frame (before mirroring)",
+    "side": "0 left, 1 right: the side of the hand in the original frame",
+}
+
+
+def read_png(path: epath.Path) -> np.ndarray:
+    """Decodes a PNG through epath; a corrupt or truncated file raises SkipFrame naming it."""
+    try:
+        with path.open("rb") as f:
+            image = Image.open(f)
+            image.load()
+            return np.asarray(image)
+    except FileNotFoundError as e:
+        raise SkipFrame(f"missing file {path}") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise SkipFrame(f"corrupt or truncated PNG {path}: {e}") from e
+
+
+def example_features(crop_size: int = CROP_SIZE) -> tfds.features.FeaturesDict:
+    """The stored features of the RHD and STB builders (see ``FEATURE_DOC``)."""
+    t = tfds.features.Tensor
+    return tfds.features.FeaturesDict({
+        "image": t(shape=(crop_size, crop_size, 3), dtype=np.uint8, encoding="zlib"),
+        "keypoints_3d": t(shape=(NUM_KEYPOINTS, 3), dtype=np.float32),
+        "keypoints_2d": t(shape=(NUM_KEYPOINTS, 2), dtype=np.float32),
+        "visible": t(shape=(NUM_KEYPOINTS,), dtype=np.float32),
+        "root": t(shape=(3,), dtype=np.float32),
+        "scale": tfds.features.Scalar(dtype=np.float32),
+        "points": t(shape=(None, 3), dtype=np.float32),
+        "num_points": tfds.features.Scalar(dtype=np.int32),
+        "K_crop": t(shape=(3, 3), dtype=np.float32),
+        "view_rotation": t(shape=(3, 3), dtype=np.float32),
+        "side": tfds.features.Scalar(dtype=np.int32),
+        "frame": tfds.features.Text(),
+    })

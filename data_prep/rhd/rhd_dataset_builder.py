@@ -17,7 +17,6 @@ import logging
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
-from PIL import Image
 
 from data_prep import features as feature_lib
 from data_prep import safe_pickle
@@ -42,7 +41,7 @@ and build with --config synthetic --manual_dir data/synthetic/rhd.
 
 DATA_FOLDER = "RHD_published_v2"
 SPLITS = {"train": "training", "test": "evaluation"}
-NUM_KEYPOINTS = 21
+NUM_KEYPOINTS = feature_lib.NUM_KEYPOINTS
 LEFT_IDS = (2, 17)    # inclusive mask-id range of the left hand
 RIGHT_IDS = (18, 33)  # inclusive mask-id range of the right hand
 LEFT, RIGHT = 0, 1
@@ -123,49 +122,6 @@ def frame_example(key: str, image: np.ndarray, depth: np.ndarray, mask: np.ndarr
     return example
 
 
-def read_png(path: epath.Path) -> np.ndarray:
-    """Decodes a PNG through epath; a corrupt or truncated file raises SkipFrame naming it."""
-    try:
-        with path.open("rb") as f:
-            image = Image.open(f)
-            image.load()
-            return np.asarray(image)
-    except FileNotFoundError as e:
-        raise feature_lib.SkipFrame(f"missing file {path}") from e
-    except (OSError, SyntaxError, ValueError) as e:
-        raise feature_lib.SkipFrame(f"corrupt or truncated PNG {path}: {e}") from e
-
-
-def example_features(crop_size: int = feature_lib.CROP_SIZE) -> tfds.features.FeaturesDict:
-    """The stored features (shared with the STB builder)."""
-    t = tfds.features.Tensor
-    return tfds.features.FeaturesDict({
-        "image": t(shape=(crop_size, crop_size, 3), dtype=np.uint8, encoding="zlib"),
-        "keypoints_3d": t(shape=(NUM_KEYPOINTS, 3), dtype=np.float32),
-        "keypoints_2d": t(shape=(NUM_KEYPOINTS, 2), dtype=np.float32),
-        "visible": t(shape=(NUM_KEYPOINTS,), dtype=np.float32),
-        "root": t(shape=(3,), dtype=np.float32),
-        "scale": tfds.features.Scalar(dtype=np.float32),
-        "points": t(shape=(None, 3), dtype=np.float32),
-        "num_points": tfds.features.Scalar(dtype=np.int32),
-        "K_crop": t(shape=(3, 3), dtype=np.float32),
-        "view_rotation": t(shape=(3, 3), dtype=np.float32),
-        "side": tfds.features.Scalar(dtype=np.int32),
-        "frame": tfds.features.Text(),
-    })
-
-
-FEATURE_DOC = {
-    "image": "view-corrected colour crop, uint8 [256, 256, 3]; left hands mirrored to right",
-    "keypoints_3d": "[21, 3] RHD order, view-corrected frame, (P − root) / scale",
-    "keypoints_2d": "[21, 2] crop pixels (u, v), pixel centres at integers",
-    "points": "[P ≤ 4000, 3] hand-surface points from depth, normalised like keypoints_3d",
-    "K_crop": "[3, 3] intrinsics of the crop (principal point at its centre)",
-    "view_rotation": "[3, 3] R: original camera frame → view-corrected frame (before mirroring)",
-    "side": "0 left, 1 right: the side of the hand in the original frame",
-}
-
-
 class Builder(tfds.core.GeneratorBasedBuilder):
     """RHD, one example per frame (dominant hand); configs ``real`` and ``synthetic``."""
 
@@ -181,7 +137,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=example_features(),
+            features=feature_lib.example_features(),
             supervised_keys=None,
             homepage="https://lmb.informatik.uni-freiburg.de/resources/datasets/"
                      "RenderedHandposeDataset.en.html",
@@ -212,9 +168,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             name = f"{int(frame):05d}.png"
             key = f"{folder.name}/{int(frame):05d}"
             try:
-                image = read_png(folder / "color" / name)[..., :3]
-                depth = decode_depth(read_png(folder / "depth" / name))
-                mask = read_png(folder / "mask" / name)
+                image = feature_lib.read_png(folder / "color" / name)[..., :3]
+                depth = decode_depth(feature_lib.read_png(folder / "depth" / name))
+                mask = feature_lib.read_png(folder / "mask" / name)
                 if mask.ndim == 3:
                     mask = mask[..., 0]
                 yield key, frame_example(key, image, depth, mask, annotations[frame])

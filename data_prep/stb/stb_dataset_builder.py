@@ -1,0 +1,197 @@
+"""Stereo Hand Pose Tracking Benchmark (STB; Zhang et al., ICIP 2017), SK camera, as TFDS.
+
+One example per SK frame (RealSense F200 colour + depth), processed by
+:mod:`data_prep.features` like RHD. STB-specific steps:
+
+* labels: ``handPara`` [3, 21, N] mm in the depth camera's frame, STB joint order → colour
+  frame (:func:`handvae.ops.camera.stb_depth_to_color`) → RHD order
+  (:data:`handvae.ops.skeleton.STB_TO_RHD`) → the palm centre replaced by a wrist
+  (:func:`handvae.ops.skeleton.stb_palm_to_wrist`, Ge et al. CVPR 2019) → metres;
+* STB has no masks: the hand is the set of depth points (back-projected with the depth camera,
+  moved to the colour frame) within ``HAND_RADIUS_MM`` of a bone of the labelled skeleton;
+  the crop box comes from those points projected into the colour image;
+* STB shows left hands only; all are mirrored to right hands (``side`` = 0 records it).
+
+Splits follow the hand3d protocol: ``test`` = B1Counting + B1Random, ``train`` = the ten other
+sequences. Configs ``real`` and ``synthetic`` (``python -m data_prep.synthetic --format stb``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.io
+import tensorflow_datasets as tfds
+from etils import epath
+
+from data_prep import features as feature_lib
+from handvae.ops import camera, skeleton
+
+log = logging.getLogger(__name__)
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+STB cannot be downloaded by code.
+1. Open https://sites.google.com/site/zhjw1988/ (Stereo Hand Pose Tracking Benchmark) and
+   download the image archives (B1Counting ... B6Random) and labels.zip.
+2. Extract them so that one folder holds images/ and labels/:
+   <manual_dir>/images/B1Counting/SK_color_0.png, SK_depth_0.png, ...
+   <manual_dir>/labels/B1Counting_SK.mat, ...
+3. Point manual_dir at that folder (the one that CONTAINS images/ and labels/).
+4. Build: python -m data_prep.build --dataset stb --config real --manual_dir <manual_dir>
+   --data_dir data/tfds
+For the synthetic stand-in, write the same layout with
+   python -m data_prep.synthetic --format stb --out data/synthetic/stb
+and build with --config synthetic --manual_dir data/synthetic/stb.
+"""
+
+TEST_SEQUENCES = ("B1Counting", "B1Random")
+ALL_SEQUENCES = tuple(f"B{b}{kind}" for b in range(1, 7) for kind in ("Counting", "Random"))
+HAND_RADIUS_MM = 20.0      # depth points this close to a bone are "hand"
+BOX_MARGIN_PX = 40         # depth-image search window around the projected keypoints
+LEFT = 0
+
+
+def labels_to_keypoints(hand_para: np.ndarray) -> np.ndarray:
+    """STB ``handPara`` → keypoints in RHD order, colour-camera frame, metres.
+
+    Args:
+      hand_para: [3, 21, N] millimetres, STB order (palm centre first), depth-camera frame.
+
+    Returns:
+      [N, 21, 3] metres, RHD order, joint 0 the wrist estimated from the palm centre.
+    """
+    hand_para = np.asarray(hand_para, np.float64)
+    if hand_para.ndim != 3 or hand_para.shape[:2] != (3, skeleton.NUM_JOINTS):
+        raise ValueError(f"handPara must be [3, 21, N], got {hand_para.shape}")
+    stb_order = camera.stb_depth_to_color(np.transpose(hand_para, (2, 1, 0)))
+    return skeleton.stb_palm_to_wrist(stb_order[:, skeleton.STB_TO_RHD]) / 1000.0
+
+
+def decode_depth(depth_rgb: np.ndarray) -> np.ndarray:
+    """STB depth PNG [H, W, ≥2] uint8 → [H, W] float32 millimetres (R + 256·G; 0 = none)."""
+    depth_rgb = np.asarray(depth_rgb)
+    if depth_rgb.ndim != 3 or depth_rgb.shape[-1] < 2:
+        raise ValueError(f"STB depth must be an RGB image [H, W, 3], got {depth_rgb.shape}")
+    return depth_rgb[..., 0].astype(np.float32) + 256.0 * depth_rgb[..., 1].astype(np.float32)
+
+
+def hand_points_from_depth(depth_mm: np.ndarray, keypoints_color_m: np.ndarray,
+                           radius_mm: float = HAND_RADIUS_MM) -> np.ndarray:
+    """Segments the hand in an STB depth map by distance to the labelled skeleton.
+
+    Args:
+      depth_mm: [H, W] depth-camera depth, millimetres (0 = no measurement).
+      keypoints_color_m: [21, 3] RHD-order keypoints, colour frame, metres.
+      radius_mm: a point within this distance of a bone belongs to the hand.
+
+    Returns:
+      [P, 3] hand points in the colour-camera frame, metres.
+    """
+    keypoints_depth_mm = camera.stb_color_to_depth(1000.0 * keypoints_color_m)
+    uv = camera.project(keypoints_depth_mm, camera.STB_SK_DEPTH_K)
+    height, width = depth_mm.shape
+    lo = np.clip(np.floor(uv.min(0)) - BOX_MARGIN_PX, 0, [width, height]).astype(int)
+    hi = np.clip(np.ceil(uv.max(0)) + BOX_MARGIN_PX + 1, 0, [width, height]).astype(int)
+    window = np.zeros_like(depth_mm, dtype=bool)
+    window[lo[1]:hi[1], lo[0]:hi[0]] = True
+    z = keypoints_depth_mm[:, 2]
+    window &= (depth_mm > z.min() - 3 * radius_mm) & (depth_mm < z.max() + 3 * radius_mm)
+    points_depth = camera.depth_to_points(depth_mm, camera.STB_SK_DEPTH_K, window)
+    points_color = camera.stb_depth_to_color(points_depth)
+    near = feature_lib.points_near_skeleton(points_color, 1000.0 * keypoints_color_m, radius_mm)
+    return points_color[near] / 1000.0
+
+
+def frame_example(key: str, image: np.ndarray, depth_mm: np.ndarray,
+                  keypoints_color_m: np.ndarray, crop_size: int = feature_lib.CROP_SIZE
+                  ) -> dict[str, np.ndarray]:
+    """One STB SK frame → one example (pure; no file access).
+
+    Args:
+      key: example key, e.g. ``"B1Counting/0042"``.
+      image: [480, 640, 3] uint8 colour image.
+      depth_mm: [480, 640] depth-camera depth, millimetres.
+      keypoints_color_m: [21, 3] from :func:`labels_to_keypoints`.
+      crop_size: stored crop side, pixels.
+
+    Raises:
+      features.SkipFrame: too few hand points, keypoints outside the image.
+    """
+    hand_points = hand_points_from_depth(depth_mm, keypoints_color_m)
+    hand_uv = camera.project(hand_points, camera.STB_SK_COLOR_K) if len(hand_points) else \
+        np.zeros((0, 2))
+    example = feature_lib.process_frame(
+        key=key, image=image, K=camera.STB_SK_COLOR_K, keypoints_3d=keypoints_color_m,
+        hand_points=hand_points, hand_uv=hand_uv, mirror=True, crop_size=crop_size)
+    example["side"] = np.int32(LEFT)
+    example["frame"] = key
+    return example
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+    """STB (SK camera); configs ``real`` and ``synthetic``."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release: view-corrected crops, surface point pools."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+    BUILDER_CONFIGS = [
+        tfds.core.BuilderConfig(name="real", description="The published STB (manual download)."),
+        tfds.core.BuilderConfig(
+            name="synthetic", description="STB-format data from data_prep.synthetic."),
+    ]
+    DEFAULT_CONFIG_NAME = "real"
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=feature_lib.example_features(),
+            supervised_keys=None,
+            homepage="https://sites.google.com/site/zhjw1988/",
+            disable_shuffling=True,
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        root = epath.Path(dl_manager.manual_dir)
+        labels = root / "labels"
+        found = sorted(p.name[:-len("_SK.mat")] for p in labels.glob("*_SK.mat")) \
+            if labels.exists() else []
+        if not found:
+            raise FileNotFoundError(
+                f"STB: expected label files such as {labels / 'B1Counting_SK.mat'} and images "
+                f"under {root / 'images'}; none found, so manual_dir={root} is not an STB "
+                "folder.\n" + MANUAL_DOWNLOAD_INSTRUCTIONS)
+        missing = sorted(set(ALL_SEQUENCES) - set(found))
+        if missing and self.builder_config.name == "real":
+            log.warning("STB: sequences %s are missing under %s", missing, labels)
+        test = [s for s in found if s in TEST_SEQUENCES]
+        train = [s for s in found if s not in TEST_SEQUENCES]
+        if not test or not train:
+            raise FileNotFoundError(
+                f"STB: need label files of both splits under {labels} (test: "
+                f"{TEST_SEQUENCES}, train: the others); found {found}.\n"
+                + MANUAL_DOWNLOAD_INSTRUCTIONS)
+        return {"train": self._generate_examples(root, train),
+                "test": self._generate_examples(root, test)}
+
+    def _generate_examples(self, root: epath.Path, sequences: list[str]):
+        for sequence in sequences:
+            label_file = root / "labels" / f"{sequence}_SK.mat"
+            with label_file.open("rb") as f:
+                mat = scipy.io.loadmat(f)
+            if "handPara" not in mat:
+                raise ValueError(f"{label_file}: no 'handPara' variable (found "
+                                 f"{sorted(k for k in mat if not k.startswith('__'))})")
+            keypoints = labels_to_keypoints(mat["handPara"])
+            skipped = 0
+            for index in range(len(keypoints)):
+                key = f"{sequence}/{index:04d}"
+                folder = root / "images" / sequence
+                try:
+                    image = feature_lib.read_png(folder / f"SK_color_{index}.png")[..., :3]
+                    depth = decode_depth(feature_lib.read_png(folder / f"SK_depth_{index}.png"))
+                    yield key, frame_example(key, image, depth, keypoints[index])
+                except feature_lib.SkipFrame as e:
+                    skipped += 1
+                    log.warning("STB: skipping %s (%s/SK_*_%d.png): %s", key, folder, index, e)
+            log.log(logging.WARNING if skipped else logging.INFO,
+                    "STB %s: %d frames, %d skipped", sequence, len(keypoints), skipped)
