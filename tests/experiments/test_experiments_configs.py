@@ -1,0 +1,69 @@
+"""Every experiment config loads with its arguments and sets what its docstring promises."""
+
+import importlib
+
+import pytest
+
+from experiments.configs import common
+
+CONFIGS = ("s1_r2p", "s2", "s3_kl", "s4_poe", "weak", "demo")
+
+
+def _get(name, arg=None):
+    return importlib.import_module(f"experiments.configs.{name}").get_config(arg)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_loads_and_documents_its_command(name):
+    module = importlib.import_module(f"experiments.configs.{name}")
+    assert "python -m experiments.train" in module.__doc__
+    assert "Expected result" in module.__doc__
+    config = module.get_config()
+    assert config.batch_size % 2 == 0 and config.num_train_steps > 0
+    assert set(common.get_base_config().keys()) == set(config.keys())
+
+
+@pytest.mark.parametrize("name,arg,strategy", [
+    ("s1_r2p", "dataset=stb", "R2P"), ("s2", "decoders=hp", "R2HP"),
+    ("s2", "decoders=cp,dataset=synthetic", "R2CP"), ("s2", None, "R2CHP"),
+    ("s3_kl", "stb", "RC2CHP_kl"), ("s4_poe", "dataset=rhd", "RC2CHP_poe"),
+    ("weak", "labelled=0.05", "RC2CHP_poe"), ("demo", "strategy=R2P", "R2P")])
+def test_strategy_and_dataset_arguments(name, arg, strategy):
+    config = _get(name, arg)
+    assert config.model.strategy == strategy
+    if arg and "stb" in arg:
+        assert config.data.dataset == "stb"
+
+
+def test_paper_defaults():
+    config = _get("s4_poe")
+    assert config.optimizer.lr == 1e-4 and config.batch_size == 32
+    assert config.model.latent_dim == 64
+    assert (config.loss.lambda_heat, config.loss.lambda_cloud) == (0.01, 1.0)
+    assert (config.model.beta_min, config.model.beta_max, config.model.beta_prime) == (
+        1e-5, 1e-3, 1.0)
+    assert len(config.optimizer.lr_boundaries) == 2 and config.optimizer.lr_decay == 0.1
+
+
+def test_weak_supervision_fraction():
+    assert _get("weak", "labelled=0.25").data.labelled_fraction == 0.25
+    with pytest.raises(ValueError, match="labelled"):
+        _get("weak", "labelled=1.5")
+
+
+def test_demo_is_small_and_consistent():
+    config = _get("demo", "strategy=RC2CHP_kl,steps=100")
+    assert config.data.dataset == "synthetic" and config.num_train_steps == 100
+    assert config.data.image_size == config.model.image_size <= 64
+    assert config.data.heatmap_size == config.model.heatmap_size
+    assert config.data.num_points == config.model.num_points
+    assert config.model.resnet_width < 64
+
+
+def test_bad_arguments_name_the_problem():
+    with pytest.raises(ValueError, match="decoders"):
+        _get("s2", "decoders=xyz")
+    with pytest.raises(ValueError, match="unknown key 'datset'"):
+        _get("s4_poe", "datset=rhd")
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        _get("s1_r2p", "dataset=mnist")
