@@ -1,8 +1,9 @@
 """ResPEL: residual permutation-equivariant layers (Li & Lee, CVPR 2019), the cloud trunk.
 
-A permutation-equivariant layer (PEL, Zaheer et al. 2017 "Deep Sets") maps every point's
-feature ``x_n`` to ``x_n Γ + (max_m x_m) Λ + b``: the same affine map per point plus a term
-shared by the whole set, so permuting the input points permutes the output rows. Li & Lee
+A permutation-equivariant layer (PEL, the max-pooling form of Zaheer et al. 2017 "Deep Sets")
+maps every point's feature ``x_n`` to ``(x_n − max_m x_m) Γ + b``: the same affine map per
+point applied after subtracting the set's channel-wise maximum, so permuting the input points
+permutes the output rows (and features stay centred on the set, whatever its offset). Li & Lee
 stack such layers in pre-activation residual blocks; max-pooling the last layer over points
 gives a permutation-invariant feature of the whole cloud.
 
@@ -21,7 +22,7 @@ DEFAULT_NUM_BLOCKS = 5
 
 
 class PermutationEquivariantLayer(nn.Module):
-    """``y_n = x_n Γ + (max_m x_m) Λ + b`` for every point n.
+    """``y_n = (x_n − max_m x_m) Γ + b`` for every point n.
 
     Attributes:
       features: output channels.
@@ -32,10 +33,7 @@ class PermutationEquivariantLayer(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """[B, N, C] → [B, N, features]; equivariant to permutations of the N axis."""
-        pooled = jnp.max(x, axis=1, keepdims=True)
-        per_point = nn.Dense(self.features, name="per_point")(x)
-        shared = nn.Dense(self.features, use_bias=False, name="set_max")(pooled)
-        return per_point + shared
+        return nn.Dense(self.features, name="dense")(x - jnp.max(x, axis=1, keepdims=True))
 
 
 class ResPELBlock(nn.Module):
