@@ -48,7 +48,11 @@ _BONE_RADII = np.array([
     [0.0082, 0.0074, 0.0068],
 ])
 # Rest splay of each finger about +z (radians; negative turns +y towards +x, the thumb side).
-_REST_SPLAY = np.radians([0.0, -8.0, 0.0, 8.0, 17.0])
+_REST_SPLAY = np.radians([0.0, -5.0, 0.0, 5.0, 10.0])
+# Abduction is "spread away from the middle finger" when positive: the index turns towards
+# the thumb side (−z rotation), ring and little towards the ulnar side; for the thumb it
+# opens the thumb away from the palm's radial border.
+_SPREAD_SIGN = np.array([1.0, -1.0, 1.0, 1.0, 1.0])
 # The thumb's rest direction and flexion direction in the hand frame (before splay).
 _THUMB_REST_DIRECTION = np.array([0.62, 0.72, 0.30])
 _THUMB_FLEX_DIRECTION = np.array([-0.75, 0.0, 0.66])
@@ -108,13 +112,18 @@ def _uniform(rng: np.random.Generator, low: np.ndarray, high: np.ndarray,
     return rng.uniform(low + fraction[0] * span, low + fraction[1] * span)
 
 
-def sample_pose(rng: np.random.Generator, kind: str | None = None) -> np.ndarray:
+def sample_pose(rng: np.random.Generator, kind: str | None = None,
+                shape: HandShape | None = None, pinch_candidates: int = 48) -> np.ndarray:
     """Samples joint angles of one of :data:`POSE_KINDS` (or a random kind).
+
+    Abduction (column 0) is positive when a finger spreads away from the middle finger.
 
     Args:
       rng: the generator.
       kind: "open", "fist", "pinch", "point", "random", or None for a random kind
         (random in-limit poses half the time, each named kind an eighth).
+      shape: the hand; with it a pinch closes the thumb on the index tip (the best of
+        ``pinch_candidates`` random thumb poses), without it the thumb pose is only typical.
 
     Returns:
       [5, 4] angles in radians (finger × (abduction, base, middle, distal flexion)), within
@@ -131,7 +140,7 @@ def sample_pose(rng: np.random.Generator, kind: str | None = None) -> np.ndarray
         angles[1:, 3] = np.clip(angles[1:, 2] * rng.uniform(0.4, 0.9, 4), lo[1:, 3], hi[1:, 3])
     elif kind == "open":
         angles = _uniform(rng, lo, hi, (0.0, 0.3))
-        angles[:, 0] = _uniform(rng, lo[:, 0], hi[:, 0], (0.3, 1.0))
+        angles[:, 0] = _uniform(rng, lo[:, 0], hi[:, 0], (0.5, 1.0))  # spread
     elif kind == "fist":
         angles = _uniform(rng, lo, hi, (0.75, 1.0))
         angles[1:, 0] = _uniform(rng, lo[1:, 0], hi[1:, 0], (0.4, 0.6))
@@ -142,6 +151,12 @@ def sample_pose(rng: np.random.Generator, kind: str | None = None) -> np.ndarray
         angles[0, 0] = _uniform(rng, lo[0, 0], hi[0, 0], (0.7, 0.95))
         angles[1] = _uniform(rng, lo[1], hi[1], (0.35, 0.55))
         angles[1, 0] = _uniform(rng, lo[1, 0], hi[1, 0], (0.4, 0.6))
+        if shape is not None:
+            index_tip = _finger_chain(shape, angles[1], 1)[-1]
+            candidates = rng.uniform(lo[0], hi[0], size=(max(pinch_candidates, 1), 4))
+            gaps = [np.linalg.norm(_finger_chain(shape, c, 0)[-1] - index_tip)
+                    for c in candidates]
+            angles[0] = candidates[int(np.argmin(gaps))]
     else:  # point: index straight, the rest curled
         angles = _uniform(rng, lo, hi, (0.75, 1.0))
         angles[1] = _uniform(rng, lo[1], hi[1], (0.1, 0.25))
@@ -167,6 +182,21 @@ def _finger_frame(finger: int) -> np.ndarray:
     return _rotation(np.array([0.0, 0.0, 1.0]), _REST_SPLAY[finger])
 
 
+def _finger_chain(shape: HandShape, finger_angles: np.ndarray, finger: int) -> np.ndarray:
+    """[4, 3] right-hand-frame positions base → tip of one finger (metres)."""
+    frame = _finger_frame(finger)
+    # Abduction about the flexion direction (the palm normal for fingers), then flexion.
+    orient = frame @ _rotation(np.array([0.0, 0.0, 1.0]),
+                               _SPREAD_SIGN[finger] * finger_angles[0])
+    position = shape.base_positions[finger].copy()
+    chain = [position]
+    for k in range(3):
+        orient = orient @ _rotation(np.array([1.0, 0.0, 0.0]), finger_angles[1 + k])
+        position = position + orient[:, 1] * shape.bone_lengths[finger, k]
+        chain.append(position)
+    return np.stack(chain)
+
+
 def forward_kinematics(shape: HandShape, angles: np.ndarray, side: str = "right"
                        ) -> np.ndarray:
     """Keypoints of a posed hand in its own frame.
@@ -186,17 +216,9 @@ def forward_kinematics(shape: HandShape, angles: np.ndarray, side: str = "right"
         raise ValueError(f"angles must be [5, 4], got {angles.shape}")
     keypoints = np.zeros((21, 3))
     for finger in range(NUM_FINGERS):
-        frame = _finger_frame(finger)
-        # Abduction about the flexion direction (the palm normal for fingers), then flexion.
-        orient = frame @ _rotation(np.array([0.0, 0.0, 1.0]), angles[finger, 0])
-        position = shape.base_positions[finger].copy()
-        chain = [position]
-        for k in range(3):
-            orient = orient @ _rotation(np.array([1.0, 0.0, 0.0]), angles[finger, 1 + k])
-            position = position + orient[:, 1] * shape.bone_lengths[finger, k]
-            chain.append(position)
+        chain = _finger_chain(shape, angles[finger], finger)
         # RHD order within a finger: tip, DIP, PIP, MCP → indices 4f+1 .. 4f+4.
-        keypoints[4 * finger + 1: 4 * finger + 5] = np.stack(chain[::-1])
+        keypoints[4 * finger + 1: 4 * finger + 5] = chain[::-1]
     if side == "left":
         keypoints[:, 0] *= -1.0
     return keypoints

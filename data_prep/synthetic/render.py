@@ -1,8 +1,10 @@
 """A vectorised capsule renderer: depth, part mask and a shaded colour image.
 
-The hand is a union of capsules (a segment with a radius). Each capsule is intersected with
-the camera rays of the pixels inside its projected bounding box only (numpy over those
-pixels; a Python loop over the ~25 capsules), and a z-buffer keeps the nearest hit. Camera
+The hand is a union of capsules (a segment with a radius) and flat slabs (a convex polygon
+thickened to ±h, the palm's faces; capsules along its border round it off). Each primitive is
+intersected with the camera rays of the pixels inside its projected bounding box only (numpy
+over those pixels; a Python loop over the ~25 primitives), and a z-buffer keeps the nearest
+hit. Camera
 conventions are ``handvae.ops.camera``'s: x right, y down, z forward, metres; the pinhole
 camera sits at the origin, pixel centres at integer (u, v).
 """
@@ -33,6 +35,101 @@ class Capsules:
     radius: np.ndarray
     part_id: np.ndarray
     albedo: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Slab:
+    """A convex planar polygon thickened to ``±half_thickness`` along its normal.
+
+    Attributes:
+      origin: [3] a point of the mid-plane, metres (camera frame).
+      axes: [2, 3] orthonormal in-plane directions (u, v).
+      normal: [3] unit normal, ``axes[0] × axes[1]``.
+      polygon: [M, 2] convex polygon in (u, v) plane coordinates, counter-clockwise, metres.
+      half_thickness: metres.
+      part_id: label written into the mask.
+      albedo: [3] diffuse colour in [0, 1].
+    """
+    origin: np.ndarray
+    axes: np.ndarray
+    normal: np.ndarray
+    polygon: np.ndarray
+    half_thickness: float
+    part_id: int
+    albedo: np.ndarray
+
+
+def make_slab(points: np.ndarray, normal: np.ndarray, half_thickness: float, part_id: int,
+              albedo: np.ndarray) -> Slab:
+    """A :class:`Slab` over the convex hull of ``points`` [M, 3] projected on the plane through
+    their mean with the given ``normal`` [3]."""
+    normal = normal / np.linalg.norm(normal)
+    origin = points.mean(axis=0)
+    seed = np.array([1.0, 0.0, 0.0]) if abs(normal[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    u = np.cross(normal, seed)
+    u /= np.linalg.norm(u)
+    v = np.cross(normal, u)
+    planar = (points - origin) @ np.stack([u, v]).T
+    return Slab(origin=origin, axes=np.stack([u, v]), normal=np.cross(u, v),
+                polygon=_convex_hull(planar), half_thickness=float(half_thickness),
+                part_id=int(part_id), albedo=np.asarray(albedo, dtype=np.float64))
+
+
+def _convex_hull(points: np.ndarray) -> np.ndarray:
+    """[K, 2] counter-clockwise convex hull of [M, 2] points (Andrew's monotone chain)."""
+    order = sorted(map(tuple, points))
+
+    def half(sequence):
+        chain = []
+        for p in sequence:
+            while len(chain) >= 2 and np.cross(np.subtract(chain[-1], chain[-2]),
+                                               np.subtract(p, chain[-2])) <= 0:
+                chain.pop()
+            chain.append(p)
+        return chain
+
+    lower, upper = half(order), half(order[::-1])
+    return np.array(lower[:-1] + upper[:-1])
+
+
+def intersect_slab(rays: np.ndarray, slab: Slab) -> tuple[np.ndarray, np.ndarray]:
+    """Ray length to a slab's faces.
+
+    Args:
+      rays: [..., 3] unit directions from the origin.
+      slab: the slab.
+
+    Returns:
+      (t [...] metres, inf on a miss; side [...] +1 or −1, the face hit: origin + side·h·n).
+    """
+    facing = rays @ slab.normal
+    safe = np.where(np.abs(facing) < 1e-12, 1e-12, facing)
+    base = slab.origin @ slab.normal
+    best = np.full(rays.shape[:-1], np.inf)
+    side = np.ones(rays.shape[:-1])
+    polygon = slab.polygon
+    edges = np.roll(polygon, -1, axis=0) - polygon
+    for sign in (1.0, -1.0):
+        t = (base + sign * slab.half_thickness) / safe
+        local = (t[..., None] * rays - slab.origin) @ slab.axes.T        # [..., 2]
+        relative = local[..., None, :] - polygon                           # [..., M, 2]
+        cross = edges[:, 0] * relative[..., 1] - edges[:, 1] * relative[..., 0]
+        inside = np.all(cross >= 0.0, axis=-1) & (t > 0.0)
+        nearer = inside & (t < best)
+        best = np.where(nearer, t, best)
+        side = np.where(nearer, sign, side)
+    return best, side
+
+
+def transform(primitive: Capsules | Slab, rotation: np.ndarray, translation: np.ndarray
+              ) -> Capsules | Slab:
+    """The primitive moved by ``p → rotation p + translation`` (a rigid change of camera)."""
+    if isinstance(primitive, Capsules):
+        return dataclasses.replace(primitive, start=primitive.start @ rotation.T + translation,
+                                   end=primitive.end @ rotation.T + translation)
+    return dataclasses.replace(primitive, origin=rotation @ primitive.origin + translation,
+                               axes=primitive.axes @ rotation.T,
+                               normal=rotation @ primitive.normal)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,14 +226,16 @@ def intersect_capsule(rays: np.ndarray, start: np.ndarray, end: np.ndarray, radi
 
 
 def render_capsules(capsules: Capsules, K: np.ndarray, image_size: tuple[int, int],
-                    rays: np.ndarray | None = None) -> Rendering:
-    """Z-buffered rendering of capsules.
+                    rays: np.ndarray | None = None, slabs: tuple[Slab, ...] = ()
+                    ) -> Rendering:
+    """Z-buffered rendering of capsules and slabs.
 
     Args:
       capsules: C capsules in the camera frame.
       K: [3, 3] intrinsics.
       image_size: (height, width) in pixels.
       rays: optional precomputed :func:`ray_directions` for ``K`` and ``image_size``.
+      slabs: flat solids (camera frame) rendered with the capsules.
 
     Returns:
       The :class:`Rendering` (distance, depth, part ids, normals, albedo), each [H, W, ...].
@@ -159,65 +258,90 @@ def render_capsules(capsules: Capsules, K: np.ndarray, image_size: tuple[int, in
         nearer = t < distance[v0:v1, u0:u1]
         distance[v0:v1, u0:u1] = np.where(nearer, t, distance[v0:v1, u0:u1])
         index[v0:v1, u0:u1] = np.where(nearer, c, index[v0:v1, u0:u1])
+    num_capsules = len(capsules.radius)
+    slab_side = np.ones((height, width))
+    for k, slab in enumerate(slabs):
+        corners = slab.origin + slab.polygon @ slab.axes
+        box = _bounding_box(corners.min(axis=0), corners.max(axis=0), slab.half_thickness, K,
+                            image_size)
+        if box is None:
+            continue
+        v0, v1, u0, u1 = box
+        t, side = intersect_slab(rays[v0:v1, u0:u1], slab)
+        nearer = t < distance[v0:v1, u0:u1]
+        distance[v0:v1, u0:u1] = np.where(nearer, t, distance[v0:v1, u0:u1])
+        index[v0:v1, u0:u1] = np.where(nearer, num_capsules + k, index[v0:v1, u0:u1])
+        slab_side[v0:v1, u0:u1] = np.where(nearer, side, slab_side[v0:v1, u0:u1])
 
     hit = index >= 0
     depth = np.where(hit, distance * rays[..., 2], np.inf)
     part_id = np.full((height, width), NO_PART, dtype=np.int32)
     normal = np.zeros((height, width, 3))
     albedo = np.zeros((height, width, 3))
-    if hit.any():
-        which = index[hit]
-        points = distance[hit][:, None] * rays[hit]
+    on_capsule = hit & (index < num_capsules)
+    if on_capsule.any():
+        which = index[on_capsule]
+        points = distance[on_capsule][:, None] * rays[on_capsule]
         start, end = capsules.start[which], capsules.end[which]
         axis = end - start
         along = np.einsum("pi,pi->p", points - start, axis) / np.maximum(
             np.einsum("pi,pi->p", axis, axis), 1e-18)
         closest = start + np.clip(along, 0.0, 1.0)[:, None] * axis
         n = points - closest
-        normal[hit] = n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
-        part_id[hit] = np.asarray(capsules.part_id)[which]
-        albedo[hit] = np.asarray(capsules.albedo)[which]
+        normal[on_capsule] = n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+        part_id[on_capsule] = np.asarray(capsules.part_id)[which]
+        albedo[on_capsule] = np.asarray(capsules.albedo)[which]
+    for k, slab in enumerate(slabs):
+        on_slab = index == num_capsules + k
+        normal[on_slab] = slab_side[on_slab][:, None] * slab.normal
+        part_id[on_slab] = slab.part_id
+        albedo[on_slab] = slab.albedo
     return Rendering(distance=distance, depth=depth, part_id=part_id, normal=normal,
                      albedo=albedo)
 
 
-def shade(rendering: Rendering, rays: np.ndarray, light_direction: np.ndarray,
-          ambient: float = 0.35, diffuse: float = 0.65, specular: float = 0.08
-          ) -> np.ndarray:
-    """Lambert shading with a faint Blinn–Phong highlight.
+def shade(normal: np.ndarray, rays: np.ndarray, albedo: np.ndarray,
+          light_direction: np.ndarray, ambient: float = 0.35, diffuse: float = 0.65,
+          specular: float = 0.08) -> np.ndarray:
+    """Lambert shading with a faint Blinn–Phong highlight, for the P pixels that hit a surface.
 
     Args:
-      rendering: the z-buffer output.
-      rays: [H, W, 3] unit view rays.
+      normal: [P, 3] unit surface normals.
+      rays: [P, 3] unit view rays of the same pixels.
+      albedo: [P, 3] diffuse colours in [0, 1].
       light_direction: [3] unit vector from the surface towards the light (camera frame).
 
     Returns:
-      [H, W, 3] linear colour in [0, 1] (zeros where nothing was hit).
+      [P, 3] colour in [0, 1].
     """
-    n = rendering.normal
-    lambert = np.clip(n @ light_direction, 0.0, 1.0)
-    half = light_direction[None, None, :] - rays
+    lambert = np.clip(normal @ light_direction, 0.0, 1.0)
+    half = light_direction[None, :] - rays
     half /= np.maximum(np.linalg.norm(half, axis=-1, keepdims=True), 1e-12)
-    highlight = np.clip(np.einsum("hwi,hwi->hw", n, half), 0.0, 1.0) ** 24
-    colour = rendering.albedo * (ambient + diffuse * lambert)[..., None]
-    colour = colour + specular * highlight[..., None]
+    highlight = np.clip(np.einsum("pi,pi->p", normal, half), 0.0, 1.0) ** 24
+    colour = albedo * (ambient + diffuse * lambert)[:, None] + specular * highlight[:, None]
     return np.clip(colour, 0.0, 1.0)
+
+
+def _hat_weights(size: int, cells: int) -> np.ndarray:
+    """[size, cells + 1] linear-interpolation weights of ``size`` samples over ``cells``."""
+    position = np.linspace(0.0, cells, size, dtype=np.float32)
+    nodes = np.arange(cells + 1, dtype=np.float32)
+    return np.maximum(0.0, 1.0 - np.abs(position[:, None] - nodes[None, :]))
 
 
 def value_noise(rng: np.random.Generator, image_size: tuple[int, int], cells: int,
                 channels: int = 3) -> np.ndarray:
-    """Smooth noise: a random [cells, cells] grid bilinearly upsampled to [H, W, channels]."""
+    """Smooth noise: a random [cells+1, cells+1] grid bilinearly upsampled.
+
+    Returns:
+      [H, W, channels] float32 in [0, 1].
+    """
     height, width = image_size
-    grid = rng.uniform(0.0, 1.0, size=(cells + 1, cells + 1, channels))
-    y = np.linspace(0.0, cells, height)
-    x = np.linspace(0.0, cells, width)
-    y0 = np.minimum(y.astype(int), cells - 1)
-    x0 = np.minimum(x.astype(int), cells - 1)
-    fy = (y - y0)[:, None, None]
-    fx = (x - x0)[None, :, None]
-    top = grid[y0][:, x0] * (1 - fx) + grid[y0][:, x0 + 1] * fx
-    bottom = grid[y0 + 1][:, x0] * (1 - fx) + grid[y0 + 1][:, x0 + 1] * fx
-    return top * (1 - fy) + bottom * fy
+    grid = rng.uniform(0.0, 1.0, size=(cells + 1, cells + 1, channels)).astype(np.float32)
+    rows = _hat_weights(height, cells)            # [H, c+1]
+    cols = _hat_weights(width, cells)             # [W, c+1]
+    along_rows = np.tensordot(rows, grid, axes=(1, 0))          # [H, c+1, channels]
+    return np.ascontiguousarray((along_rows.transpose(0, 2, 1) @ cols.T).transpose(0, 2, 1))
 
 
 def procedural_background(rng: np.random.Generator, image_size: tuple[int, int],
@@ -231,17 +355,18 @@ def procedural_background(rng: np.random.Generator, image_size: tuple[int, int],
         data sets).
 
     Returns:
-      [H, W, 3] colour in [0, 1].
+      [H, W, 3] float32 colour in [0, 1].
     """
     height, width = image_size
-    base = rng.uniform(0.1, 0.9, size=3)
-    other = rng.uniform(0.1, 0.9, size=3)
-    ramp = np.linspace(0.0, 1.0, width)[None, :, None] * np.ones((height, 1, 1))
-    image = base * (1 - ramp) + other * ramp
+    base = rng.uniform(0.1, 0.9, size=3).astype(np.float32)
+    other = rng.uniform(0.1, 0.9, size=3).astype(np.float32)
+    ramp = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :, None]
+    image = np.broadcast_to(base * (1 - ramp) + other * ramp, (height, width, 3))
     if plain:
-        return image
+        return np.array(image)
     image = 0.5 * image + 0.5 * value_noise(rng, image_size, int(rng.integers(3, 12)))
-    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
+    v = np.arange(height, dtype=np.float32)[:, None]
+    u = np.arange(width, dtype=np.float32)[None, :]
     angle = rng.uniform(0.0, np.pi)
     period = rng.uniform(6.0, 60.0)
     coordinate = (u * np.cos(angle) + v * np.sin(angle)) / period
@@ -249,10 +374,11 @@ def procedural_background(rng: np.random.Generator, image_size: tuple[int, int],
         pattern = 0.5 + 0.5 * np.sin(2 * np.pi * coordinate + rng.uniform(0, 2 * np.pi))
     else:
         across = (-u * np.sin(angle) + v * np.cos(angle)) / period
-        pattern = ((np.floor(coordinate) + np.floor(across)) % 2).astype(np.float64)
-    stripe_colour = rng.uniform(0.0, 1.0, size=3)
-    weight = rng.uniform(0.1, 0.5)
-    image = image * (1 - weight * pattern[..., None]) + weight * pattern[..., None] * stripe_colour
+        pattern = (np.floor(coordinate) + np.floor(across)) % 2
+    pattern = pattern.astype(np.float32)[..., None]
+    stripe_colour = rng.uniform(0.0, 1.0, size=3).astype(np.float32)
+    weight = np.float32(rng.uniform(0.1, 0.5))
+    image = image * (1 - weight * pattern) + (weight * pattern) * stripe_colour
     fine = value_noise(rng, image_size, int(rng.integers(20, 60)), channels=1)
     return np.clip(image * (0.85 + 0.3 * fine), 0.0, 1.0)
 

@@ -15,6 +15,8 @@ import numpy as np
 from data_prep.synthetic import hand, render
 from handvae.ops import camera
 
+PALM_HALF_THICKNESS = 0.0115  # metres, for an average hand (scale 1)
+FOREARM_RADIUS = 0.025
 PART_PALM = 15
 PART_BODY = 16
 NUM_HAND_PARTS = 16  # phalanges and palm; the body is not part of the hand
@@ -55,20 +57,28 @@ class HandFrame:
 
 
 def keypoint_radii(shape: hand.HandShape) -> np.ndarray:
-    """[21] capsule radius around each keypoint (the thicker of the bones that meet there)."""
+    """[21] radius of the solid around each keypoint (the thickest part that meets there), m."""
     radii = np.zeros(21)
-    radii[0] = 0.016 * shape.scale
+    radii[0] = FOREARM_RADIUS * shape.scale  # the wrist sits where the forearm starts
     for finger in range(hand.NUM_FINGERS):
         proximal, middle, distal = shape.bone_radii[finger]
+        base = proximal if finger == 0 else max(proximal, PALM_HALF_THICKNESS * shape.scale)
         radii[4 * finger + 1: 4 * finger + 5] = [distal, max(distal, middle),
-                                                  max(middle, proximal), proximal]
+                                                  max(middle, proximal), base]
     return radii
 
 
-def _hand_capsules_local(shape: hand.HandShape, keypoints: np.ndarray, side: str,
-                         forearm_length: float) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                         np.ndarray]:
-    """Capsules of a posed hand in its own frame: (start [C,3], end [C,3], radius, part)."""
+def _hand_primitives_local(shape: hand.HandShape, keypoints: np.ndarray, side: str,
+                           forearm_length: float
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                      np.ndarray, float]:
+    """The solids of a posed hand in its own frame.
+
+    Returns:
+      (capsule starts [C, 3], ends [C, 3], radii [C], parts [C], palm polygon points [M, 3],
+      palm half thickness): phalanges, the palm's rounded border and the thenar as capsules,
+      the forearm as a capsule; the palm's faces as a slab over the polygon.
+    """
     starts, ends, radii, parts = [], [], [], []
 
     def add(a, b, r, part):
@@ -87,22 +97,20 @@ def _hand_capsules_local(shape: hand.HandShape, keypoints: np.ndarray, side: str
     wrist = keypoints[0]
     ulnar, radial, mid_ulnar, mid_radial = hand.palm_outline(shape, side)
     mcp = {name: keypoints[4 * f + 4] for f, name in enumerate(hand.FINGERS_RHD)}
-    palm_radius = 0.0115 * s
-    for a, b in [(ulnar, radial), (mid_ulnar, mid_radial), (ulnar, mcp["little"]),
-                 (mid_ulnar, mcp["ring"]), (wrist, mcp["middle"]), (radial, mcp["index"]),
-                 (mid_radial, mcp["middle"]), (mid_ulnar, mcp["little"]),
-                 (wrist, mcp["ring"]), (wrist, mcp["index"]),
-                 (mcp["index"], mcp["middle"]), (mcp["middle"], mcp["ring"]),
-                 (mcp["ring"], mcp["little"])]:
-        add(a, b, palm_radius, PART_PALM)
+    palm_half_thickness = PALM_HALF_THICKNESS * s
+    border = [ulnar, radial, mcp["index"], mcp["middle"], mcp["ring"], mcp["little"]]
+    for a, b in zip(border, border[1:] + border[:1]):
+        add(a, b, palm_half_thickness, PART_PALM)
     thumb_base = keypoints[4]
     add(thumb_base, radial, 0.013 * s, PART_PALM)
     add(thumb_base, mid_radial, 0.012 * s, PART_PALM)
     add(thumb_base, mcp["index"], 0.008 * s, PART_PALM)
     # The forearm continues from the wrist away from the fingers.
     elbow_side = wrist + np.array([0.0, -forearm_length, 0.0])
-    add(wrist + np.array([0.0, -0.015 * s, 0.0]), elbow_side, 0.025 * s, PART_BODY)
-    return (np.array(starts), np.array(ends), np.array(radii), np.array(parts, np.int32))
+    add(wrist + np.array([0.0, -0.015 * s, 0.0]), elbow_side, FOREARM_RADIUS * s, PART_BODY)
+    polygon = np.array(border + [mid_ulnar, mid_radial])
+    return (np.array(starts), np.array(ends), np.array(radii), np.array(parts, np.int32),
+            polygon, palm_half_thickness)
 
 
 def place_hand(rng: np.random.Generator, keypoints_local: np.ndarray, K: np.ndarray,
@@ -152,16 +160,17 @@ def render_hand_frame(rng: np.random.Generator, K: np.ndarray, image_size: tuple
       return_scene: also return the camera-frame capsules and the background plane.
 
     Returns:
-      The :class:`HandFrame`; with ``return_scene``, ``(frame, capsules, (normal, offset))``
+      The :class:`HandFrame`; with ``return_scene``, ``(frame, (capsules, slabs),
+      (normal, offset))``
       where the background is the plane ``normal·p = offset`` (metres, camera frame).
     """
     shape = hand.sample_shape(rng)
-    angles = hand.sample_pose(rng)
+    angles = hand.sample_pose(rng, shape=shape)
     local = hand.forward_kinematics(shape, angles, side)
     rotation, translation = place_hand(rng, local, K, image_size)
     keypoints = local @ rotation.T + translation
-    start, end, radius, part = _hand_capsules_local(shape, local, side,
-                                                    forearm_length=rng.uniform(0.12, 0.3))
+    start, end, radius, part, palm, palm_half = _hand_primitives_local(
+        shape, local, side, forearm_length=rng.uniform(0.06, 0.2))
     tone = SKIN_TONES[rng.integers(len(SKIN_TONES))] * rng.uniform(0.92, 1.05, 3)
     albedo = np.clip(tone * rng.uniform(0.96, 1.04, (len(radius), 1)), 0.0, 1.0)
     if rng.uniform() < 0.5:  # a sleeve
@@ -169,20 +178,27 @@ def render_hand_frame(rng: np.random.Generator, K: np.ndarray, image_size: tuple
     capsules = render.Capsules(start=start @ rotation.T + translation,
                                end=end @ rotation.T + translation, radius=radius,
                                part_id=part, albedo=albedo)
+    palm_albedo = albedo[part == PART_PALM][0]
+    slabs = (render.make_slab(palm @ rotation.T + translation, rotation[:, 2], palm_half,
+                              PART_PALM, palm_albedo),)
     if rays is None:
         rays = render.ray_directions(K, image_size)
-    rendering = render.render_capsules(capsules, K, image_size, rays=rays)
+    rendering = render.render_capsules(capsules, K, image_size, rays=rays, slabs=slabs)
     light = np.array([rng.normal(0.0, 0.6), rng.normal(0.0, 0.6), -1.0])
     light /= np.linalg.norm(light)
-    shaded = render.shade(rendering, rays, light, ambient=rng.uniform(0.25, 0.45))
+    ambient = rng.uniform(0.25, 0.45)
     background = render.procedural_background(rng, image_size, plain=plain)
     plane = render.random_plane(rng, background_range)
     background_depth = render.plane_depth_from(*plane, K, image_size)
     on_hand = rendering.depth < background_depth
-    colour = np.where(on_hand[..., None], shaded, background)
-    colour = colour * rng.uniform(0.85, 1.15) + rng.uniform(-0.05, 0.05)
+    colour = background.copy()
+    colour[on_hand] = render.shade(rendering.normal[on_hand], rays[on_hand],
+                                   rendering.albedo[on_hand], light, ambient=ambient)
+    gain, offset = rng.uniform(0.85, 1.15), rng.uniform(-0.05, 0.05)
+    colour = colour * np.float32(gain) + np.float32(offset)
     if not plain:
-        colour = colour + rng.normal(0.0, rng.uniform(0.5, 4.0) / 255.0, colour.shape)
+        sigma = np.float32(rng.uniform(0.5, 4.0) / 255.0)
+        colour += sigma * rng.standard_normal(colour.shape, dtype=np.float32)
     rgb = np.clip(np.round(colour * 255.0), 0, 255).astype(np.uint8)
     depth = np.where(on_hand, rendering.depth, background_depth)
     part_id = np.where(on_hand, rendering.part_id, render.NO_PART).astype(np.int32)
@@ -194,7 +210,7 @@ def render_hand_frame(rng: np.random.Generator, K: np.ndarray, image_size: tuple
                       visible=visible, keypoint_radius=radii, side=side,
                       K=np.asarray(K, np.float64))
     if return_scene:
-        return frame, capsules, plane
+        return frame, (capsules, slabs), plane
     return frame
 
 
@@ -221,7 +237,7 @@ def offscreen_hand(rng: np.random.Generator, K: np.ndarray, image_size: tuple[in
     """
     height, width = image_size
     shape = hand.sample_shape(rng)
-    local = hand.forward_kinematics(shape, hand.sample_pose(rng), side)
+    local = hand.forward_kinematics(shape, hand.sample_pose(rng, shape=shape), side)
     rotation = hand.random_orientation(rng)
     depth = rng.uniform(0.3, 0.8)
     # Hand-sized extents (~0.25 m) beyond the left or right border, at a random height.

@@ -90,18 +90,16 @@ def hand_para(keypoints_color_m: np.ndarray) -> np.ndarray:
     return np.transpose(color_to_depth_frame(1000.0 * stb_order), (2, 1, 0))
 
 
-def _depth_image(rng: np.random.Generator, frame: scene.HandFrame,
-                 capsules_color: render.Capsules, plane: tuple[np.ndarray, float],
-                 plain: bool) -> np.ndarray:
+def _depth_image(rng: np.random.Generator, primitives: tuple[render.Capsules, tuple],
+                 plane: tuple[np.ndarray, float], plain: bool) -> np.ndarray:
     """Renders the depth camera's view (mm, float) of the hand and the background plane."""
     rotation = depth_rotation()
     t_m = camera.STB_SK_TRANSLATION_MM / 1000.0
-    capsules = render.Capsules(start=capsules_color.start @ rotation.T + t_m,
-                               end=capsules_color.end @ rotation.T + t_m,
-                               radius=capsules_color.radius, part_id=capsules_color.part_id,
-                               albedo=capsules_color.albedo)
+    capsules, slabs = primitives
     K = camera.STB_SK_DEPTH_K
-    rendering = render.render_capsules(capsules, K, IMAGE_SIZE)
+    rendering = render.render_capsules(
+        render.transform(capsules, rotation, t_m), K, IMAGE_SIZE,
+        slabs=tuple(render.transform(slab, rotation, t_m) for slab in slabs))
     normal, offset = plane
     # The plane n·p = d in colour coordinates is (R n)·p' = d + (R n)·t in depth coordinates.
     normal_depth = rotation @ normal
@@ -123,9 +121,9 @@ def make_frame(seed: int, sequence: str, index: int, plain: bool = False
     """
     rng = output.frame_rng(seed, f"stb/{sequence}", index)
     K = camera.STB_SK_COLOR_K
-    frame, capsules, plane = scene.render_hand_frame(
+    frame, primitives, plane = scene.render_hand_frame(
         rng, K, IMAGE_SIZE, "left", BACKGROUND_RANGE_M, plain=plain, return_scene=True)
-    return frame, _depth_image(rng, frame, capsules, plane, plain)
+    return frame, _depth_image(rng, primitives, plane, plain)
 
 
 def _write_frame(job: tuple[str, int, str, int, bool]) -> np.ndarray:

@@ -64,10 +64,12 @@ def test_pose_kinds_differ_as_named():
 
 def test_pinch_brings_thumb_and_index_tips_together():
     shape, rng = _shape(), np.random.default_rng(5)
-    pinch = [hand.forward_kinematics(shape, hand.sample_pose(rng, "pinch")) for _ in range(20)]
+    pinch = [hand.forward_kinematics(shape, hand.sample_pose(rng, "pinch", shape=shape))
+             for _ in range(20)]
     open_ = [hand.forward_kinematics(shape, hand.sample_pose(rng, "open")) for _ in range(20)]
     gap = lambda kps: np.mean([np.linalg.norm(k[1] - k[5]) for k in kps])  # noqa: E731
-    assert gap(pinch) < 0.75 * gap(open_)
+    assert gap(pinch) < 0.4 * gap(open_)
+    assert gap(pinch) < 0.03  # metres: the tips (nearly) meet
 
 
 def test_random_orientation_is_a_rotation_facing_the_camera():
@@ -123,3 +125,24 @@ def test_rendered_points_lie_on_the_capsule_surfaces():
                                                  caps.radius[c]) for c in range(2)])
     np.testing.assert_allclose(out.distance, full)
     np.testing.assert_allclose(np.linalg.norm(out.normal[out.part_id >= 0], axis=-1), 1.0)
+
+
+def test_slab_faces_are_hit_inside_the_polygon_only():
+    K = np.array([[100.0, 0, 32], [0, 100.0, 32], [0, 0, 1]])
+    square = np.array([[-0.05, -0.05, 0.5], [0.05, -0.05, 0.5], [0.05, 0.05, 0.5],
+                       [-0.05, 0.05, 0.5], [0.0, 0.0, 0.5]])  # the centre is not a vertex
+    slab = render.make_slab(square, np.array([0.0, 0.0, -1.0]), 0.01, 15, np.ones(3))
+    assert len(slab.polygon) == 4
+    out = render.render_capsules(render.Capsules(np.zeros((0, 3)), np.zeros((0, 3)),
+                                                 np.zeros(0), np.zeros(0, int),
+                                                 np.zeros((0, 3))),
+                                 K, (64, 64), slabs=(slab,))
+    # The near face is at z = 0.49, facing the camera; the square spans ±10 px around (32, 32).
+    np.testing.assert_allclose(out.depth[32, 32], 0.49)
+    np.testing.assert_allclose(out.normal[32, 32], [0.0, 0.0, -1.0])
+    assert out.part_id[32, 32] == 15 and out.part_id[32, 44] == render.NO_PART
+    # The near face spans ±0.05 m at z = 0.49: |u − 32| ≤ 10.2 px, 21 columns and rows.
+    assert np.sum(out.part_id == 15) == 21 * 21
+    moved = render.transform(slab, np.eye(3), np.array([0.0, 0.0, 0.5]))
+    np.testing.assert_allclose(render.intersect_slab(np.array([0.0, 0.0, 1.0]), moved)[0],
+                               0.99)

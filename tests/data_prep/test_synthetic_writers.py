@@ -101,9 +101,10 @@ def test_rhd_frame_mask_depth_and_visibility(index):
     seen = frame.depth[uv[:, 1], uv[:, 0]]
     z = anno["xyz"][shown, 2][visible]
     radius = frame.keypoint_radius[visible]
-    assert np.all(seen <= z + 1e-4)
+    assert np.all(seen <= z + 1e-4)  # the keypoint lies inside the rendered solid
     assert np.all(seen >= z - radius - scene.VISIBILITY_SLACK_M)
-    assert np.all(np.abs(seen - z) < 0.02)
+    # Finger radii are ≤ 16 mm; the wrist's solid is the forearm (≤ 25 mm · scale).
+    assert np.all(radius <= 0.03) and np.all(radius[1:] <= 0.016)
 
 
 def test_same_seed_same_bytes_regardless_of_workers(rhd_dir, tmp_path):
@@ -154,15 +155,23 @@ def test_stb_palm_centre_convention():
 
 
 def test_stb_depth_image_is_in_the_depth_camera():
-    frame, depth_mm = stb_writer.make_frame(5, "B3Counting", 0)
-    keypoints_depth = stb_writer.color_to_depth_frame(1000.0 * frame.keypoints)
-    uv = camera.project(keypoints_depth, camera.STB_SK_DEPTH_K)
-    # At the wrist and the MCPs (thick, rarely occluded) the depth camera sees the hand.
-    joints = [j for j in (0, 8, 12, 16) if frame.visible[j]]
-    assert joints
-    pixel = np.round(uv[joints]).astype(int)
-    seen = depth_mm[pixel[:, 1], pixel[:, 0]]
-    assert np.all(np.abs(seen - keypoints_depth[joints, 2]) < 25.0)
+    near, offsets = [], []
+    for index in range(3):
+        frame, depth_mm = stb_writer.make_frame(5, "B3Counting", index)
+        keypoints_depth = stb_writer.color_to_depth_frame(1000.0 * frame.keypoints)
+        uv = camera.project(keypoints_depth, camera.STB_SK_DEPTH_K)
+        pixel = np.round(uv[frame.visible]).astype(int)
+        seen = depth_mm[pixel[:, 1], pixel[:, 0]]
+        z = keypoints_depth[frame.visible, 2]
+        near += list(np.abs(seen - z) <= 1000.0 * (frame.keypoint_radius[frame.visible]
+                                                   + scene.VISIBILITY_SLACK_M) + 3.0)
+        uv_colour = camera.project(1000.0 * frame.keypoints, camera.STB_SK_COLOR_K)
+        offsets.append(np.abs(uv_colour - uv).max())
+    # Seen from 24 mm beside the colour camera, most keypoints visible in colour show the
+    # hand's surface within a finger radius (plus 1 mm sensor noise) in the depth image.
+    assert len(near) >= 10 and np.mean(near) >= 0.7
+    # The colour intrinsics would put them elsewhere: the depth image is not registered.
+    assert min(offsets) > 20.0
 
 
 def test_stb_spreads_frames_over_sequences(tmp_path):
