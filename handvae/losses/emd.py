@@ -19,13 +19,12 @@ and stops on its own.
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from handvae.losses import _validation
+from handvae.losses import _auction, _validation
 from handvae.losses.chamfer import pairwise_squared_distances, safe_sqrt
 
 Array = jax.Array
@@ -46,92 +45,6 @@ class AuctionOutput(NamedTuple):
     cost: Array
     converged: Array
     iterations: Array
-
-
-class _State(NamedTuple):
-    prices: Array      # [B, N] column prices (benefit units)
-    owner: Array       # [B, N] int32 row owning column j, N when free
-    epsilon: Array     # [B] current ε
-    done: Array        # [B] bool, final phase complete (or input invalid)
-    iteration: Array   # int32
-
-
-def _row_to_column(owner: Array) -> Array:
-    """[B, N] owner (column → row, N = free) to [B, N] assignment (row → column, -1 = none)."""
-    b, n = owner.shape
-    batch = jnp.arange(b)[:, None]
-    columns = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
-    return jnp.full((b, n), -1, jnp.int32).at[batch, owner].set(columns, mode="drop")
-
-
-def _top2(values: Array) -> tuple[Array, Array, Array]:
-    """Best value, its column and the second-best value along the last axis."""
-    best_col = jnp.argmax(values, axis=-1)
-    best = jnp.take_along_axis(values, best_col[..., None], axis=-1)[..., 0]
-    if values.shape[-1] == 1:
-        return best, best_col, best
-    is_best = jnp.arange(values.shape[-1]) == best_col[..., None]
-    second = jnp.max(jnp.where(is_best, -jnp.inf, values), axis=-1)
-    return best, best_col, second
-
-
-def _bid_round(benefit: Array, state: _State) -> tuple[Array, Array]:
-    """One Jacobi bidding round: new (prices, owner)."""
-    b, n, _ = benefit.shape
-    batch = jnp.arange(b)[:, None]
-    rows = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
-    assigned_col = _row_to_column(state.owner)
-    bidding = (assigned_col < 0) & ~state.done[:, None]                  # [B, N]
-    values = benefit - state.prices[:, None, :]                          # [B, N, N]
-    best, best_col, second = _top2(values)
-    price_best = jnp.take_along_axis(state.prices, best_col, axis=-1)
-    bid = price_best + (best - second) + state.epsilon[:, None]
-    # Guarantee progress when ε is below the float spacing of the price.
-    bid = jnp.maximum(bid, jnp.nextafter(price_best, jnp.inf))
-    bid = jnp.where(bidding, bid, -jnp.inf)
-    top_bid = jnp.full((b, n), -jnp.inf, bid.dtype).at[batch, best_col].max(bid)
-    wins = bidding & (bid == jnp.take_along_axis(top_bid, best_col, axis=-1))
-    winner = jnp.full((b, n), n, jnp.int32).at[batch, best_col].min(jnp.where(wins, rows, n))
-    has_winner = winner < n
-    prices = jnp.where(has_winner, top_bid, state.prices)
-    owner = jnp.where(has_winner, winner, state.owner)
-    return prices, owner
-
-
-def _next_phase(benefit: Array, prices: Array, owner: Array, epsilon: Array, done: Array,
-                final_epsilon: Array, scaling: float) -> tuple[Array, Array, Array]:
-    """Ends the phase of elements with every row assigned: done, or ε ← ε/θ keeping ε-CS pairs."""
-    b, n, _ = benefit.shape
-    complete = jnp.all(owner < n, axis=-1) & ~done
-    finished = complete & (epsilon <= final_epsilon)
-    advance = complete & ~finished
-    new_epsilon = jnp.where(advance, jnp.maximum(epsilon / scaling, final_epsilon), epsilon)
-
-    def keep_slack_pairs(owner):
-        values = benefit - prices[:, None, :]
-        best = jnp.max(values, axis=-1)                                   # [B, N] per row
-        col = jnp.broadcast_to(jnp.arange(n), (b, n))
-        owner_safe = jnp.minimum(owner, n - 1)
-        value_owned = values[jnp.arange(b)[:, None], owner_safe, col]      # [B, N] per column
-        best_of_owner = jnp.take_along_axis(best, owner_safe, axis=-1)
-        keep = value_owned >= best_of_owner - new_epsilon[:, None]
-        return jnp.where(advance[:, None] & ~keep, n, owner)
-
-    owner = jax.lax.cond(jnp.any(advance), keep_slack_pairs, lambda o: o, owner)
-    return owner, new_epsilon, done | finished
-
-
-def _complete_permutation(assignment: Array) -> Array:
-    """Gives the free columns, in increasing order, to the unassigned rows (increasing order)."""
-    b, n = assignment.shape
-    batch = jnp.arange(b)[:, None]
-    taken = jnp.zeros((b, n), bool).at[batch, assignment].set(True, mode="drop")
-    free_rows = jnp.argsort(assignment >= 0, axis=-1, stable=True)   # unassigned rows first
-    free_cols = jnp.argsort(taken, axis=-1, stable=True)             # free columns first
-    num_free = jnp.sum(assignment < 0, axis=-1, keepdims=True)
-    slot = jnp.arange(n)[None, :]
-    target = jnp.where(slot < num_free, free_rows, n)                # n: dropped
-    return assignment.at[batch, target].set(free_cols.astype(jnp.int32), mode="drop")
 
 
 def auction_assignment(cost: Array, *, epsilon: float = 1e-3, epsilon_scaling: float = 5.0,
@@ -175,46 +88,11 @@ def auction_assignment(cost: Array, *, epsilon: float = 1e-3, epsilon_scaling: f
         raise ValueError(f"epsilon_scaling must be >= 1, got {epsilon_scaling}.")
     if max_iterations < 1:
         raise ValueError(f"max_iterations must be >= 1, got {max_iterations}.")
-    return _auction(jax.lax.stop_gradient(cost), epsilon, float(epsilon_scaling),
-                    int(max_iterations), initial_epsilon)
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
-def _auction(cost: Array, epsilon: float, scaling: float, max_iterations: int,
-             initial_epsilon: float | None) -> AuctionOutput:
-    b, n, _ = cost.shape
-    dtype = cost.dtype
-    finite = jnp.all(jnp.isfinite(cost), axis=(1, 2))
-    # Invalid elements get a zero benefit (so no NaN reaches the shared arithmetic) and are
-    # marked done from the start.
-    benefit = jnp.where(finite[:, None, None], -cost, 0.0)
-    final_epsilon = jnp.asarray(epsilon, dtype)
-    if initial_epsilon is None:
-        spread = jnp.max(benefit, axis=(1, 2)) - jnp.min(benefit, axis=(1, 2))
-        start = spread / 4.0
-    else:
-        start = jnp.full((b,), initial_epsilon, dtype)
-    start = jnp.maximum(start, final_epsilon) if scaling > 1 else jnp.full((b,), epsilon, dtype)
-    state = _State(prices=jnp.zeros((b, n), dtype), owner=jnp.full((b, n), n, jnp.int32),
-                   epsilon=start.astype(dtype), done=~finite,
-                   iteration=jnp.zeros((), jnp.int32))
-
-    def cond(state):
-        return jnp.any(~state.done) & (state.iteration < max_iterations)
-
-    def body(state):
-        prices, owner = _bid_round(benefit, state)
-        owner, eps, done = _next_phase(benefit, prices, owner, state.epsilon, state.done,
-                                       final_epsilon, scaling)
-        return _State(prices, owner, eps, done, state.iteration + 1)
-
-    state = jax.lax.while_loop(cond, body, state)
-    converged = state.done & finite
-    # Invalid elements: identity assignment.
-    owner = jnp.where(finite[:, None], state.owner, jnp.arange(n, dtype=jnp.int32))
-    assignment = _complete_permutation(_row_to_column(owner))
+    assignment, converged, iterations = _auction.solve(
+        jax.lax.stop_gradient(cost), float(epsilon), float(epsilon_scaling),
+        int(max_iterations), None if initial_epsilon is None else float(initial_epsilon))
     total = jnp.sum(jnp.take_along_axis(cost, assignment[..., None], axis=-1)[..., 0], axis=-1)
-    return AuctionOutput(assignment, total, converged, state.iteration)
+    return AuctionOutput(assignment, jax.lax.stop_gradient(total), converged, iterations)
 
 
 def earth_movers_distance(p: Array, q: Array, *, epsilon: float = 1e-3,

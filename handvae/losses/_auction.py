@@ -1,0 +1,194 @@
+"""Internals of the batched ε-scaling auction (see :mod:`handvae.losses.emd` for the API).
+
+State per batch element: column prices, the owner of each column, the column held by each
+row and the current ε. One ``lax.while_loop`` iteration is one Jacobi bidding round over
+(up to k of) the unassigned rows of the *whole batch*, pooled by flat index b·N + i, followed
+by the phase bookkeeping of the elements whose rows are all assigned.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+# Slots for bidders pooled over the batch: a round uses the smallest tier with at least twice
+# as many slots as there are unassigned rows (the largest caps a round; the rest bid later).
+# A round costs O(k·N) however the bidders are spread over the batch.
+TIERS = (16, 64, 256, 1024)
+_GOLDEN = 0x9E3779B1  # Knuth's multiplicative hash constant, 2^32 / golden ratio
+_MIX = 0x85EBCA6B     # MurmurHash3 finaliser constant, salts the hash per round
+
+
+class State(NamedTuple):
+    prices: Array      # [B, N] column prices (benefit units)
+    owner: Array       # [B, N] int32 row owning column j, N when free
+    assignment: Array  # [B, N] int32 column held by row i, -1 when unassigned
+    epsilon: Array     # [B] ε of the current phase
+    done: Array        # [B] bool: final phase complete (or input invalid)
+    iteration: Array   # int32 rounds run
+
+
+def top2(values: Array) -> tuple[Array, Array, Array]:
+    """Best value, its (lowest) column and the second-best value along the last axis.
+
+    Avoids ``argmax``, a variadic reduction many times slower than ``max`` on XLA:CPU.
+    With a tie for the best value the second-best equals the best.
+    """
+    n = values.shape[-1]
+    best = jnp.max(values, axis=-1)
+    columns = jnp.arange(n, dtype=jnp.int32)
+    best_col = jnp.min(jnp.where(values == best[..., None], columns, n), axis=-1)
+    best_col = jnp.minimum(best_col, n - 1)  # in range even for a NaN row
+    if n == 1:
+        return best, best_col, best
+    second = jnp.max(jnp.where(columns == best_col[..., None], -jnp.inf, values), axis=-1)
+    return best, best_col, second
+
+
+def select_bidders(bidding: Array, k: int, salt: Array) -> Array:
+    """Up to k bidding rows of the whole batch as flat indices b·N + i ([k]; B·N = empty slot).
+
+    Each bidding row hashes (salted by the round) into one of k slots and the lowest index
+    wins a slot: O(B·N) elementwise work and a scatter, no prefix sum (slow on XLA:CPU).
+    Rows that lose a slot bid in a later round; the salt moves collisions between rounds.
+    """
+    total = bidding.size
+    index = jnp.arange(total, dtype=jnp.uint32)
+    mixed = (index ^ (salt.astype(jnp.uint32) * jnp.uint32(_MIX))) * jnp.uint32(_GOLDEN)
+    slot = (mixed >> jnp.uint32(32 - (k.bit_length() - 1))).astype(jnp.int32)
+    slot = jnp.where(bidding.reshape(-1), slot, k)
+    return jnp.full((k,), total, jnp.int32).at[slot].min(index.astype(jnp.int32), mode="drop")
+
+
+def bid_round(benefit: Array, state: State, k: int) -> State:
+    """One Jacobi round in which up to k unassigned rows of the batch bid at once.
+
+    Any non-empty subset of the unassigned rows may bid without breaking the auction's
+    invariants (ε-CS, monotone prices) or its termination; so the long tails of a phase
+    (a row or two per element) cost O(k·N) with a small k.
+    """
+    b, n, _ = benefit.shape
+    total = b * n
+    bidding = (state.assignment < 0) & ~state.done[:, None]
+    flat_rows = select_bidders(bidding, k, state.iteration)              # [k]
+    active = flat_rows < total
+    safe = jnp.minimum(flat_rows, total - 1)
+    element, row = safe // n, (safe % n).astype(jnp.int32)
+    prices = state.prices.reshape(-1)
+    values = benefit.reshape(total, n)[safe] - state.prices[element]      # [k, N]
+    best, best_col, second = top2(values)
+    flat_col = element * n + best_col
+    price_best = prices[flat_col]
+    bid = price_best + (best - second) + state.epsilon[element]
+    # Progress even when ε is below the float spacing of the price.
+    bid = jnp.maximum(bid, jnp.nextafter(price_best, jnp.inf))
+    bid = jnp.where(active, bid, -jnp.inf)
+    # The highest bid on a column wins it; ties go to the lowest row index.
+    top_bid = jnp.full((total,), -jnp.inf, bid.dtype).at[flat_col].max(bid)
+    candidate = active & (bid == top_bid[flat_col])
+    winner = jnp.full((total,), n, jnp.int32).at[flat_col].min(jnp.where(candidate, row, n))
+    won = candidate & (winner[flat_col] == row)
+    owner = state.owner.reshape(-1)
+    previous = owner[flat_col]                                           # n: the column was free
+    evicted = jnp.where(won & (previous < n), element * n + previous, total)
+    target = jnp.where(won, flat_col, total)                             # total: dropped
+    assignment = state.assignment.reshape(-1).at[evicted].set(-1, mode="drop")
+    assignment = assignment.at[jnp.where(won, safe, total)].set(best_col, mode="drop")
+    owner = owner.at[target].set(row, mode="drop")
+    prices = prices.at[target].set(bid, mode="drop")
+    return state._replace(prices=prices.reshape(b, n), owner=owner.reshape(b, n),
+                          assignment=assignment.reshape(b, n))
+
+
+def _reset_element(benefit: Array, state: State, element: Array) -> State:
+    """Starts the element's next phase: unassigns the pairs violating ε-CS for its new ε."""
+    n = benefit.shape[1]
+    values = benefit[element] - state.prices[element][None, :]           # [N, N]
+    assignment = state.assignment[element]
+    held = jnp.take_along_axis(values, jnp.maximum(assignment, 0)[:, None], axis=1)[:, 0]
+    keep = (assignment >= 0) & (held >= jnp.max(values, axis=1) - state.epsilon[element])
+    owner = state.owner[element]
+    owner = jnp.where((owner < n) & keep[jnp.minimum(owner, n - 1)], owner, n)
+    return state._replace(
+        assignment=state.assignment.at[element].set(jnp.where(keep, assignment, -1)),
+        owner=state.owner.at[element].set(owner))
+
+
+def next_phase(benefit: Array, state: State, final_epsilon: Array, scaling: float) -> State:
+    """Elements with every row assigned: done at the final ε, else ε ← max(ε/θ, final ε)."""
+    b = benefit.shape[0]
+    complete = jnp.all(state.assignment >= 0, axis=-1) & ~state.done
+    finished = complete & (state.epsilon <= final_epsilon)
+    advance = complete & ~finished
+    epsilon = jnp.where(advance, jnp.maximum(state.epsilon / scaling, final_epsilon),
+                        state.epsilon)
+    state = state._replace(epsilon=epsilon, done=state.done | finished)
+
+    # Elements change phase at different rounds, usually one at a time: reset each alone in
+    # O(N²) rather than the whole batch in O(B·N²).
+    def body(carry):
+        state, pending = carry
+        element = jnp.min(jnp.where(pending, jnp.arange(b), b))
+        return _reset_element(benefit, state, element), pending.at[element].set(False)
+
+    state, _ = jax.lax.while_loop(lambda carry: jnp.any(carry[1]), body, (state, advance))
+    return state
+
+
+def complete_permutation(assignment: Array) -> Array:
+    """Gives the free columns, in increasing order, to the unassigned rows (increasing order)."""
+    b, n = assignment.shape
+    batch = jnp.arange(b)[:, None]
+    taken = jnp.zeros((b, n), bool).at[batch, assignment].set(True, mode="drop")
+    free_rows = jnp.argsort(assignment >= 0, axis=-1, stable=True)   # unassigned rows first
+    free_cols = jnp.argsort(taken, axis=-1, stable=True)             # free columns first
+    num_free = jnp.sum(assignment < 0, axis=-1, keepdims=True)
+    target = jnp.where(jnp.arange(n)[None, :] < num_free, free_rows, n)   # n: dropped
+    return assignment.at[batch, target].set(free_cols.astype(jnp.int32), mode="drop")
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def solve(cost: Array, epsilon: float, scaling: float, max_iterations: int,
+          initial_epsilon: float | None) -> tuple[Array, Array, Array]:
+    """Runs the auction on [B, N, N] costs: (assignment [B, N], converged [B], iterations)."""
+    b, n, _ = cost.shape
+    dtype = cost.dtype
+    finite = jnp.all(jnp.isfinite(cost), axis=(1, 2))
+    # Elements with NaN/inf never bid (done from the start) and their benefit is zeroed so
+    # that no NaN reaches the arithmetic shared with the other elements.
+    benefit = jnp.where(finite[:, None, None], -cost, 0.0)
+    final_epsilon = jnp.asarray(epsilon, dtype)
+    if scaling == 1.0:
+        start = jnp.full((b,), epsilon, dtype)
+    elif initial_epsilon is None:
+        spread = jnp.max(benefit, axis=(1, 2)) - jnp.min(benefit, axis=(1, 2))
+        start = jnp.maximum(spread / 4.0, final_epsilon)
+    else:
+        start = jnp.full((b,), max(initial_epsilon, epsilon), dtype)
+    state = State(prices=jnp.zeros((b, n), dtype), owner=jnp.full((b, n), n, jnp.int32),
+                  assignment=jnp.full((b, n), -1, jnp.int32), epsilon=start.astype(dtype),
+                  done=~finite, iteration=jnp.zeros((), jnp.int32))
+
+    slots_needed = 1 << max(2 * b * n - 1, 1).bit_length()
+    tiers = tuple(sorted({min(k, slots_needed) for k in TIERS}))
+    rounds = [functools.partial(bid_round, k=k) for k in tiers]
+    thresholds = jnp.asarray(tiers[:-1], jnp.int32)
+
+    def body(state):
+        bidders = jnp.sum((state.assignment < 0) & ~state.done[:, None])
+        state = jax.lax.switch(jnp.sum(2 * bidders > thresholds), rounds, benefit, state)
+        state = next_phase(benefit, state, final_epsilon, scaling)
+        return state._replace(iteration=state.iteration + 1)
+
+    def cond(state):
+        return jnp.any(~state.done) & (state.iteration < max_iterations)
+
+    state = jax.lax.while_loop(cond, body, state)
+    identity = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
+    assignment = complete_permutation(jnp.where(finite[:, None], state.assignment, identity))
+    return assignment, state.done & finite, state.iteration
