@@ -14,7 +14,8 @@ Ranges (for a 256² crop; the shift scales with the output size):
   hand stays in view after shift and rotation;
 * shift ``±20`` px per axis;
 * rotation ``θ ∈ [−π, π]``;
-* hue ``±0.1`` of the hue circle (HSV).
+* hue ``±0.1`` of the hue circle (a linear hue rotation about the grey axis, see
+  :func:`hue_rotation_matrix`).
 """
 
 from __future__ import annotations
@@ -81,14 +82,33 @@ def output_intrinsics(k_crop: np.ndarray, params: AugmentParams, src_size: int, 
             @ rotation.rotation_about_z(params.angle).T)
 
 
+# RGB → YIQ (NTSC). Rotating the (I, Q) chroma plane about the luma axis is the classic linear
+# hue rotation (SVG/CSS ``hue-rotate``): one 3×3 matrix, applied to the uint8
+# image in one pass (Pillow), instead of two HSV conversions per image (≈ 5× slower here).
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
+                        [0.211, -0.523, 0.312]])
+
+
+def hue_rotation_matrix(delta: float) -> np.ndarray:
+    """[3, 3] RGB → RGB matrix turning the hue by ``delta`` turns (2π·delta rad), luma kept.
+
+    Positive ``delta`` moves red towards yellow, like an HSV hue increase. Greys are fixed.
+    """
+    c, s = np.cos(2 * np.pi * delta), np.sin(2 * np.pi * delta)
+    turn = np.array([[1.0, 0.0, 0.0], [0.0, c, s], [0.0, -s, c]])
+    return np.linalg.solve(_RGB_TO_YIQ, turn @ _RGB_TO_YIQ)
+
+
 def adjust_hue(image: np.ndarray, delta: float) -> np.ndarray:
-    """Shifts the hue of [H, W, 3] uint8 RGB by ``delta`` turns of the hue circle."""
+    """Turns the hue of [H, W, 3] uint8 RGB by ``delta`` turns (see :func:`hue_rotation_matrix`).
+
+    Pillow's matrix conversion does it in C (rounded and clipped to uint8).
+    """
     if delta == 0:
         return image
-    hsv = np.array(Image.fromarray(image).convert("HSV"))
-    hsv[..., 0] = (hsv[..., 0].astype(np.int16) + int(round(delta * 256))) % 256
-    height, width = hsv.shape[:2]
-    return np.asarray(Image.frombytes("HSV", (width, height), hsv.tobytes()).convert("RGB"))
+    matrix = np.concatenate([hue_rotation_matrix(delta), np.zeros((3, 1))], axis=1)
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).convert(
+        "RGB", tuple(matrix.reshape(-1))))
 
 
 def augment(image: np.ndarray, keypoints_2d: np.ndarray, k_crop: np.ndarray,
