@@ -88,7 +88,7 @@ def stb_samples(root: pathlib.Path, folder: pathlib.Path, count: int) -> list[pa
         handpara = stb_writer.read_labels(label).transpose(2, 1, 0)  # [N, 21, 3] mm, depth cam
         for index in range(min(count - len(paths), len(handpara))):
             depth_cam = handpara[index][skeleton.STB_TO_RHD]
-            colour_cam = skeleton.stb_palm_to_wrist(stb_writer.depth_to_color_frame(depth_cam))
+            colour_cam = skeleton.stb_palm_to_wrist(camera.stb_depth_to_color(depth_cam))
             colour = output.load_png(root / "images" / sequence / f"SK_color_{index}.png")
             depth_mm = stb_writer.decode_depth(
                 output.load_png(root / "images" / sequence / f"SK_depth_{index}.png"))

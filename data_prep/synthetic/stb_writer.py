@@ -13,8 +13,8 @@ Sequences: B1Counting, B1Random (the test split of the hand3d protocol) and
 B2–B6 Counting/Random (training). ``handPara`` is in STB's joint order (palm centre, then
 little, ring, middle, index, thumb, each MCP → tip) and in the depth camera's frame: the
 readme's rotation vector r and translation t (mm) map colour-camera points to depth-camera
-points, ``p_depth = Rodrigues(r) p_color + t``; loaders invert it,
-``p_color = Rodrigues(r)ᵀ (p_depth − t)``. Slot 0 holds STB's palm centre, written as
+points, ``p_depth = Rodrigues(r) p_color + t`` (``handvae.ops.camera.stb_color_to_depth``);
+loaders invert it, ``p_color = Rodrigues(r)ᵀ (p_depth − t)`` (``stb_depth_to_color``). Slot 0 holds STB's palm centre, written as
 ``handvae.ops.skeleton.wrist_to_stb_palm`` of the synthetic hand (so ``stb_palm_to_wrist``
 recovers the wrist exactly). STB shows left hands only; so does this writer.
 """
@@ -43,16 +43,6 @@ _MAT_HEADER = b"MATLAB 5.0 MAT-file, written by handvae data_prep.synthetic"
 def depth_rotation() -> np.ndarray:
     """[3, 3] R with ``p_depth = R p_color + t`` (STB readme's Rodrigues vector)."""
     return camera.rodrigues(camera.STB_SK_ROTATION_VECTOR)
-
-
-def color_to_depth_frame(points_color: np.ndarray) -> np.ndarray:
-    """[..., 3] colour-camera points (mm) → depth-camera points (mm)."""
-    return points_color @ depth_rotation().T + camera.STB_SK_TRANSLATION_MM
-
-
-def depth_to_color_frame(points_depth: np.ndarray) -> np.ndarray:
-    """[..., 3] depth-camera points (mm) → colour-camera points (mm); the loaders' transform."""
-    return (points_depth - camera.STB_SK_TRANSLATION_MM) @ depth_rotation()
 
 
 def encode_depth(depth_mm: np.ndarray) -> np.ndarray:
@@ -87,7 +77,7 @@ def hand_para(keypoints_color_m: np.ndarray) -> np.ndarray:
         raise ValueError(f"keypoints_color_m must be [N, 21, 3], got {keypoints.shape}")
     palm = skeleton.wrist_to_stb_palm(keypoints)
     stb_order = palm[:, skeleton.RHD_TO_STB]
-    return np.transpose(color_to_depth_frame(1000.0 * stb_order), (2, 1, 0))
+    return np.transpose(camera.stb_color_to_depth(1000.0 * stb_order), (2, 1, 0))
 
 
 def _depth_image(rng: np.random.Generator, primitives: tuple[render.Capsules, tuple],

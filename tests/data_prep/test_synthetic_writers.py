@@ -137,7 +137,7 @@ def test_stb_layout_and_labels(stb_dir):
     assert np.abs(decoded - depth_mm).max() <= 0.5 + 1e-9
     # A loader's path: depth frame → colour frame, STB → RHD order, palm → wrist, mm → m.
     labels_depth_frame = handpara.transpose(2, 1, 0)[0]
-    rhd = stb_writer.depth_to_color_frame(labels_depth_frame)[skeleton.STB_TO_RHD]
+    rhd = camera.stb_depth_to_color(labels_depth_frame)[skeleton.STB_TO_RHD]
     np.testing.assert_allclose(skeleton.stb_palm_to_wrist(rhd) / 1000.0, frame.keypoints,
                                atol=1e-9)
 
@@ -145,7 +145,7 @@ def test_stb_layout_and_labels(stb_dir):
 def test_stb_palm_centre_convention():
     frame, _ = stb_writer.make_frame(3, "B1Random", 0)
     handpara = stb_writer.hand_para(frame.keypoints[None])
-    stb = stb_writer.depth_to_color_frame(handpara.transpose(2, 1, 0)[0]) / 1000.0
+    stb = camera.stb_depth_to_color(handpara.transpose(2, 1, 0)[0]) / 1000.0
     wrist, ring_mcp = frame.keypoints[0], frame.keypoints[16]
     # STB's palm centre (slot 0) is halfway between the wrist and the ring MCP.
     np.testing.assert_allclose(stb[0], 0.5 * (wrist + ring_mcp), atol=1e-12)
@@ -158,7 +158,7 @@ def test_stb_depth_image_is_in_the_depth_camera():
     near, offsets = [], []
     for index in range(3):
         frame, depth_mm = stb_writer.make_frame(5, "B3Counting", index)
-        keypoints_depth = stb_writer.color_to_depth_frame(1000.0 * frame.keypoints)
+        keypoints_depth = camera.stb_color_to_depth(1000.0 * frame.keypoints)
         uv = camera.project(keypoints_depth, camera.STB_SK_DEPTH_K)
         pixel = np.round(uv[frame.visible]).astype(int)
         seen = depth_mm[pixel[:, 1], pixel[:, 0]]
