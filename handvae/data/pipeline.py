@@ -205,8 +205,9 @@ def train_batches(data_config: Any, batch_size: int, *, seed: int, start_step: i
 
     Args:
       data_config: ``config.data``.
-      batch_size: the GLOBAL batch size; this process yields ``batch_size // process_count``
-        rows (the rows ``process_index`` owns of every global batch).
+      batch_size: rows per batch on THIS process (the global batch is
+        ``batch_size · process_count``; process p yields rows ``[p·batch_size, (p+1)·batch_size)``
+        of every global batch, so the union over processes does not depend on the split).
       seed: the stream's seed.
       start_step: first batch index; batch k depends only on (seed, k), so resuming at k
         reproduces the uninterrupted stream from k on.
@@ -218,9 +219,10 @@ def train_batches(data_config: Any, batch_size: int, *, seed: int, start_step: i
       for the first ``round(labelled_fraction · n)`` examples of the (sorted) split. Call
       ``close()`` (or use it as a context manager) to stop its background thread.
     """
-    if batch_size % process_count or batch_size <= 0:
-        raise ValueError(f"batch_size {batch_size} must be a positive multiple of "
-                         f"process_count {process_count}")
+    if batch_size <= 0 or not 0 <= process_index < process_count:
+        raise ValueError(f"need batch_size > 0 and 0 <= process_index < process_count, got "
+                         f"batch_size={batch_size}, process_index={process_index}, "
+                         f"process_count={process_count}")
     if source is None:
         source = load_source(data_config, data_config.get("train_split", "train"))
     size = _check_source(source, "train_batches")
@@ -229,7 +231,7 @@ def train_batches(data_config: Any, batch_size: int, *, seed: int, start_step: i
         raise ValueError(f"data.labelled_fraction must be in [0, 1], got {fraction}")
     num_labelled = int(round(fraction * size))
     do_augment = bool(data_config.get("augment", True))
-    local = batch_size // process_count
+    local, global_batch = batch_size, batch_size * process_count
     rows = range(process_index * local, (process_index + 1) * local)
     permutations: dict[int, np.ndarray] = {}
 
@@ -250,7 +252,7 @@ def train_batches(data_config: Any, batch_size: int, *, seed: int, start_step: i
         return features
 
     def make_batch(step: int, pool) -> dict[str, np.ndarray]:
-        indices = [index_of(step * batch_size + row) for row in rows]
+        indices = [index_of(step * global_batch + row) for row in rows]
         return _stack(list(pool.map(make_row, [step] * local, rows, indices)))
 
     return _Prefetcher(make_batch, start_step, int(data_config.get("num_workers", 2)))
