@@ -9,6 +9,8 @@ Examples::
 
 The config is locked: ``--config.<field>=value`` may change existing fields only (a typo
 fails). Training resumes from the newest checkpoint in ``--workdir`` when there is one.
+``--verbosity=0`` brings back INFO logs (orbax's included). Set ``JAX_COMPILATION_CACHE_DIR``
+to reuse compiled steps across runs (a resumed or swept run then starts in seconds).
 On several hosts, start one process per host with ``JAX_COORDINATOR_ADDRESS``,
 ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` set (or under SLURM/Open MPI); see
 ``handvae.training.sharding.maybe_initialize_distributed``.
@@ -33,6 +35,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; tqdm shows progress
     sharding.maybe_initialize_distributed()
     try:
         final = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

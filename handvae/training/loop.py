@@ -12,8 +12,8 @@ NaN/Inf, without saving the broken state.
 from __future__ import annotations
 
 import json
-import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
@@ -26,7 +26,7 @@ import tqdm
 from handvae.training import checkpoint as checkpoint_lib
 from handvae.training import sharding, step as step_lib
 from handvae.training.writers import MetricWriter
-from handvae.training.state import TrainState, create_train_state
+from handvae.training.state import TrainState, abstract_train_state, create_train_state
 
 FINAL_METRICS_FILE = "final_metrics.json"
 Batch = dict[str, np.ndarray]
@@ -181,13 +181,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         checkpoint_lib.write_config(config, workdir)
 
     model = fns.build_model(config.model)
-    state = create_train_state(config, model, init_fn=fns.init_variables)
     checkpoints = checkpoint_lib.Checkpoints(workdir, keep=config.keep_checkpoints)
     if checkpoints.latest_step() is not None:
-        state = checkpoints.restore(checkpoint_lib.sharded_abstract(state, mesh), "latest")
-        logging.info("resumed %s from step %d", workdir, checkpoints.latest_step())
+        # Shapes only (no initialisation compiled or run) as the restore target.
+        abstract = abstract_train_state(config, model, init_fn=fns.init_variables)
+        state = checkpoints.restore(checkpoint_lib.sharded_abstract(abstract, mesh), "latest")
+        if is_main:
+            tqdm.tqdm.write(f"resuming {workdir} from step {checkpoints.latest_step()}",
+                            file=sys.stderr)
     else:
-        state = sharding.replicate(state, mesh)
+        state = sharding.replicate(
+            create_train_state(config, model, init_fn=fns.init_variables), mesh)
     start_step = int(jax.device_get(state.step))
     num_steps = int(config.num_train_steps)
 
@@ -216,6 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     def due(every: int, done: int) -> bool:
         return every > 0 and done % every == 0
 
+    train_iter: Iterator[Batch] | None = None
     try:
         train_iter = _train_iterator(config, batches, start_step)
         window_start = time.perf_counter()
@@ -254,6 +259,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         if start_step >= num_steps and not last_eval:  # resumed a finished run
             run_eval(state, num_steps)
     finally:
+        if hasattr(train_iter, "close"):  # stops the pipeline's prefetch thread
+            train_iter.close()
         checkpoints.wait()
         checkpoints.close()
         writer.close()
