@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from data_prep.synthetic import hand, render
+from data_prep.synthetic import background, hand, render
 from handvae.ops import camera
 
 PALM_HALF_THICKNESS = 0.0115  # metres, for an average hand (scale 1)
@@ -187,11 +187,11 @@ def render_hand_frame(rng: np.random.Generator, K: np.ndarray, image_size: tuple
     light = np.array([rng.normal(0.0, 0.6), rng.normal(0.0, 0.6), -1.0])
     light /= np.linalg.norm(light)
     ambient = rng.uniform(0.25, 0.45)
-    background = render.procedural_background(rng, image_size, plain=plain)
-    plane = render.random_plane(rng, background_range)
-    background_depth = render.plane_depth_from(*plane, K, image_size)
+    backdrop = background.procedural_background(rng, image_size, plain=plain)
+    plane = background.random_plane(rng, background_range)
+    background_depth = background.plane_depth_from(*plane, K, image_size)
     on_hand = rendering.depth < background_depth
-    colour = background.copy()
+    colour = backdrop.copy()
     colour[on_hand] = render.shade(rendering.normal[on_hand], rays[on_hand],
                                    rendering.albedo[on_hand], light, ambient=ambient)
     gain, offset = rng.uniform(0.85, 1.15), rng.uniform(-0.05, 0.05)

@@ -28,7 +28,7 @@ import pathlib
 import numpy as np
 import scipy.io
 
-from data_prep.synthetic import output, render, scene
+from data_prep.synthetic import background, output, render, scene
 from handvae.ops import camera, skeleton
 
 IMAGE_SIZE = camera.STB_IMAGE_SIZE  # (height, width) = (480, 640)
@@ -93,9 +93,9 @@ def _depth_image(rng: np.random.Generator, primitives: tuple[render.Capsules, tu
     normal, offset = plane
     # The plane n·p = d in colour coordinates is (R n)·p' = d + (R n)·t in depth coordinates.
     normal_depth = rotation @ normal
-    background = render.plane_depth_from(normal_depth, offset + normal_depth @ t_m, K,
-                                         IMAGE_SIZE)
-    depth_m = np.minimum(rendering.depth, background)
+    plane_depth = background.plane_depth_from(normal_depth, offset + normal_depth @ t_m, K,
+                                              IMAGE_SIZE)
+    depth_m = np.minimum(rendering.depth, plane_depth)
     depth_mm = 1000.0 * depth_m
     if not plain:
         depth_mm = depth_mm + rng.normal(0.0, DEPTH_NOISE_MM, depth_m.shape)
