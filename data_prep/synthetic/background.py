@@ -88,9 +88,8 @@ def plane_depth_from(normal: np.ndarray, offset: float, K: np.ndarray,
     Rays that miss the plane (or meet it beyond ``max_depth``) get ``max_depth``.
     """
     height, width = image_size
-    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
-    x = (u - K[0, 2]) / K[0, 0]
-    y = (v - K[1, 2]) / K[1, 1]
+    x = ((np.arange(width) - K[0, 2]) / K[0, 0])[None, :]
+    y = ((np.arange(height) - K[1, 2]) / K[1, 1])[:, None]
     denominator = normal[0] * x + normal[1] * y + normal[2]
     depth = np.where(denominator > 1e-6, offset / np.maximum(denominator, 1e-6), max_depth)
     return np.clip(depth, 0.0, max_depth)

@@ -11,6 +11,7 @@ pinhole camera sits at the origin, pixel centres at integer (u, v).
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -150,14 +151,28 @@ class Rendering:
 
 
 def ray_directions(K: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    """[H, W, 3] unit ray directions through the pixel centres of a (height, width) image."""
-    height, width = image_size
+    """[H, W, 3] unit ray directions through the pixel centres of a (height, width) image.
+
+    The last few results are cached (fixed cameras such as STB's are reused every frame);
+    the returned array is read-only.
+    """
     K = np.asarray(K, dtype=np.float64)
-    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
-    x = (u - K[0, 2]) / K[0, 0]
-    y = (v - K[1, 2]) / K[1, 1]
-    rays = np.stack([x, y, np.ones_like(x)], axis=-1)
-    return rays / np.linalg.norm(rays, axis=-1, keepdims=True)
+    return _ray_directions(tuple(K.ravel().tolist()), tuple(image_size))
+
+
+@functools.lru_cache(maxsize=4)
+def _ray_directions(K: tuple[float, ...], image_size: tuple[int, int]) -> np.ndarray:
+    height, width = image_size
+    fx, _, cx, _, fy, cy = K[:6]
+    x = ((np.arange(width) - cx) / fx)[None, :]
+    y = ((np.arange(height) - cy) / fy)[:, None]
+    inverse_norm = 1.0 / np.sqrt(x * x + y * y + 1.0)
+    rays = np.empty((height, width, 3))
+    rays[..., 0] = x * inverse_norm
+    rays[..., 1] = y * inverse_norm
+    rays[..., 2] = inverse_norm
+    rays.flags.writeable = False
+    return rays
 
 
 def _bounding_box(start: np.ndarray, end: np.ndarray, radius: float, K: np.ndarray,
