@@ -157,12 +157,12 @@ def render_hand_frame(rng: np.random.Generator, K: np.ndarray, image_size: tuple
       background_range: (near, far) metres of the background plane.
       plain: smooth background and no sensor noise (small PNGs, for dummy data).
       rays: optional precomputed :func:`render.ray_directions`.
-      return_scene: also return the camera-frame capsules and the background plane.
+      return_scene: also return the camera-frame solids and the background plane.
 
     Returns:
       The :class:`HandFrame`; with ``return_scene``, ``(frame, (capsules, slabs),
-      (normal, offset))``
-      where the background is the plane ``normal·p = offset`` (metres, camera frame).
+      (normal, offset))`` where the background is the plane ``normal·p = offset`` (metres,
+      camera frame).
     """
     shape = hand.sample_shape(rng)
     angles = hand.sample_pose(rng, shape=shape)
