@@ -84,3 +84,9 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_parameters(tmp_path, rhd_syn
                      getattr(expected, name), getattr(actual, name))
     moved = np.abs(np.asarray(jax.tree.leaves(expected.opt_state)[1])).max()
     assert moved > 0  # Adam's moments moved: the runs trained
+
+    # The evaluator's entry point reads the same work directory.
+    config, model, variables = checkpoint_lib.restore_for_inference(str(killed), "best")
+    assert config.num_train_steps == NUM_STEPS and model.strategy == "R2P"
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(variables["params"]),
+                 actual.params)

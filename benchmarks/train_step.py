@@ -1,0 +1,168 @@
+"""Training-step throughput, achieved FLOP/s against a matmul roofline, input pipeline rate.
+
+    python benchmarks/train_step.py            # S4 at batch 32 on 256² crops + the demo
+    python benchmarks/train_step.py --skip_full  # the demo config only
+
+Figures go to ``results/benchmarks/train_step.json`` and are printed:
+  * steps/s of the jitted, sharded S4 (RC2CHP_poe) step at batch 32 on 256² crops with the
+    paper's widths, and of the demo config (``experiments/configs/demo.py``);
+  * FLOP/s achieved = XLA's cost analysis of the compiled step (flops) ÷ measured step time,
+    and its ratio to the FLOP/s of a large jitted float32 matmul measured in the same run;
+  * examples/s of ``handvae.data.pipeline.train_batches`` on the demo config against the
+    examples/s the demo step consumes (the step must never wait on data).
+Batches for the step timings are contract-shaped random batches (``spec.dummy_batch``) so the
+timing is of the step alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from experiments.configs import demo, s4_poe  # noqa: E402
+from handvae.data import spec  # noqa: E402
+from handvae.models import vae  # noqa: E402
+from handvae.training import sharding, state as state_lib, step as step_lib  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _flops(compiled) -> float:
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0]
+    return float(analysis.get("flops", float("nan")))
+
+
+def matmul_flops_per_sec(n: int = 2048, repeats: int = 10) -> dict:
+    """FLOP/s of a jitted [n, n] @ [n, n] float32 matmul (the machine's practical peak)."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+    matmul = jax.jit(jnp.matmul)
+    matmul(a, b).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, b).block_until_ready()
+        times.append(time.perf_counter() - start)
+    seconds = float(np.median(times))
+    return {"n": n, "seconds": seconds, "flops_per_sec": 2.0 * n ** 3 / seconds}
+
+
+def time_step(config, *, steps: int, warmup: int = 1) -> dict:
+    """Compiles the sharded train step of ``config`` and times it on random batches."""
+    mesh = sharding.make_mesh()
+    model = vae.build_model(config.model)
+    state = sharding.replicate(state_lib.create_train_state(config, model), mesh)
+    batches = [sharding.shard_batch(spec.dummy_batch(
+        config.batch_size, config.data.image_size, config.data.num_points,
+        config.data.heatmap_size, seed=i), mesh) for i in range(2)]
+    jitted = step_lib.make_train_step(config, model, mesh)
+    start = time.perf_counter()
+    compiled = jitted.lower(state, batches[0]).compile()
+    compile_seconds = time.perf_counter() - start
+    flops = _flops(compiled)
+    for i in range(warmup):
+        state, metrics = compiled(state, batches[i % 2])
+    jax.block_until_ready(metrics)
+    times = []
+    for i in range(steps):
+        start = time.perf_counter()
+        state, metrics = compiled(state, batches[i % 2])
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    seconds = float(np.median(times))
+    return {"strategy": config.model.strategy, "batch_size": config.batch_size,
+            "image_size": config.data.image_size, "resnet_width": config.model.resnet_width,
+            "devices": mesh.devices.size, "compile_seconds": compile_seconds,
+            "step_seconds_median": seconds, "steps_per_sec": 1.0 / seconds,
+            "examples_per_sec": config.batch_size / seconds, "step_flops": flops,
+            "achieved_flops_per_sec": flops / seconds, "timed_steps": steps,
+            "final_loss": float(metrics["loss"])}
+
+
+def pipeline_rate(config, *, batches: int = 20) -> dict:
+    """examples/s of the training pipeline on ``config`` (builds the dummy RHD data if needed)."""
+    from handvae.data import pipeline
+    data_config = config.data
+    try:
+        pipeline.load_source(data_config, data_config.train_split)
+        source_note = pipeline.resolve_data_dir(data_config)
+    except FileNotFoundError:
+        from data_prep import build
+        data_dir = tempfile.mkdtemp(prefix="handvae_bench_tfds_")
+        build.build("rhd", "synthetic", os.path.join(REPO, "data_prep", "rhd", "dummy_data"),
+                    data_dir)
+        data_config.data_dir = data_dir
+        source_note = "data_prep/rhd/dummy_data (built to a temporary data_dir)"
+    iterator = pipeline.train_batches(data_config, config.batch_size, seed=0)
+    try:
+        next(iterator)  # thread and source start-up
+        start = time.perf_counter()
+        for _ in range(batches):
+            next(iterator)
+        seconds = time.perf_counter() - start
+    finally:
+        if hasattr(iterator, "close"):
+            iterator.close()
+    return {"data": source_note, "batch_size": config.batch_size, "batches": batches,
+            "num_workers": data_config.num_workers,
+            "examples_per_sec": batches * config.batch_size / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip_full", action="store_true", help="skip the 256² S4 step")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per config")
+    parser.add_argument("--out", default=os.path.join(REPO, "results", "benchmarks",
+                                                      "train_step.json"))
+    args = parser.parse_args()
+
+    results: dict = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                     "devices": [str(d) for d in jax.devices()], "jax": jax.__version__}
+    results["matmul"] = matmul_flops_per_sec()
+    peak = results["matmul"]["flops_per_sec"]
+    print(f"matmul 2048²: {peak / 1e9:.1f} GFLOP/s", flush=True)
+
+    runs = {"demo_s4": demo.get_config("strategy=RC2CHP_poe")}
+    if not args.skip_full:
+        full = s4_poe.get_config("dataset=synthetic")
+        full.batch_size = 32
+        runs["s4_batch32_256px"] = full
+    for name, config in runs.items():
+        figures = time_step(config, steps=args.steps)
+        figures["fraction_of_matmul_flops"] = figures["achieved_flops_per_sec"] / peak
+        results[name] = figures
+        print(f"{name}: {figures['steps_per_sec']:.3f} steps/s "
+              f"({figures['examples_per_sec']:.1f} examples/s), "
+              f"{figures['achieved_flops_per_sec'] / 1e9:.2f} GFLOP/s = "
+              f"{100 * figures['fraction_of_matmul_flops']:.1f}% of the matmul, "
+              f"compile {figures['compile_seconds']:.1f} s", flush=True)
+
+    demo_config = demo.get_config("strategy=RC2CHP_poe")
+    rate = pipeline_rate(demo_config)
+    rate["step_consumes_examples_per_sec"] = results["demo_s4"]["examples_per_sec"]
+    rate["headroom"] = rate["examples_per_sec"] / rate["step_consumes_examples_per_sec"]
+    results["pipeline_demo"] = rate
+    print(f"pipeline (demo): {rate['examples_per_sec']:.1f} examples/s vs the step's "
+          f"{rate['step_consumes_examples_per_sec']:.1f} (x{rate['headroom']:.2f})", flush=True)
+
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
