@@ -28,14 +28,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.data.image_size = config.model.image_size = 64
     config.data.heatmap_size = config.model.heatmap_size = 16
-    config.data.num_points = config.model.num_points = 128
+    # 64 points and a coarser auction ε keep S4's EMD (the dearest part of its step on a CPU)
+    # at a third of the step time: ~6 S4 steps/s on 2 busy cores instead of ~2 at 128 points.
+    config.data.num_points = config.model.num_points = 64
     config.data.shuffle_buffer = 256
     config.model.latent_dim = 32
     config.model.resnet_width = 8
     config.model.respel_width = 16
     config.model.pose_hidden = 64
     config.model.folding_hidden = 64
-    config.loss.emd_max_iterations = 1_000
+    config.loss.emd_epsilon = 1e-2
+    config.loss.emd_max_iterations = 500
 
     steps = args["steps"]
     config.batch_size = 16
