@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -49,6 +51,7 @@ def _directed(d2: Array, mask_from: Array | None, mask_to: Array | None, squared
     return jnp.sum(dist * weights, axis=-1) / count
 
 
+@functools.partial(jax.jit, static_argnames="squared")
 def chamfer_distance(p: Array, q: Array, *, squared: bool = False,
                      p_mask: Array | None = None, q_mask: Array | None = None) -> Array:
     """Symmetric Chamfer distance, one value per example (Eq. 8).

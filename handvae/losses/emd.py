@@ -19,6 +19,8 @@ and stops on its own.
 
 from __future__ import annotations
 
+import functools
+
 from typing import NamedTuple
 
 import jax
@@ -47,6 +49,8 @@ class AuctionOutput(NamedTuple):
     iterations: Array
 
 
+@functools.partial(jax.jit, static_argnames=("epsilon", "epsilon_scaling", "max_iterations",
+                                             "initial_epsilon"))
 def auction_assignment(cost: Array, *, epsilon: float = 1e-3, epsilon_scaling: float = 5.0,
                        max_iterations: int = 10_000, initial_epsilon: float | None = None
                        ) -> AuctionOutput:
@@ -95,6 +99,8 @@ def auction_assignment(cost: Array, *, epsilon: float = 1e-3, epsilon_scaling: f
     return AuctionOutput(assignment, jax.lax.stop_gradient(total), converged, iterations)
 
 
+@functools.partial(jax.jit, static_argnames=("epsilon", "epsilon_scaling", "max_iterations",
+                                             "squared"))
 def earth_movers_distance(p: Array, q: Array, *, epsilon: float = 1e-3,
                           epsilon_scaling: float = 5.0, max_iterations: int = 10_000,
                           squared: bool = False) -> Array:

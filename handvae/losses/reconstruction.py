@@ -19,6 +19,7 @@ def _check_pair(pred: Array, target: Array, shape: tuple) -> tuple[Array, Array]
     return pred, target
 
 
+@jax.jit
 def pose_l2(pred: Array, target: Array) -> Array:
     """Squared L2 error of 3-D poses, one value per example (Eq. 10).
 
@@ -38,6 +39,7 @@ def pose_l2(pred: Array, target: Array) -> Array:
     return jnp.sum(jnp.square(pred - target), axis=(1, 2))
 
 
+@jax.jit
 def heatmap_l2(pred: Array, target: Array) -> Array:
     """Squared L2 error of 2-D keypoint heat maps, one value per example (Eq. 7).
 

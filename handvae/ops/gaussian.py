@@ -11,6 +11,8 @@ per example, summed over the D latent dimensions).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -37,6 +39,7 @@ def _check_broadcast(**arrays: Array) -> tuple[int, ...]:
                          "[..., D] shape (or a prior of shape [D]).") from None
 
 
+@jax.jit
 def gaussian_kl(mu_q: Array, logvar_q: Array, mu_p: Array, logvar_p: Array) -> Array:
     """KL(q ‖ p) between diagonal Gaussians, summed over the latent dimension.
 
@@ -63,6 +66,7 @@ def gaussian_kl(mu_q: Array, logvar_q: Array, mu_p: Array, logvar_p: Array) -> A
     return 0.5 * jnp.sum(per_dim, axis=-1)
 
 
+@jax.jit
 def kl_to_standard_normal(mu: Array, logvar: Array) -> Array:
     """KL(N(mu, exp(logvar)) ‖ N(0, I)), summed over the latent dimension.
 
@@ -83,6 +87,7 @@ def kl_to_standard_normal(mu: Array, logvar: Array) -> Array:
     return 0.5 * jnp.sum(jnp.exp(logvar) + jnp.square(mu) - 1.0 - logvar, axis=-1)
 
 
+@jax.jit
 def reparameterize(rng: Array, mu: Array, logvar: Array) -> Array:
     """Samples z = mu + exp(logvar / 2) · ε with ε ~ N(0, I), differentiable in mu and logvar.
 
@@ -103,6 +108,7 @@ def reparameterize(rng: Array, mu: Array, logvar: Array) -> Array:
     return mu + jnp.exp(0.5 * logvar) * noise
 
 
+@functools.partial(jax.jit, static_argnames="prior_expert")
 def product_of_experts(mus: Array, logvars: Array, *, prior_expert: bool = False
                        ) -> tuple[Array, Array]:
     """Fuses E diagonal Gaussian experts into their (renormalised) product (Eq. 5–6).
