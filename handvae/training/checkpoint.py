@@ -23,6 +23,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
+from handvae.models import vae
 from handvae.training import sharding
 from handvae.training.state import TrainState, abstract_train_state
 
@@ -154,8 +155,6 @@ def restore_for_inference(workdir: str, which: str = "best", *, step: int | None
       ``(config, model, variables)`` where ``variables = {'params', 'batch_stats'}`` live on
       the default device, ready for ``handvae.models.vae.predict_pose(model, variables, rgb)``.
     """
-    from handvae.models import vae
-
     config = read_config(workdir)
     model = vae.build_model(config.model)
     checkpoints = Checkpoints(workdir, read_only=True, async_save=False)

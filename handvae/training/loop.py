@@ -23,10 +23,14 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from handvae.data import pipeline
+from handvae.evaluation import metrics as metrics_lib
+from handvae.losses import objectives
+from handvae.models import vae
 from handvae.training import checkpoint as checkpoint_lib
 from handvae.training import sharding, step as step_lib
-from handvae.training.writers import MetricWriter
 from handvae.training.state import TrainState, abstract_train_state, create_train_state
+from handvae.training.writers import MetricWriter
 
 FINAL_METRICS_FILE = "final_metrics.json"
 Batch = dict[str, np.ndarray]
@@ -49,8 +53,6 @@ class ModelFunctions(NamedTuple):
 
 def default_model_functions() -> ModelFunctions:
     """The real model (``handvae.models.vae``) and objectives (``handvae.losses``)."""
-    from handvae.losses import objectives
-    from handvae.models import vae
     return ModelFunctions(vae.build_model, vae.init_variables, objectives.compute_loss,
                           objectives.loss_weights_from_config, vae.predict_pose)
 
@@ -58,7 +60,6 @@ def default_model_functions() -> ModelFunctions:
 def _train_iterator(config: ml_collections.ConfigDict, batches: BatchSource | None,
                     start_step: int) -> Iterator[Batch]:
     if batches is None:
-        from handvae.data import pipeline
         return iter(pipeline.train_batches(
             config.data, config.batch_size // jax.process_count(), seed=config.seed,
             start_step=start_step, process_index=jax.process_index(),
@@ -70,7 +71,6 @@ def _train_iterator(config: ml_collections.ConfigDict, batches: BatchSource | No
 
 def _eval_iterable(config: ml_collections.ConfigDict, eval_batches: Any) -> Iterable[Batch] | None:
     if eval_batches is None:
-        from handvae.data import pipeline
         return pipeline.eval_batches(config.data, config.batch_size,
                                      split=config.data.eval_split,
                                      num_examples=config.num_eval_examples)
@@ -85,8 +85,6 @@ def evaluate(eval_step: Callable[..., jax.Array], variables: dict[str, Any],
     dropped. Returns ``handvae.evaluation.metrics.summarize_errors``'s dict plus
     ``num_examples``.
     """
-    from handvae.evaluation import metrics
-
     num_devices = mesh.devices.size
     errors, visible = [], []
     for batch in batches:
@@ -95,12 +93,12 @@ def evaluate(eval_step: Callable[..., jax.Array], variables: dict[str, Any],
         padded = np.pad(rgb, [(0, (-n) % num_devices)] + [(0, 0)] * (rgb.ndim - 1))
         pred = np.asarray(jax.device_get(
             eval_step(variables, jax.device_put(padded, sharding.batch_sharded(mesh)))))[:n]
-        errors.append(np.asarray(metrics.keypoint_errors_mm(pred, batch["pose"], batch["scale"])))
+        errors.append(np.asarray(metrics_lib.keypoint_errors_mm(pred, batch["pose"], batch["scale"])))
         visible.append(np.asarray(batch["visible"]))
     if not errors:
         raise ValueError("evaluation got no batches: check config.data.eval_split and "
                          "config.num_eval_examples")
-    summary = metrics.summarize_errors(np.concatenate(errors), np.concatenate(visible))
+    summary = metrics_lib.summarize_errors(np.concatenate(errors), np.concatenate(visible))
     summary = {k: float(v) for k, v in summary.items() if np.ndim(v) == 0}
     return summary
 

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 
 from handvae.data import spec
+from handvae.models import vae
 from handvae.training import schedules
 
 # Streams folded out of the config seed: one for initialisation, one for training steps.
@@ -71,9 +72,7 @@ def create_train_state(config: ml_collections.ConfigDict, model: Any,
     Returns:
       The state at step 0 (host/default-device arrays; place it with ``sharding.replicate``).
     """
-    if init_fn is None:
-        from handvae.models import vae
-        init_fn = vae.init_variables
+    init_fn = vae.init_variables if init_fn is None else init_fn
     batch = init_batch(config) if batch is None else batch
     seed_key = jax.random.PRNGKey(config.seed)
     variables = init_fn(model, jax.random.fold_in(seed_key, _INIT_STREAM), batch)

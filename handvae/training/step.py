@@ -17,15 +17,12 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
+from handvae.losses import objectives
+from handvae.models import vae
 from handvae.training import schedules, sharding
 from handvae.training.state import TrainState, make_optimizer
 
 Metrics = dict[str, jax.Array]
-
-
-def _default_loss_fns() -> tuple[Callable[..., Any], Callable[..., Any]]:
-    from handvae.losses import objectives
-    return objectives.compute_loss, objectives.loss_weights_from_config
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: Any,
@@ -80,10 +77,8 @@ def make_train_step(config: ml_collections.ConfigDict, model: Any, mesh: Mesh, *
     ``loss_fn``/``weights_fn`` default to ``handvae.losses.objectives.compute_loss`` and
     ``loss_weights_from_config``.
     """
-    if loss_fn is None or weights_fn is None:
-        default_loss, default_weights = _default_loss_fns()
-        loss_fn = loss_fn or default_loss
-        weights_fn = weights_fn or default_weights
+    loss_fn = objectives.compute_loss if loss_fn is None else loss_fn
+    weights_fn = objectives.loss_weights_from_config if weights_fn is None else weights_fn
     tx = make_optimizer(config)
 
     def step(state, batch):
@@ -102,9 +97,7 @@ def make_eval_step(model: Any, mesh: Mesh, *, predict_fn: Callable[..., Any] | N
     ``predict_fn(model, variables, rgb)`` defaults to ``handvae.models.vae.predict_pose``;
     the pose is in normalised root-relative units (the contract's ``pose``).
     """
-    if predict_fn is None:
-        from handvae.models import vae
-        predict_fn = vae.predict_pose
+    predict_fn = vae.predict_pose if predict_fn is None else predict_fn
 
     def eval_step(variables, rgb):
         return predict_fn(model, variables, rgb)
