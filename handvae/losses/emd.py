@@ -39,7 +39,8 @@ class AuctionOutput(NamedTuple):
       assignment: [B, N] int32; ``assignment[b, i]`` is the column given to row i. Always a
         permutation of 0..N−1, also when not converged (unassigned rows then get the free
         columns in increasing order).
-      cost: [B] total cost Σ_i cost[b, i, assignment[b, i]] (NaN where the input had NaN).
+      cost: [B] total cost Σ_i cost[b, i, assignment[b, i]]; NaN where the element's cost
+        matrix has a NaN or ±inf.
       converged: [B] bool; True where the final-ε phase completed (the N·ε guarantee holds).
       iterations: int32 scalar, bidding rounds run for the whole batch.
     """
@@ -64,7 +65,7 @@ def auction_assignment(cost: Array, *, epsilon: float = 1e-3, epsilon_scaling: f
     than the float spacing of the prices still progress, by one ulp, but slowly).
 
     Non-finite input: a batch element whose cost has a NaN or ±inf is not solved; it gets the
-    identity assignment, ``converged = False`` and a NaN/inf cost, without running any bids.
+    identity assignment, ``converged = False`` and a NaN cost, without running any bids.
     ``max_iterations`` bounds the loop in every case; elements still bidding then report
     ``converged = False`` and get a completed (valid, but not ε-optimal) permutation.
 
@@ -96,6 +97,7 @@ def auction_assignment(cost: Array, *, epsilon: float = 1e-3, epsilon_scaling: f
         jax.lax.stop_gradient(cost), float(epsilon), float(epsilon_scaling),
         int(max_iterations), None if initial_epsilon is None else float(initial_epsilon))
     total = jnp.sum(jnp.take_along_axis(cost, assignment[..., None], axis=-1)[..., 0], axis=-1)
+    total = jnp.where(jnp.all(jnp.isfinite(cost), axis=(1, 2)), total, jnp.nan)
     return AuctionOutput(assignment, jax.lax.stop_gradient(total), converged, iterations)
 
 

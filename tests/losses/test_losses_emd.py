@@ -1,0 +1,162 @@
+"""Auction assignment and EMD (Eq. 9) against scipy's exact assignment, by hand, degenerate."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+from scipy.optimize import linear_sum_assignment
+
+from handvae import losses
+
+EPSILON = 1e-3
+
+
+def _clouds_with_duplicates_and_ties(n, seed):
+    """[3, n, n] Euclidean costs: random clouds; clouds with duplicated points; a lattice."""
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(size=(3, n, 3))
+    q = rng.uniform(size=(3, n, 3))
+    p[1, n // 2:] = p[1, : n - n // 2]              # duplicated points in both clouds
+    q[1, 1::2] = q[1, 0:n - 1:2]
+    p[2] = np.round(p[2] * 2) / 2                   # few distinct points: many exact ties
+    q[2] = np.round(q[2] * 2) / 2
+    return np.linalg.norm(p[:, :, None] - q[:, None], axis=-1).astype(np.float32)
+
+
+def _optimal_cost(cost):
+    return np.array([c[linear_sum_assignment(c)].sum() for c in np.asarray(cost, np.float64)])
+
+
+def _assert_permutations(assignment):
+    for row in np.asarray(assignment):
+        np.testing.assert_array_equal(np.sort(row), np.arange(len(row)))
+
+
+@pytest.mark.parametrize("n", [1, 2, 17, 64, 256])
+def test_auction_within_n_epsilon_of_scipy(n):
+    cost = _clouds_with_duplicates_and_ties(n, seed=n)
+    out = losses.auction_assignment(cost, epsilon=EPSILON)
+    _assert_permutations(out.assignment)
+    assert out.assignment.dtype == jnp.int32
+    assert np.all(out.converged)
+    realised = np.take_along_axis(cost, np.asarray(out.assignment)[..., None], -1)[..., 0]
+    np.testing.assert_allclose(out.cost, realised.sum(-1), rtol=1e-6)
+    optimum = _optimal_cost(cost)
+    # N·ε guarantee, plus float32 round-off of the sums.
+    assert np.all(np.asarray(out.cost) <= optimum + n * EPSILON + 1e-4 * optimum + 1e-6)
+    assert np.all(np.asarray(out.cost) >= optimum - 1e-4 * optimum - 1e-6)
+
+
+@pytest.mark.parametrize("n", [17, 64])
+def test_auction_exact_on_integer_costs(n):
+    rng = np.random.default_rng(n)
+    cost = rng.integers(0, 20, size=(3, n, n)).astype(np.float32)
+    cost[1] = cost[1] // 5                           # many ties
+    out = losses.auction_assignment(cost, epsilon=1.0 / (n + 1))
+    assert np.all(out.converged)
+    _assert_permutations(out.assignment)
+    np.testing.assert_array_equal(out.cost, _optimal_cost(cost))
+
+
+def test_auction_by_hand_and_deterministic_ties():
+    cost = np.array([[[1.0, 2.0], [2.0, 4.0]],       # swap: 2 + 2 < 1 + 4
+                     [[0.0, 0.0], [0.0, 0.0]]], np.float32)   # all tied
+    out = losses.auction_assignment(cost, epsilon=0.1)
+    np.testing.assert_array_equal(out.assignment[0], [1, 0])
+    np.testing.assert_allclose(out.cost, [4.0, 0.0])
+    again = losses.auction_assignment(cost, epsilon=0.1)
+    np.testing.assert_array_equal(out.assignment, again.assignment)
+
+
+def test_auction_nan_input_terminates_and_reports():
+    cost = _clouds_with_duplicates_and_ties(17, seed=0)
+    cost[0, 3, 4] = np.nan
+    cost[2, 0, 0] = np.inf
+    out = losses.auction_assignment(cost, epsilon=EPSILON)
+    np.testing.assert_array_equal(out.converged, [False, True, False])
+    _assert_permutations(out.assignment)
+    np.testing.assert_array_equal(out.assignment[0], np.arange(17))    # identity
+    assert np.isnan(out.cost[0]) and np.isfinite(out.cost[1])
+
+
+def test_auction_iteration_bound_still_gives_a_permutation():
+    cost = _clouds_with_duplicates_and_ties(17, seed=1)
+    out = losses.auction_assignment(cost, epsilon=EPSILON, max_iterations=2)
+    assert int(out.iterations) == 2
+    assert not np.any(out.converged)
+    _assert_permutations(out.assignment)
+
+
+def test_auction_bad_inputs_raise():
+    with pytest.raises(ValueError, match="cost must be square"):
+        losses.auction_assignment(np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(ValueError, match="cost must have rank 3"):
+        losses.auction_assignment(np.zeros((3, 3), np.float32))
+    with pytest.raises(ValueError, match="cost must be a floating-point array"):
+        losses.auction_assignment(np.zeros((1, 3, 3), np.int32))
+    with pytest.raises(ValueError, match="epsilon must be > 0"):
+        losses.auction_assignment(np.zeros((1, 3, 3), np.float32), epsilon=0.0)
+
+
+def test_emd_by_hand():
+    p = jnp.array([[[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]],
+                   [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]])
+    q = jnp.array([[[2.0, 1.0, 0.0], [0.0, 1.0, 0.0]],      # each point moves by 1
+                   [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])     # same set, permuted
+    np.testing.assert_allclose(losses.earth_movers_distance(p, q), [1.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(losses.earth_movers_distance(p, q, squared=True), [1.0, 0.0],
+                               atol=1e-6)
+
+
+def test_emd_batched_matches_scipy_and_jit():
+    rng = np.random.default_rng(5)
+    p = rng.normal(size=(3, 17, 3)).astype(np.float32)
+    q = rng.normal(size=(3, 17, 3)).astype(np.float32)
+    cost = np.linalg.norm(p[:, :, None] - q[:, None], axis=-1)
+    exact = _optimal_cost(cost) / 17
+    got = jax.jit(losses.earth_movers_distance)(p, q)
+    assert got.shape == (3,)
+    np.testing.assert_allclose(got, exact, atol=EPSILON + 1e-5)
+    for b in range(3):
+        np.testing.assert_allclose(losses.earth_movers_distance(p[b:b + 1], q[b:b + 1]),
+                                   got[b:b + 1], rtol=1e-6)
+
+
+def test_emd_gradient_through_distances_only():
+    rng = np.random.default_rng(6)
+    p = jnp.asarray(rng.normal(size=(2, 5, 3)), jnp.float32)
+    q = jnp.asarray(rng.normal(size=(2, 5, 3)), jnp.float32)
+    check_grads(losses.earth_movers_distance, (p, q), order=1, modes=["rev"], atol=1e-2,
+                rtol=1e-2)
+    assignment = losses.auction_assignment(
+        jnp.linalg.norm(p[:, :, None] - q[:, None], axis=-1), epsilon=EPSILON).assignment
+    matched = jnp.take_along_axis(q, assignment[..., None], axis=1)
+    diff = p - matched
+    want = diff / jnp.linalg.norm(diff, axis=-1, keepdims=True) / 5
+    grad = jax.grad(lambda x: losses.earth_movers_distance(x, q).sum())(p)
+    np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-6)
+
+
+def test_emd_finite_gradient_on_degenerate_clouds():
+    rng = np.random.default_rng(7)
+    p = jnp.asarray(rng.normal(size=(2, 5, 3)), jnp.float32)
+    duplicated = p.at[:, 1].set(p[:, 0])
+    for q in (p, duplicated, jnp.zeros_like(p)):
+        grad = jax.grad(lambda x: losses.earth_movers_distance(x, q).sum())(p)
+        assert np.all(np.isfinite(grad))
+    np.testing.assert_allclose(losses.earth_movers_distance(p, p), [0.0, 0.0], atol=1e-7)
+    zeros = jnp.zeros((1, 4, 3))
+    grad = jax.grad(lambda x: losses.earth_movers_distance(x, zeros).sum())(zeros)
+    np.testing.assert_array_equal(grad, 0.0)
+
+
+@pytest.mark.parametrize("p_shape,q_shape,match", [
+    ((2, 5, 3), (2, 6, 3), "same number of points N"),
+    ((2, 5, 3), (3, 5, 3), "same batch size"),
+    ((5, 3), (5, 3), "p must have rank 3"),
+    ((2, 5, 3), (2, 5, 4), r"q must have shape \[B, N, 3\]"),
+])
+def test_emd_bad_shapes_raise(p_shape, q_shape, match):
+    with pytest.raises(ValueError, match=match):
+        losses.earth_movers_distance(np.zeros(p_shape, np.float32), np.zeros(q_shape, np.float32))
