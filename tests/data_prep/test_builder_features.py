@@ -105,3 +105,17 @@ def test_points_near_skeleton():
     near = features.points_near_skeleton(np.stack([bone_mid + [0, 0, 0.01], far]), hand, 0.02)
     assert near.tolist() == [True, False]
     assert rotation.view_correction_rotation(np.array([160.0, 160.0]), K).shape == (3, 3)
+
+
+def test_hand_cut_by_the_border_is_kept_with_cut_keypoints_invisible():
+    hand = _hand()
+    image, points, uv = _frame(hand)
+    # Move the hand so the thumb tip (joint 1) leaves the image on the left but little else.
+    shift_px = uv[1, 0] + 3.0
+    moved = hand - [shift_px * hand[1, 2] / K[0, 0], 0, 0]
+    moved_uv = camera.project(moved, K)
+    outside = (moved_uv[:, 0] < -0.5)
+    assert 0 < outside.sum() <= 10
+    ex = features.process_frame(key="t/4", image=image, K=K, keypoints_3d=moved,
+                                hand_points=points - (hand - moved)[0], hand_uv=moved_uv)
+    np.testing.assert_array_equal(ex["visible"], (~outside).astype(np.float32))
