@@ -1,0 +1,128 @@
+"""Parameter counts and the time of one jitted train step per strategy (CPU by default).
+
+A train step is ``value_and_grad`` of ``handvae.losses.compute_loss`` (BatchNorm in training
+mode, the strategy's full objective with the auction EMD) followed by an Adam update, jitted
+once per strategy; the figure is the median wall time of ``--repeats`` steps after the
+compilation (reported separately). Ratios are against R2P when it is in the run.
+
+Run (paper size, batch 32; slow on a 2-core CPU)::
+
+    .venv/bin/python benchmarks/model_step.py
+    .venv/bin/python benchmarks/model_step.py --image_size 64 --strategies R2P RC2CHP_poe
+
+Results are appended to ``results/benchmarks/model_step.json`` (one entry per settings, a
+rerun with the same settings replaces its entry) and printed as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from experiments.configs.common import get_base_config
+from handvae.data.spec import dummy_batch
+from handvae.losses import compute_loss, loss_weights_from_config
+from handvae.models import STRATEGIES, build_model, init_variables
+
+
+def count_parameters(model, batch) -> dict[str, int]:
+    """Parameters per top-level module (abstract init: nothing is computed)."""
+    key = jax.random.key(0)
+    shapes = jax.eval_shape(lambda: model.init(key, batch["rgb"][:1], batch["cloud"][:1], key,
+                                               train=False))
+    return {name: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+            for name, tree in shapes["params"].items()}
+
+
+def time_train_step(config, strategy: str, batch, repeats: int) -> dict:
+    """Compile and time one Adam step of ``strategy``'s objective."""
+    config.model.strategy = strategy
+    model = build_model(config.model)
+    variables = init_variables(model, jax.random.key(0), batch)
+    tx = optax.adam(config.optimizer.lr)
+    weights = loss_weights_from_config(config, jnp.float32(config.model.beta_min))
+
+    def step(params, batch_stats, opt_state, batch, rng):
+        def loss_fn(p):
+            return compute_loss(model, p, batch_stats, batch, rng, weights, train=True,
+                                emd_epsilon=config.loss.emd_epsilon,
+                                emd_max_iterations=config.loss.emd_max_iterations)
+        (loss, (terms, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), new_stats, opt_state, loss
+
+    params, stats = variables["params"], variables["batch_stats"]
+    opt_state = tx.init(params)
+    args = (params, stats, opt_state, batch, jax.random.key(1))
+    start = time.perf_counter()
+    compiled = jax.jit(step).lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    times = []
+    for i in range(repeats + 1):  # the first run warms up allocations; not counted
+        start = time.perf_counter()
+        params, stats, opt_state, loss = jax.block_until_ready(
+            compiled(params, stats, opt_state, batch, jax.random.key(i)))
+        if i:
+            times.append(time.perf_counter() - start)
+    return {"compile_s": round(compile_s, 2), "step_s": round(statistics.median(times), 4),
+            "step_s_all": [round(t, 4) for t in times], "loss": float(loss),
+            "params": count_parameters(model, batch)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--image_size", type=int, default=256)
+    parser.add_argument("--resnet_width", type=int, default=64)
+    parser.add_argument("--num_points", type=int, default=256)
+    parser.add_argument("--heatmap_size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="results/benchmarks/model_step.json")
+    args = parser.parse_args()
+
+    config = get_base_config("synthetic")
+    config.model.image_size = args.image_size
+    config.model.resnet_width = args.resnet_width
+    config.model.num_points = args.num_points
+    config.model.heatmap_size = args.heatmap_size
+    batch = {k: jnp.asarray(v) for k, v in dummy_batch(
+        args.batch_size, args.image_size, args.num_points, args.heatmap_size).items()}
+    settings = {"batch_size": args.batch_size, "image_size": args.image_size,
+                "resnet_width": args.resnet_width, "num_points": args.num_points,
+                "heatmap_size": args.heatmap_size, "latent_dim": config.model.latent_dim,
+                "emd_epsilon": config.loss.emd_epsilon}
+    results = {}
+    for strategy in args.strategies:
+        results[strategy] = time_train_step(config, strategy, batch, args.repeats)
+        r = results[strategy]
+        print(f"{strategy:>11}: {sum(r['params'].values()):>11,d} params  "
+              f"step {r['step_s']:8.3f} s  (compile {r['compile_s']:.1f} s)", flush=True)
+    if "R2P" in results:
+        for r in results.values():
+            r["step_ratio_to_R2P"] = round(r["step_s"] / results["R2P"]["step_s"], 3)
+    entry = {"settings": settings, "results": results,
+             "device": f"{jax.default_backend()} ×{jax.device_count()} ({platform.processor() or platform.machine()})",
+             "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
+             "jax": jax.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    runs = json.loads(out.read_text())["runs"] if out.exists() else []
+    runs = [r for r in runs if not (r["settings"] == settings
+                                    and set(r["results"]) == set(results))] + [entry]
+    out.write_text(json.dumps({"runs": runs}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
