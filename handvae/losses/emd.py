@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from handvae.losses import _auction, _validation
-from handvae.losses.chamfer import pairwise_squared_distances, safe_sqrt
+from handvae.losses.chamfer import safe_sqrt, squared_distances_for_search
 
 Array = jax.Array
 
@@ -137,8 +137,8 @@ def earth_movers_distance(p: Array, q: Array, *, epsilon: float = 1e-3,
         raise ValueError(f"p and q must have the same number of points N (the EMD matches "
                          f"them one to one), got p {p.shape} and q {q.shape}; resample one "
                          f"cloud or use chamfer_distance.")
-    d2 = pairwise_squared_distances(jax.lax.stop_gradient(p), jax.lax.stop_gradient(q))
-    cost = d2 if squared else safe_sqrt(d2)
+    d2 = squared_distances_for_search(p, q)         # no gradient: the matching is held fixed
+    cost = d2 if squared else jnp.sqrt(d2)
     assignment = auction_assignment(cost, epsilon=epsilon, epsilon_scaling=epsilon_scaling,
                                     max_iterations=max_iterations).assignment
     matched = jnp.take_along_axis(q, assignment[..., None], axis=1)       # [B, N, 3]
