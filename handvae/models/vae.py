@@ -225,7 +225,10 @@ def init_variables(model: HandVAE, rng: jax.Array, batch: Mapping[str, Any]) -> 
     cloud = batch.get("cloud") if isinstance(batch, Mapping) else None
     cloud = None if cloud is None else jnp.asarray(cloud[:1])
     # init runs once, so on CPU a quick compile beats quick code (4× faster to compile).
-    options = _FAST_COMPILE if jax.default_backend() == "cpu" else None
+    # compiler_options are refused on a nested jit (e.g. under jax.eval_shape when a
+    # checkpoint's abstract train state is built): use them only at the top level.
+    nested = isinstance(jnp.zeros(()) + 0, jax.core.Tracer)
+    options = _FAST_COMPILE if jax.default_backend() == "cpu" and not nested else None
     init = jax.jit(functools.partial(model.init, train=False), compiler_options=options)
     variables = init({"params": params_rng}, rgb, cloud, sample_rng)
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
