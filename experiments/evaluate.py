@@ -38,6 +38,24 @@ EVAL_DIR = "eval"
 METRICS_FILE = "metrics.json"
 
 
+def constant_pose_baseline(poses: np.ndarray, scales: np.ndarray, visible: np.ndarray
+                           ) -> dict[str, float]:
+    """Scores of always predicting the split's own mean normalised pose (no image at all).
+
+    A floor for "did the model learn anything": a model must beat this constant guess, which
+    is even a little optimistic (it is fitted on the evaluated examples).
+
+    Args:
+      poses: [N, 21, 3] ground-truth normalised poses; scales: [N] metres; visible: [N, 21].
+
+    Returns:
+      ``mean_epe_mm``, ``median_epe_mm``, ``auc_20_50``, ``auc_0_50`` of that guess.
+    """
+    guess = np.broadcast_to(poses.mean(axis=0), poses.shape)
+    summary = metrics.summarize_errors(metrics.keypoint_errors_mm(guess, poses, scales), visible)
+    return {k: summary[k] for k in ("mean_epe_mm", "median_epe_mm", "auc_20_50", "auc_0_50")}
+
+
 def evaluate_workdir(workdir: str, *, split: str = "test", which: str = "best",
                      num_examples: int = -1, batch_size: int | None = None,
                      out_dir: str | None = None, data_dir: str | None = None,
@@ -59,7 +77,8 @@ def evaluate_workdir(workdir: str, *, split: str = "test", which: str = "best",
 
     Returns:
       The metrics dict written to ``metrics.json``: ``summarize_errors``'s keys plus
-      ``workdir``, ``split``, ``which``, ``strategy``, ``dataset``, ``seconds``, ``files``.
+      ``workdir``, ``split``, ``which``, ``name``, ``strategy``, ``dataset``, ``seconds``,
+      ``files`` and ``constant_pose_baseline`` (:func:`constant_pose_baseline`).
     """
     from handvae.data import pipeline
     from handvae.models import vae
@@ -76,7 +95,7 @@ def evaluate_workdir(workdir: str, *, split: str = "test", which: str = "best",
     predict = jax.jit(lambda v, rgb: vae.predict_pose(model, v, rgb))
     batches = pipeline.eval_batches(config.data, batch_size or config.batch_size, split=split,
                                     num_examples=num_examples)
-    errors, visible = [], []
+    errors, visible, targets, scales = [], [], [], []
     examples: dict[str, list[np.ndarray]] = {"rgb": [], "pose": [], "cloud": []}
     kept = 0
     for batch in tqdm.tqdm(batches, desc=f"evaluate {name} ({split})", unit="batch",
@@ -85,6 +104,8 @@ def evaluate_workdir(workdir: str, *, split: str = "test", which: str = "best",
         errors.append(np.asarray(metrics.keypoint_errors_mm(pred, batch["pose"],
                                                             batch["scale"])))
         visible.append(np.asarray(batch["visible"]))
+        targets.append(np.asarray(batch["pose"]))
+        scales.append(np.asarray(batch["scale"]))
         take = min(num_figure_examples - kept, pred.shape[0])
         if take > 0:
             for key in ("rgb", "pose", "cloud"):
@@ -95,6 +116,8 @@ def evaluate_workdir(workdir: str, *, split: str = "test", which: str = "best",
                          "--split and that the data set is built (see experiments/README.md)")
     errors_mm = np.concatenate(errors)
     summary = metrics.summarize_errors(errors_mm, np.concatenate(visible))
+    baseline = constant_pose_baseline(np.concatenate(targets), np.concatenate(scales),
+                                      np.concatenate(visible))
 
     files = [os.path.join(out_dir, f) for f in (METRICS_FILE, "metrics.md", "pck.png")]
     report.plot_pck({name: summary}, files[2],
@@ -106,11 +129,13 @@ def evaluate_workdir(workdir: str, *, split: str = "test", which: str = "best",
     result = dict(summary)
     result.update(workdir=os.path.abspath(workdir), split=split, which=which, name=name,
                   strategy=config.model.strategy, dataset=config.data.dataset,
-                  seconds=time.perf_counter() - start,
+                  constant_pose_baseline=baseline, seconds=time.perf_counter() - start,
                   files=[os.path.relpath(f, out_dir) for f in files])
     with open(files[1], "w") as f:
         f.write(report.metrics_markdown(summary, title=f"{name} on {config.data.dataset} "
                                                        f"{split}"))
+        f.write("\nConstant guess (the split's mean pose, no image): mean EPE "
+                f"{baseline['mean_epe_mm']:.2f} mm, AUC 20–50 {baseline['auc_20_50']:.3f}.\n")
     report.write_json(files[0], result)
     return result
 
@@ -131,9 +156,9 @@ def main(argv: list[str]) -> None:
                               num_examples=_NUM.value, batch_size=_BATCH.value,
                               out_dir=_OUT.value, data_dir=_DATA_DIR.value,
                               num_figure_examples=_FIGS.value)
-    print(json.dumps({k: result[k] for k in ("name", "split", "num_examples", "mean_epe_mm",
-                                             "median_epe_mm", "auc_20_50", "auc_0_50")},
-                     indent=2))
+    keys = ("name", "split", "num_examples", "mean_epe_mm", "median_epe_mm", "auc_20_50",
+            "auc_0_50", "constant_pose_baseline")
+    print(json.dumps({k: result[k] for k in keys}, indent=2))
     print(f"wrote {', '.join(result['files'])} to "
           f"{_OUT.value or os.path.join(_WORKDIR.value, EVAL_DIR)}")
 

@@ -44,6 +44,7 @@ def test_write_report(tmp_path):
     rng = np.random.default_rng(0)
     results = {"S1 (R2P)": metrics.summarize_errors(rng.gamma(2.0, 12.0, (8, 21))),
                "S4 (RC2CHP_poe)": metrics.summarize_errors(rng.gamma(2.0, 9.0, (8, 21)))}
+    results["S1 (R2P)"]["constant_pose_baseline"] = {"mean_epe_mm": 53.25, "auc_20_50": 0.1}
     workdir = tmp_path / "workdirs" / "S4_RC2CHP_poe"
     (workdir / "eval").mkdir(parents=True)
     (workdir / "eval" / "reconstruction.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
@@ -56,6 +57,7 @@ def test_write_report(tmp_path):
     s4 = results["S4 (RC2CHP_poe)"]
     assert f"| S4 (RC2CHP_poe) | {s4['mean_epe_mm']:.2f} |" in text
     assert "| paper S4, RHD (real data) | 13.14 |" in text
+    assert "| constant guess (test mean pose) | 53.25 | – | 0.100 |" in text
     assert "figures/S4_RC2CHP_poe_reconstruction.png" in text
     assert "| generate | 12 s |" in text and "| build | skipped (exists) |" in text
     assert (tmp_path / "pck.png").read_bytes()[:4] == b"\x89PNG"

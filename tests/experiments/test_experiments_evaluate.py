@@ -69,6 +69,18 @@ def test_two_step_checkpoint_evaluates_end_to_end(tmp_path, rhd_synthetic_data_d
         if name.endswith(".png"):
             assert _is_png(path), name
     assert "| 12 | middle_mcp |" in open(os.path.join(out, "metrics.md")).read()
+    assert math.isfinite(written["constant_pose_baseline"]["mean_epe_mm"])
+
+
+def test_constant_pose_baseline_by_hand():
+    # Two hands that differ only in joint 3 by 2 units along x; the mean pose sits halfway,
+    # so joint 3 is 1 unit = 1 · 0.02 m = 20 mm off in both and every other joint is exact.
+    poses = np.zeros((2, 21, 3))
+    poses[1, 3, 0] = 2.0
+    visible = np.ones((2, 21))
+    baseline = evaluate.constant_pose_baseline(poses, np.full(2, 0.02), visible)
+    assert baseline["mean_epe_mm"] == pytest.approx(20.0 / 21)
+    assert baseline["median_epe_mm"] == pytest.approx(20.0 / 21)
 
 
 def test_evaluate_reports_a_missing_workdir(tmp_path):
