@@ -4,9 +4,10 @@ The assignment problem min_σ Σ_i cost[i, σ(i)] over permutations σ is solved
 auction (Bertsekas 1988; Bertsekas & Castañon 1991) on the benefit a = −cost: unassigned rows
 ("persons") bid for their best column ("object") at the price that makes it only ε better than
 their second-best; each column goes to its highest bidder and its price rises to that bid.
-Bids are Jacobi-style: every unassigned row of every batch element bids in the same step,
-vectorised as [B, N, N] array operations, and conflicts on a column are resolved by the highest
-bid, ties by the lowest row index (deterministic).
+Bids are Jacobi-style: up to k unassigned rows, pooled over the whole batch, bid in the same
+step (k adapts to the number of unassigned rows, so a round costs O(k·N), not O(B·N²)), and
+conflicts on a column are resolved by the highest bid, ties by the lowest row index. Results
+are deterministic (the choice of bidders is a fixed hash of the round number).
 
 ε-complementary slackness holds for every assigned pair throughout, so on termination the
 assignment's cost is within N·ε of the optimum (and optimal for integer costs when ε < 1/N).
@@ -20,7 +21,6 @@ and stops on its own.
 from __future__ import annotations
 
 import functools
-
 from typing import NamedTuple
 
 import jax
