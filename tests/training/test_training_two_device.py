@@ -77,5 +77,7 @@ def test_real_model_two_devices_match_one_device():
     for a, b in zip(two_losses, one_losses):
         for name in a:
             np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5, err_msg=name)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+    # Adam divides by sqrt(v): for a weight whose gradient is ~0, reduction-order noise in
+    # the gradient moves the update by a fraction of lr (1e-3), so params get atol 5e-2·lr.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5),
                  two.params, one.params)
