@@ -2,7 +2,8 @@
 
 Resumes from the newest checkpoint of ``workdir`` by default. While it runs it shows a
 progress bar (steps/s, ETA), writes the mean of every metric over each ``config.log_every``
-steps to TensorBoard event files (``tensorboardX``) and to ``metrics.jsonl``, evaluates every
+steps (plus ``steps_per_sec`` and ``data_wait_fraction``, the share of time spent waiting for
+input) to TensorBoard event files (``tensorboardX``) and to ``metrics.jsonl``, evaluates every
 ``config.eval_every`` steps (mean EPE etc. of ``handvae.evaluation.metrics``), keeps the best
 checkpoint by validation EPE and the last ``config.keep_checkpoints`` periodic ones, and stops
 with :class:`NonFiniteLossError` naming the step and the loss term when the loss becomes
@@ -221,15 +222,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     train_iter: Iterator[Batch] | None = None
     try:
         train_iter = _train_iterator(config, batches, start_step)
-        window_start = time.perf_counter()
+        window_start, data_wait = time.perf_counter(), 0.0
         with tqdm.tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True,
                        disable=not is_main, desc=os.path.basename(workdir)) as bar:
             for step in range(start_step, num_steps):
+                wait_start = time.perf_counter()
                 try:
                     batch = next(train_iter)
                 except StopIteration:
                     raise ValueError(f"the training batches ran out at step {step} of "
                                      f"{num_steps}; pass an infinite stream") from None
+                data_wait += time.perf_counter() - wait_start
                 state, metrics = train_step(state, sharding.shard_batch(batch, mesh))
                 guard.push(step, metrics)
                 done = step + 1
@@ -244,6 +247,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                     elapsed = time.perf_counter() - window_start
                     window = _window_length(config.log_every, done, start_step)
                     means["steps_per_sec"] = window / max(elapsed, 1e-9)
+                    # Share of the window the host spent waiting for the next batch (the
+                    # previous step runs meanwhile, so ~0 means the input never starves it).
+                    means["data_wait_fraction"] = data_wait / max(elapsed, 1e-9)
+                    data_wait = 0.0
                     writer.write(done, "train", means)
                     final.update({f"train_{k}": v for k, v in means.items()})
                     bar.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)

@@ -44,7 +44,8 @@ def test_workdir_layout_logs_and_final_metrics(tmp_path):
     evals = writers.read_metrics(str(tmp_path), "eval")
     assert [r["step"] for r in train] == [2, 4, 6]
     assert [r["step"] for r in evals] == [3, 6]
-    assert {"loss", "pose", "kl", "beta", "learning_rate", "grad_norm", "steps_per_sec"} <= set(
+    assert {"loss", "pose", "kl", "beta", "learning_rate", "grad_norm", "steps_per_sec",
+            "data_wait_fraction"} <= set(
         train[0])
     assert evals[-1]["num_examples"] == 6  # the smaller last eval batch was padded and cut
     assert final["mean_epe_mm"] == pytest.approx(evals[-1]["mean_epe_mm"])
