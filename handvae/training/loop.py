@@ -255,10 +255,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                     final.update({f"train_{k}": v for k, v in means.items()})
                     bar.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)
                     window_start = time.perf_counter()
-                if eval_now:
-                    run_eval(state, done)
-                if save_now:
-                    checkpoints.save(done, state)
+                if eval_now or save_now:
+                    pause_start = time.perf_counter()
+                    if eval_now:
+                        run_eval(state, done)
+                    if save_now:
+                        checkpoints.save(done, state)
+                    # Evaluation and saving do not count against steps/s or data waits.
+                    window_start += time.perf_counter() - pause_start
                 bar.update(1)
             guard.flush()
         if start_step >= num_steps and not last_eval:  # resumed a finished run
