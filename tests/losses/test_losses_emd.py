@@ -59,6 +59,16 @@ def test_auction_exact_on_integer_costs(n):
     np.testing.assert_array_equal(out.cost, _optimal_cost(cost))
 
 
+def test_auction_single_phase_and_explicit_initial_epsilon():
+    cost = _clouds_with_duplicates_and_ties(17, seed=3)
+    optimum = _optimal_cost(cost)
+    for kwargs in ({"epsilon_scaling": 1.0}, {"initial_epsilon": 0.05, "epsilon_scaling": 3.0}):
+        out = losses.auction_assignment(cost, epsilon=EPSILON, **kwargs)
+        assert np.all(out.converged)
+        _assert_permutations(out.assignment)
+        assert np.all(np.asarray(out.cost) <= optimum + 17 * EPSILON + 1e-5)
+
+
 def test_auction_by_hand_and_deterministic_ties():
     cost = np.array([[[1.0, 2.0], [2.0, 4.0]],       # swap: 2 + 2 < 1 + 4
                      [[0.0, 0.0], [0.0, 0.0]]], np.float32)   # all tied
