@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import ml_collections
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from handvae.training import loop
@@ -188,6 +188,8 @@ def run_sweep(config: ml_collections.ConfigDict, root: str, specs: Sequence[str]
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     flag = flags.FLAGS["config"]
     rows = run_sweep(_CONFIG.value, _ROOT.value, _SWEEPS.value,
                      config_arg=config_flags.get_config_filename(flag),

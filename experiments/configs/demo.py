@@ -9,7 +9,8 @@ Arguments: ``strategy`` (one of R2P, R2HP, R2CP, R2CHP, RC2CHP_kl, RC2CHP_poe; d
 RC2CHP_poe) and ``steps`` (default 1500).
 
 Expected result (measured 2026-11-25 on the shared 2-core CPU machine, load average ~8, with
-the synthetic set of 1000 train / 100 test frames): RC2CHP_poe 1500 steps in 8 min 23 s wall
+the synthetic set of 1000 train / 100 test frames, augmentation on): RC2CHP_poe 1500 steps in
+8 min 23 s wall
 (3 min 50 s CPU; ~5 steps/s after a ~40 s compile), R2P in 1 min 36 s. Without augmentation
 R2P's training pose term falls from ~33 to ~19 and the test mean EPE from ~53 mm (the
 mean-pose level) to ~48 mm at step 1500; the runs write ``final_metrics.json`` in the workdir.
