@@ -62,3 +62,12 @@ def test_write_report(tmp_path):
     assert "| generate | 12 s |" in text and "| build | skipped (exists) |" in text
     assert (tmp_path / "pck.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "figures" / "S4_RC2CHP_poe_reconstruction.png").exists()
+
+
+def test_skipped_steps_keep_the_time_measured_by_the_run_that_did_them(tmp_path):
+    assert demo._earlier(str(tmp_path), "build_s") == "skipped (exists)"
+    (tmp_path / "timings.json").write_text(json.dumps({"build_s": 81.4, "train_S1_s": "x"}))
+    assert demo._earlier(str(tmp_path), "build_s") == "81 s (earlier run)"
+    assert demo._earlier(str(tmp_path), "train_S1_s") == "skipped (exists)"
+    (tmp_path / "timings.json").write_text(json.dumps({"build_s": "81 s (earlier run)"}))
+    assert demo._earlier(str(tmp_path), "build_s") == "81 s (earlier run)"
