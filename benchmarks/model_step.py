@@ -10,8 +10,10 @@ Run (paper size, batch 32; slow on a 2-core CPU)::
     .venv/bin/python benchmarks/model_step.py
     .venv/bin/python benchmarks/model_step.py --image_size 64 --strategies R2P RC2CHP_poe
 
-Results are appended to ``results/benchmarks/model_step.json`` (one entry per settings, a
-rerun with the same settings replaces its entry) and printed as a table.
+Results go to ``results/benchmarks/model_step.json``, one entry per settings: a run adds (or
+replaces) its strategies' results there, so strategies can be timed in separate runs. Each
+result records the device, the 1-minute load average and the date, since on a shared CPU the
+load changes the figures.
 """
 
 from __future__ import annotations
@@ -108,18 +110,23 @@ def main() -> None:
         r = results[strategy]
         print(f"{strategy:>11}: {sum(r['params'].values()):>11,d} params  "
               f"step {r['step_s']:8.3f} s  (compile {r['compile_s']:.1f} s)", flush=True)
-    if "R2P" in results:
-        for r in results.values():
-            r["step_ratio_to_R2P"] = round(r["step_s"] / results["R2P"]["step_s"], 3)
-    entry = {"settings": settings, "results": results,
-             "device": f"{jax.default_backend()} ×{jax.device_count()} ({platform.processor() or platform.machine()})",
-             "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
-             "jax": jax.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     runs = json.loads(out.read_text())["runs"] if out.exists() else []
-    runs = [r for r in runs if not (r["settings"] == settings
-                                    and set(r["results"]) == set(results))] + [entry]
+    # One entry per settings: a run adds (or replaces) its strategies' results there.
+    previous = [r for r in runs if r["settings"] == settings]
+    merged = {**(previous[0]["results"] if previous else {}), **results}
+    if "R2P" in merged:
+        for r in merged.values():
+            r["step_ratio_to_R2P"] = round(r["step_s"] / merged["R2P"]["step_s"], 3)
+    for r in results.values():
+        r.update(device=f"{jax.default_backend()} x{jax.device_count()} "
+                        f"({platform.processor() or platform.machine()}, "
+                        f"{os.cpu_count()} cores)",
+                 load_average_1min=round(os.getloadavg()[0], 2), jax=jax.__version__,
+                 date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    runs = [r for r in runs if r["settings"] != settings] + [
+        {"settings": settings, "results": merged}]
     out.write_text(json.dumps({"runs": runs}, indent=1))
     print(f"wrote {out}")
 

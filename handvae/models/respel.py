@@ -1,15 +1,17 @@
 """ResPEL: residual permutation-equivariant layers (Li & Lee, CVPR 2019), the cloud trunk.
 
-A permutation-equivariant layer (PEL, the max-pooling form of Zaheer et al. 2017 "Deep Sets")
-maps every point's feature ``x_n`` to ``(x_n − max_m x_m) Γ + b``: the same affine map per
-point applied after subtracting the set's channel-wise maximum, so permuting the input points
-permutes the output rows (and features stay centred on the set, whatever its offset). Li & Lee
+A permutation-equivariant layer (PEL, Zaheer et al. 2017 "Deep Sets", max-pooling variant)
+maps every point's feature ``x_n`` to ``x_n Γ + (max_m x_m) Λ + b``: the same affine map per
+point plus a term shared by the whole set, so permuting the input points permutes the output
+rows. (The common ``(x_n − max x) Γ`` form is the special case Λ = −Γ; it would make the first
+layer blind to where the cloud lies relative to the root joint, so the general form is used.) Li & Lee
 stack such layers in pre-activation residual blocks; max-pooling the last layer over points
 gives a permutation-invariant feature of the whole cloud.
 
 Depth: an input PEL (3 → width) followed by ``num_blocks`` residual blocks of two PELs each
 (11 PELs for the default 5 blocks), our reading of Li & Lee's feature extractor; Yang et al.
-(ICCV 2019) use it with half of Li & Lee's 128 hidden units, i.e. ``width = 64``.
+(ICCV 2019) use it with half of Li & Lee's 128 hidden units, i.e. ``width = 64``. The pooled
+feature is layer-normalised (see :class:`ResPEL`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ DEFAULT_NUM_BLOCKS = 5
 
 
 class PermutationEquivariantLayer(nn.Module):
-    """``y_n = (x_n − max_m x_m) Γ + b`` for every point n.
+    """``y_n = x_n Γ + (max_m x_m) Λ + b`` for every point n.
 
     Attributes:
       features: output channels.
@@ -33,7 +35,10 @@ class PermutationEquivariantLayer(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """[B, N, C] → [B, N, features]; equivariant to permutations of the N axis."""
-        return nn.Dense(self.features, name="dense")(x - jnp.max(x, axis=1, keepdims=True))
+        per_point = nn.Dense(self.features, name="per_point")(x)
+        shared = nn.Dense(self.features, use_bias=False, name="set_max")(
+            jnp.max(x, axis=1, keepdims=True))
+        return per_point + shared
 
 
 class ResPELBlock(nn.Module):
@@ -68,7 +73,7 @@ class ResPEL(nn.Module):
           points: [B, N, 3] point cloud (normalised units, see ``handvae.data.spec``).
 
         Returns:
-          [B, width] features, invariant to the order of the N points.
+          [B, width] layer-normalised features, invariant to the order of the N points.
         """
         if points.ndim != 3 or points.shape[-1] != 3:
             raise ValueError(
@@ -77,4 +82,8 @@ class ResPEL(nn.Module):
         y = PermutationEquivariantLayer(self.width, name="input_pel")(points)
         for block in range(self.num_blocks):
             y = ResPELBlock(self.width, name=f"block{block + 1}")(y)
-        return jnp.max(nn.relu(y), axis=1)
+        # The pooled maximum grows with the cloud's extent and the depth (features of ~10 and
+        # log-variances of ~20 at initialisation on hand-sized clouds); a LayerNorm keeps it
+        # O(1) like the ResNet's BatchNorm does for the RGB features. Our addition, not in
+        # Li & Lee; it is per example, so invariance to point order is kept.
+        return nn.LayerNorm(name="pooled_norm")(jnp.max(nn.relu(y), axis=1))

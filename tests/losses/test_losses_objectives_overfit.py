@@ -66,5 +66,6 @@ def test_strategy_overfits_four_samples(strategy):
         params, stats, opt_state, loss = step(params, stats, opt_state, jax.random.key(i))
         losses.append(float(loss))
     first, last = np.mean(losses[:5]), np.mean(losses[-10:])
+    print(f"{strategy}: loss {first:.4g} -> {last:.4g} ({first / last:.1f}x) in {STEPS} steps")
     assert np.all(np.isfinite(losses))
     assert last < first / 10, (strategy, first, last)
