@@ -47,17 +47,20 @@ class Checkpoints:
                  read_only: bool = False):
         workdir = os.path.abspath(workdir)
         self.workdir = workdir
+        # Read-only managers get no retention options (orbax warns that it ignores them).
+        writing = {"create": False, "save_interval_steps": 0} if read_only else {"create": True}
         self.latest = ocp.CheckpointManager(
             os.path.join(workdir, LATEST_DIR),
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, create=not read_only, read_only=read_only,
-                enable_async_checkpointing=async_save))
+                read_only=read_only, enable_async_checkpointing=async_save,
+                **({} if read_only else {"max_to_keep": keep}), **writing))
         self.best = ocp.CheckpointManager(
             os.path.join(workdir, BEST_DIR),
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=1, best_fn=lambda metrics: metrics[BEST_METRIC], best_mode="min",
-                keep_checkpoints_without_metrics=False, create=not read_only,
-                read_only=read_only, enable_async_checkpointing=async_save))
+                best_fn=lambda metrics: metrics[BEST_METRIC], best_mode="min",
+                keep_checkpoints_without_metrics=False, read_only=read_only,
+                enable_async_checkpointing=async_save,
+                **({} if read_only else {"max_to_keep": 1}), **writing))
 
     def latest_step(self) -> int | None:
         """Step of the newest periodic checkpoint, or None."""
