@@ -12,4 +12,5 @@ from handvae.ops.gaussian import (gaussian_kl, kl_to_standard_normal, product_of
                                   reparameterize)
 
 # Per-strategy objectives (handvae/losses/objectives.py) are re-exported below.
-from handvae.losses.objectives import OBJECTIVES, LossWeights, compute_loss, loss_weights_from_config  # noqa: E402,F401
+from handvae.losses.objectives import (OBJECTIVES, LossWeights, compute_loss,  # noqa: E402,F401
+                                       loss_weights_from_config)
