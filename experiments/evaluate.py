@@ -30,7 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 import tqdm
-from absl import app, flags, logging
+from absl import app, flags
 
 from handvae.evaluation import figures, metrics, report
 
