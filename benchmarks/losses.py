@@ -1,13 +1,16 @@
 """Loss benchmark: auction EMD vs scipy's exact assignment, Chamfer forward/backward, compiles.
 
 Run:  .venv/bin/python benchmarks/losses.py [--repeats 5] [--out results/benchmarks/losses.json]
+      [--variant pooled|dense] [--rounds-per-iteration 8]
 
 On B=32 clouds of N=256 points (uniform in the unit cube, and hand-surface-like clusters in
 bone-length units), it times the jitted ``earth_movers_distance`` (after compilation) against
 ``scipy.optimize.linear_sum_assignment`` looped over the batch (both including building the
 [32, 256, 256] Euclidean costs), reports the mean relative optimality gap of the auction's
 cost, Chamfer forward and forward+backward times, and compile times. It prints a table and
-writes the figures as JSON. Times are medians over ``--repeats`` runs, in seconds.
+writes the figures as JSON. Times are medians over ``--repeats`` runs, in seconds. The auction
+variant defaults by backend ("pooled" on CPU, "dense" with R rounds per loop iteration on
+GPU/TPU); ``--variant`` forces one, and the table says which ran.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from handvae import losses
+from handvae.losses import _auction
 
 BATCH, POINTS = 32, 256
 
@@ -89,11 +93,12 @@ def _scipy_emd(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.asarray(totals)
 
 
-def bench_auction(name: str, p: np.ndarray, q: np.ndarray, epsilon: float, repeats: int
-                  ) -> dict:
+def bench_auction(name: str, p: np.ndarray, q: np.ndarray, epsilon: float, repeats: int,
+                  variant: str | None = None, rounds_per_iteration: int = 8) -> dict:
     """Times the jitted ``earth_movers_distance`` (builds the costs, runs the auction, averages
     the matched distances) and scipy's exact assignment (builds the costs, assigns)."""
-    emd = jax.jit(lambda p, q: losses.earth_movers_distance(p, q, epsilon=epsilon))
+    options = {"variant": variant, "rounds_per_iteration": rounds_per_iteration}
+    emd = jax.jit(lambda p, q: losses.earth_movers_distance(p, q, epsilon=epsilon, **options))
     p_dev, q_dev = jnp.asarray(p), jnp.asarray(q)
     start = time.perf_counter()
     jax.block_until_ready(emd(p_dev, q_dev))
@@ -103,13 +108,16 @@ def bench_auction(name: str, p: np.ndarray, q: np.ndarray, epsilon: float, repea
     # Optimality: the same costs in float64 for both, the auction's matching from the API.
     cost = np.linalg.norm(p[:, :, None].astype(np.float64) - q[:, None], axis=-1)
     optimum = np.array([c[linear_sum_assignment(c)].sum() for c in cost])
-    out = losses.auction_assignment(jnp.asarray(cost, jnp.float32), epsilon=epsilon)
+    out = losses.auction_assignment(jnp.asarray(cost, jnp.float32), epsilon=epsilon,
+                                    **options)
     assignment = np.asarray(out.assignment)
     realised = np.take_along_axis(cost, assignment[..., None], -1)[..., 0].sum(-1)
     gap = (realised - optimum) / optimum
     emd_value = np.asarray(emd(p_dev, q_dev), np.float64)
     return {
         "clouds": name, "epsilon": epsilon, "batch": BATCH, "points": POINTS,
+        "variant": variant or _auction.default_variant(),
+        "rounds_per_iteration": rounds_per_iteration,
         "auction_s": auction_s, "scipy_s": scipy_s, "speed_ratio_scipy_over_auction":
         scipy_s / auction_s, "auction_compile_and_first_call_s": first_call,
         "mean_relative_gap": float(gap.mean()), "max_relative_gap": float(gap.max()),
@@ -142,16 +150,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epsilons", type=float, nargs="+", default=[1e-3, 1e-2])
     parser.add_argument("--out", default="results/benchmarks/losses.json")
+    parser.add_argument("--variant", choices=losses.emd.VARIANTS, default=None,
+                        help="auction variant (default: pooled on CPU, dense otherwise)")
+    parser.add_argument("--rounds-per-iteration", type=int, default=8,
+                        help="auction rounds per loop iteration (dense variant)")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
     clouds = {"uniform": uniform_clouds(rng), "hand": hand_clouds(rng)}
-    auction_rows = [bench_auction(name, p, q, eps, args.repeats)
+    auction_rows = [bench_auction(name, p, q, eps, args.repeats, args.variant,
+                                  args.rounds_per_iteration)
                     for name, (p, q) in clouds.items() for eps in args.epsilons]
     chamfer = bench_chamfer(*clouds["hand"], args.repeats)
 
     print(f"B={BATCH}, N={POINTS}; device {jax.devices()[0].device_kind}; "
           f"load average {os.getloadavg()[0]:.1f}")
+    variant = auction_rows[0]["variant"]
+    print(f"auction variant {variant}" + (f", {args.rounds_per_iteration} rounds per loop "
+                                          f"iteration" if variant == "dense" else ""))
     header = (f"{'clouds':8} {'eps':>7} {'auction s':>10} {'scipy s':>8} {'scipy/auc':>9} "
               f"{'mean gap':>9} {'max gap':>9} {'rounds':>6} {'compile s':>9}")
     print(header)

@@ -1,9 +1,16 @@
 """Internals of the batched ε-scaling auction (see :mod:`handvae.losses.emd` for the API).
 
 State per batch element: column prices, the owner of each column, the column held by each
-row and the current ε. One ``lax.while_loop`` iteration is one Jacobi bidding round over
-(up to k of) the unassigned rows of the *whole batch*, pooled by flat index b·N + i, followed
-by the phase bookkeeping of the elements whose rows are all assigned.
+row and the current ε. Two loops over the same state, chosen by backend (``solve``'s variant):
+
+* "pooled" (CPU): one ``lax.while_loop`` iteration is one Jacobi bidding round over (up to k
+  of) the unassigned rows of the *whole batch*, pooled by flat index b·N + i, followed by the
+  phase bookkeeping of the elements whose rows are all assigned, one element at a time.
+* "dense" (GPU/TPU): there every loop iteration, and every conditional (``lax.switch``, the
+  nested loop of ``next_phase``), costs a device→host sync of ~tens of µs, far more than a
+  round's arithmetic. So all unassigned rows bid in every round (O(B·N²) elementwise work and
+  reductions), all completed elements change phase at once, and one loop iteration runs R
+  rounds unrolled; a round after the loop would have stopped is an exact no-op.
 """
 
 from __future__ import annotations
@@ -143,6 +150,59 @@ def next_phase(benefit: Array, state: State, final_epsilon: Array, scaling: floa
     return state
 
 
+# The dense variant (accelerators): no data-dependent branch or nested loop in a round.
+
+
+def dense_bid_round(benefit: Array, state: State, live: Array) -> State:
+    """One Jacobi round in which every unassigned row of every unfinished element bids.
+
+    Per-column maxima replace the scatters of :func:`bid_round` (O(B·N²) fused elementwise
+    work and reductions, no atomics); conflicts resolve as there: highest bid, then lowest row.
+    """
+    n = benefit.shape[1]
+    rows = jnp.arange(n, dtype=jnp.int32)
+    values = benefit - state.prices[:, None, :]                          # [B, N, N]
+    best, best_col, second = top2(values)
+    price_best = jnp.take_along_axis(state.prices, best_col, axis=1)
+    bid = price_best + (best - second) + state.epsilon[:, None]
+    bid = jnp.maximum(bid, jnp.nextafter(price_best, jnp.inf))
+    bidding = (state.assignment < 0) & ~state.done[:, None] & live
+    bid = jnp.where(bidding, bid, -jnp.inf)
+    # on_column[b, i, j]: row i bids on column j.
+    on_column = bidding[:, :, None] & (best_col[:, :, None] == rows[None, None, :])
+    top_bid = jnp.max(jnp.where(on_column, bid[:, :, None], -jnp.inf), axis=1)   # [B, N]
+    candidate = on_column & (bid[:, :, None] == top_bid[:, None, :])
+    winner = jnp.min(jnp.where(candidate, rows[None, :, None], n), axis=1)       # [B, N]
+    sold = winner < n
+    won = bidding & (jnp.take_along_axis(winner, best_col, axis=1) == rows[None, :])
+    held = jnp.maximum(state.assignment, 0)
+    evicted = (state.assignment >= 0) & jnp.take_along_axis(sold, held, axis=1)
+    assignment = jnp.where(won, best_col, jnp.where(evicted, -1, state.assignment))
+    return state._replace(prices=jnp.where(sold, top_bid, state.prices),
+                          owner=jnp.where(sold, winner, state.owner), assignment=assignment)
+
+
+def dense_next_phase(benefit: Array, state: State, final_epsilon: Array, scaling: float,
+                     live: Array) -> State:
+    """:func:`next_phase` for all completed elements at once (O(B·N²), no loop)."""
+    n = benefit.shape[1]
+    complete = jnp.all(state.assignment >= 0, axis=-1) & ~state.done & live
+    finished = complete & (state.epsilon <= final_epsilon)
+    advance = complete & ~finished
+    epsilon = jnp.where(advance, jnp.maximum(state.epsilon / scaling, final_epsilon),
+                        state.epsilon)
+    values = benefit - state.prices[:, None, :]                          # [B, N, N]
+    held = jnp.take_along_axis(values, jnp.maximum(state.assignment, 0)[..., None],
+                               axis=2)[..., 0]
+    keep = (state.assignment >= 0) & (held >= jnp.max(values, axis=2) - epsilon[:, None])
+    keep = keep | ~advance[:, None]
+    owner = state.owner
+    owner = jnp.where((owner < n) & jnp.take_along_axis(keep, jnp.minimum(owner, n - 1),
+                                                        axis=1), owner, n)
+    return state._replace(assignment=jnp.where(keep, state.assignment, -1), owner=owner,
+                          epsilon=epsilon, done=state.done | finished)
+
+
 def complete_permutation(assignment: Array) -> Array:
     """Gives the free columns, in increasing order, to the unassigned rows (increasing order)."""
     b, n = assignment.shape
@@ -156,10 +216,21 @@ def complete_permutation(assignment: Array) -> Array:
     return assignment.at[batch, target].set(free_cols.astype(jnp.int32), mode="drop")
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def default_variant() -> str:
+    """"pooled" on CPU (small rounds, cheap loop iterations), "dense" on accelerators."""
+    return "pooled" if jax.default_backend() == "cpu" else "dense"
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
 def solve(cost: Array, epsilon: float, scaling: float, max_iterations: int,
-          initial_epsilon: float | None) -> tuple[Array, Array, Array]:
-    """Runs the auction on [B, N, N] costs: (assignment [B, N], converged [B], iterations)."""
+          initial_epsilon: float | None, variant: str = "pooled",
+          rounds_per_iteration: int = 1) -> tuple[Array, Array, Array]:
+    """Runs the auction on [B, N, N] costs: (assignment [B, N], converged [B], iterations).
+
+    ``variant`` "pooled": one round per loop iteration, up to k bidders pooled over the batch,
+    phase changes one element at a time. "dense": all unassigned rows bid in every round,
+    phase changes vectorised, ``rounds_per_iteration`` rounds per loop iteration.
+    """
     b, n, _ = cost.shape
     dtype = cost.dtype
     finite = jnp.all(jnp.isfinite(cost), axis=(1, 2))
@@ -178,6 +249,32 @@ def solve(cost: Array, epsilon: float, scaling: float, max_iterations: int,
                   assignment=jnp.full((b, n), -1, jnp.int32), epsilon=start.astype(dtype),
                   done=~finite, iteration=jnp.zeros((), jnp.int32))
 
+    def cond(state):
+        return jnp.any(~state.done) & (state.iteration < max_iterations)
+
+    if variant == "dense":
+        def dense_body(state):
+            for _ in range(rounds_per_iteration):
+                live = cond(state)   # False: this round and the rest are exact no-ops
+                state = dense_bid_round(benefit, state, live)
+                state = dense_next_phase(benefit, state, final_epsilon, scaling, live)
+                state = state._replace(iteration=state.iteration + live.astype(jnp.int32))
+            return state
+
+        state = jax.lax.while_loop(cond, dense_body, state)
+    elif variant == "pooled":
+        state = _pooled_loop(benefit, state, final_epsilon, scaling, max_iterations)
+    else:
+        raise ValueError(f"variant must be 'pooled' or 'dense', got {variant!r}.")
+    identity = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
+    assignment = complete_permutation(jnp.where(finite[:, None], state.assignment, identity))
+    return assignment, state.done & finite, state.iteration
+
+
+def _pooled_loop(benefit: Array, state: State, final_epsilon: Array, scaling: float,
+                 max_iterations: int) -> State:
+    """The CPU loop: one round of up to k pooled bidders per iteration (see ``TIERS``)."""
+    b, n, _ = benefit.shape
     slots_needed = 1 << max(_FILL * b * n - 1, 1).bit_length()
     tiers = tuple(sorted({min(k, slots_needed) for k in TIERS}))
     rounds = [functools.partial(bid_round, k=k) for k in tiers]
@@ -192,7 +289,4 @@ def solve(cost: Array, epsilon: float, scaling: float, max_iterations: int,
     def cond(state):
         return jnp.any(~state.done) & (state.iteration < max_iterations)
 
-    state = jax.lax.while_loop(cond, body, state)
-    identity = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
-    assignment = complete_permutation(jnp.where(finite[:, None], state.assignment, identity))
-    return assignment, state.done & finite, state.iteration
+    return jax.lax.while_loop(cond, body, state)

@@ -4,10 +4,15 @@ The assignment problem min_σ Σ_i cost[i, σ(i)] over permutations σ is solved
 auction (Bertsekas 1988; Bertsekas & Castañon 1991) on the benefit a = −cost: unassigned rows
 ("persons") bid for their best column ("object") at the price that makes it only ε better than
 their second-best; each column goes to its highest bidder and its price rises to that bid.
-Bids are Jacobi-style: up to k unassigned rows, pooled over the whole batch, bid in the same
-step (k adapts to the number of unassigned rows, so a round costs O(k·N), not O(B·N²)), and
-conflicts on a column are resolved by the highest bid, ties by the lowest row index. Results
-are deterministic (the choice of bidders is a fixed hash of the round number).
+Bids are Jacobi-style, in one of two variants (``variant``, by default chosen by backend):
+"pooled" (CPU): up to k unassigned rows, pooled over the whole batch, bid in the same step (k
+adapts to the number of unassigned rows, so a round costs O(k·N), not O(B·N²)); "dense"
+(GPU/TPU): every unassigned row bids in every round, O(B·N²) but free of the data-dependent
+branches whose predicates XLA:GPU reads on the host, and ``rounds_per_iteration`` rounds run
+per loop iteration (one host sync per R rounds). Conflicts on a column are resolved by the
+highest bid, ties by the lowest row index. Results are deterministic (pooled: the choice of
+bidders is a fixed hash of the round number); the two variants reach different, equally
+guaranteed, assignments.
 
 ε-complementary slackness holds for every assigned pair throughout, so on termination the
 assignment's cost is within N·ε of the optimum (and optimal for integer costs when ε < 1/N).
@@ -50,10 +55,25 @@ class AuctionOutput(NamedTuple):
     iterations: Array
 
 
+VARIANTS = ("pooled", "dense")
+
+
+def _check_variant(variant: str | None, rounds_per_iteration: int) -> str:
+    if variant is None:
+        variant = _auction.default_variant()
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS} or None, got {variant!r}.")
+    if rounds_per_iteration < 1:
+        raise ValueError(f"rounds_per_iteration must be >= 1, got {rounds_per_iteration}.")
+    return variant
+
+
 @functools.partial(jax.jit, static_argnames=("epsilon", "epsilon_scaling", "max_iterations",
-                                             "initial_epsilon"))
+                                             "initial_epsilon", "variant",
+                                             "rounds_per_iteration"))
 def auction_assignment(cost: Array, *, epsilon: float = 1e-3, epsilon_scaling: float = 5.0,
-                       max_iterations: int = 10_000, initial_epsilon: float | None = None
+                       max_iterations: int = 10_000, initial_epsilon: float | None = None,
+                       variant: str | None = None, rounds_per_iteration: int = 8
                        ) -> AuctionOutput:
     """Minimum-cost assignment of rows to columns by the ε-scaled auction algorithm.
 
@@ -75,13 +95,21 @@ def auction_assignment(cost: Array, *, epsilon: float = 1e-3, epsilon_scaling: f
       epsilon_scaling: θ ≥ 1; ε is divided by θ per phase (1: a single phase at ``epsilon``).
       max_iterations: bound on bidding rounds for the whole batch.
       initial_epsilon: ε of the first phase; default (max cost − min cost) / 4 per element.
+      variant: "pooled" (few bidders per round, one round per loop iteration: for CPU) or
+        "dense" (all unassigned rows bid every round, R rounds per loop iteration: for
+        GPU/TPU, where each loop iteration costs a device→host sync); None: "pooled" when
+        ``jax.default_backend()`` is "cpu", else "dense".
+      rounds_per_iteration: R, rounds unrolled per loop iteration ("dense" only). Rounds past
+        the end (all elements done, or ``max_iterations`` reached) are exact no-ops and are
+        not counted in ``iterations``.
 
     Returns:
       :class:`AuctionOutput` (assignment [B, N] int32, cost [B], converged [B], iterations).
       The assignment carries no gradient.
 
     Raises:
-      ValueError: cost not [B, N, N] float, or non-positive ε / θ < 1 / max_iterations < 1.
+      ValueError: cost not [B, N, N] float, non-positive ε / θ < 1 / max_iterations < 1, an
+        unknown variant or rounds_per_iteration < 1.
     """
     cost = _validation.check_float_array("cost", cost, ("B", "N", "N"))
     if cost.shape[1] != cost.shape[2]:
@@ -93,19 +121,22 @@ def auction_assignment(cost: Array, *, epsilon: float = 1e-3, epsilon_scaling: f
         raise ValueError(f"epsilon_scaling must be >= 1, got {epsilon_scaling}.")
     if max_iterations < 1:
         raise ValueError(f"max_iterations must be >= 1, got {max_iterations}.")
+    variant = _check_variant(variant, rounds_per_iteration)
     assignment, converged, iterations = _auction.solve(
         jax.lax.stop_gradient(cost), float(epsilon), float(epsilon_scaling),
-        int(max_iterations), None if initial_epsilon is None else float(initial_epsilon))
+        int(max_iterations), None if initial_epsilon is None else float(initial_epsilon),
+        variant, int(rounds_per_iteration) if variant == "dense" else 1)
     total = jnp.sum(jnp.take_along_axis(cost, assignment[..., None], axis=-1)[..., 0], axis=-1)
     total = jnp.where(jnp.all(jnp.isfinite(cost), axis=(1, 2)), total, jnp.nan)
     return AuctionOutput(assignment, jax.lax.stop_gradient(total), converged, iterations)
 
 
 @functools.partial(jax.jit, static_argnames=("epsilon", "epsilon_scaling", "max_iterations",
-                                             "squared"))
+                                             "squared", "variant", "rounds_per_iteration"))
 def earth_movers_distance(p: Array, q: Array, *, epsilon: float = 1e-3,
                           epsilon_scaling: float = 5.0, max_iterations: int = 10_000,
-                          squared: bool = False) -> Array:
+                          squared: bool = False, variant: str | None = None,
+                          rounds_per_iteration: int = 8) -> Array:
     """Earth mover's distance between equal-size point clouds, one value per example (Eq. 9).
 
     EMD(P, Q) = min_φ (1/N) Σ_i ‖p_i − q_φ(i)‖ over bijections φ: P → Q, the mean Euclidean
@@ -122,6 +153,9 @@ def earth_movers_distance(p: Array, q: Array, *, epsilon: float = 1e-3,
       epsilon_scaling: auction ε-scaling factor θ.
       max_iterations: bound on bidding rounds.
       squared: match and average squared distances instead (unit²).
+      variant: auction variant, "pooled" | "dense" | None (by backend); see
+        :func:`auction_assignment`.
+      rounds_per_iteration: auction rounds per loop iteration ("dense" only).
 
     Returns:
       [B] EMD in the unit of the points (unit² if ``squared``); NaN where the input has NaN.
@@ -140,7 +174,8 @@ def earth_movers_distance(p: Array, q: Array, *, epsilon: float = 1e-3,
     d2 = squared_distances_for_search(p, q)         # no gradient: the matching is held fixed
     cost = d2 if squared else jnp.sqrt(d2)
     assignment = auction_assignment(cost, epsilon=epsilon, epsilon_scaling=epsilon_scaling,
-                                    max_iterations=max_iterations).assignment
+                                    max_iterations=max_iterations, variant=variant,
+                                    rounds_per_iteration=rounds_per_iteration).assignment
     matched = jnp.take_along_axis(q, assignment[..., None], axis=1)       # [B, N, 3]
     d2_matched = jnp.sum(jnp.square(p - matched), axis=-1)
     dist = d2_matched if squared else safe_sqrt(d2_matched)

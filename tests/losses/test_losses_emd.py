@@ -8,6 +8,7 @@ from jax.test_util import check_grads
 from scipy.optimize import linear_sum_assignment
 
 from handvae import losses
+from handvae.losses import _auction
 
 EPSILON = 1e-3
 
@@ -170,3 +171,80 @@ def test_emd_finite_gradient_on_degenerate_clouds():
 def test_emd_bad_shapes_raise(p_shape, q_shape, match):
     with pytest.raises(ValueError, match=match):
         losses.earth_movers_distance(np.zeros(p_shape, np.float32), np.zeros(q_shape, np.float32))
+
+
+# The dense variant (the default on GPU/TPU), forced on CPU: the same guarantees.
+DENSE = {"variant": "dense", "rounds_per_iteration": 4}
+
+
+@pytest.mark.parametrize("n", [1, 2, 17, 64])
+def test_dense_auction_within_n_epsilon_of_scipy(n):
+    cost = _clouds_with_duplicates_and_ties(n, seed=n)
+    out = losses.auction_assignment(cost, epsilon=EPSILON, **DENSE)
+    _assert_permutations(out.assignment)
+    assert out.assignment.dtype == jnp.int32
+    assert np.all(out.converged)
+    realised = np.take_along_axis(cost, np.asarray(out.assignment)[..., None], -1)[..., 0]
+    np.testing.assert_allclose(out.cost, realised.sum(-1), rtol=1e-6)
+    optimum = _optimal_cost(cost)
+    assert np.all(np.asarray(out.cost) <= optimum + n * EPSILON + 1e-4 * optimum + 1e-6)
+    assert np.all(np.asarray(out.cost) >= optimum - 1e-4 * optimum - 1e-6)
+
+
+def test_dense_auction_exact_on_integer_costs():
+    rng = np.random.default_rng(17)
+    cost = rng.integers(0, 20, size=(3, 17, 17)).astype(np.float32)
+    cost[1] = cost[1] // 5                           # many ties
+    out = losses.auction_assignment(cost, epsilon=1.0 / 18, **DENSE)
+    assert np.all(out.converged)
+    _assert_permutations(out.assignment)
+    np.testing.assert_array_equal(out.cost, _optimal_cost(cost))
+
+
+def test_dense_auction_by_hand_nan_and_single_phase():
+    cost = np.array([[[1.0, 2.0], [2.0, 4.0]],
+                     [[0.0, 0.0], [0.0, 0.0]],
+                     [[0.0, np.nan], [0.0, 0.0]]], np.float32)
+    out = losses.auction_assignment(cost, epsilon=0.1, **DENSE)
+    np.testing.assert_array_equal(out.assignment, [[1, 0], [0, 1], [0, 1]])
+    np.testing.assert_array_equal(out.converged, [True, True, False])
+    np.testing.assert_allclose(out.cost[:2], [4.0, 0.0])
+    assert np.isnan(out.cost[2])
+    cost = _clouds_with_duplicates_and_ties(17, seed=3)
+    out = losses.auction_assignment(cost, epsilon=EPSILON, epsilon_scaling=1.0, **DENSE)
+    assert np.all(out.converged)
+    assert np.all(np.asarray(out.cost) <= _optimal_cost(cost) + 17 * EPSILON + 1e-5)
+
+
+def test_dense_rounds_per_iteration_changes_nothing_and_bound_counts_rounds():
+    """Rounds past the end of the loop are no-ops: R only changes how often the loop checks."""
+    cost = _clouds_with_duplicates_and_ties(17, seed=1)
+    one = losses.auction_assignment(cost, epsilon=EPSILON, variant="dense",
+                                    rounds_per_iteration=1)
+    four = losses.auction_assignment(cost, epsilon=EPSILON, **DENSE)
+    assert int(one.iterations) % 4 != 0              # the last iteration has spare rounds
+    for a, b in zip(one, four):
+        np.testing.assert_array_equal(a, b)
+    cut = losses.auction_assignment(cost, epsilon=EPSILON, max_iterations=7, **DENSE)
+    assert int(cut.iterations) == 7                  # stops inside the second iteration
+    assert not np.any(cut.converged)
+    _assert_permutations(cut.assignment)
+
+
+def test_variant_default_and_bad_options():
+    assert jax.default_backend() == "cpu"            # conftest: tests run on CPU
+    assert _auction.default_variant() == "pooled"    # the tests above ran the CPU variant
+    cost = _clouds_with_duplicates_and_ties(17, seed=2)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        losses.auction_assignment(cost, variant="sparse")
+    with pytest.raises(ValueError, match="rounds_per_iteration must be >= 1"):
+        losses.auction_assignment(cost, variant="dense", rounds_per_iteration=0)
+
+
+def test_dense_emd_matches_scipy():
+    rng = np.random.default_rng(5)
+    p = rng.normal(size=(3, 17, 3)).astype(np.float32)
+    q = rng.normal(size=(3, 17, 3)).astype(np.float32)
+    cost = np.linalg.norm(p[:, :, None] - q[:, None], axis=-1)
+    got = losses.earth_movers_distance(p, q, **DENSE)
+    np.testing.assert_allclose(got, _optimal_cost(cost) / 17, atol=EPSILON + 1e-5)
