@@ -67,3 +67,14 @@ def test_bad_arguments_name_the_problem():
         _get("s4_poe", "datset=rhd")
     with pytest.raises(ValueError, match="dataset must be one of"):
         _get("s1_r2p", "dataset=mnist")
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 1500])
+def test_demo_lr_boundaries_are_valid_for_any_run_length(steps):
+    from experiments.configs import demo
+    from handvae.training import schedules
+
+    config = demo.get_config(f"steps={steps}")
+    first, second = config.optimizer.lr_boundaries
+    assert 0 < first < second
+    schedules.learning_rate_schedule(config.optimizer.lr, config.optimizer.lr_boundaries)
