@@ -14,7 +14,8 @@ B2–B6 Counting/Random (training). ``handPara`` is in STB's joint order (palm c
 little, ring, middle, index, thumb, each MCP → tip) and in the depth camera's frame: the
 readme's rotation vector r and translation t (mm) map colour-camera points to depth-camera
 points, ``p_depth = Rodrigues(r) p_color + t`` (``handvae.ops.camera.stb_color_to_depth``);
-loaders invert it, ``p_color = Rodrigues(r)ᵀ (p_depth − t)`` (``stb_depth_to_color``). Slot 0 holds STB's palm centre, written as
+loaders invert it, ``p_color = Rodrigues(r)ᵀ (p_depth − t)`` (``stb_depth_to_color``).
+Slot 0 holds STB's palm centre, written as
 ``handvae.ops.skeleton.wrist_to_stb_palm`` of the synthetic hand (so ``stb_palm_to_wrist``
 recovers the wrist exactly). STB shows left hands only; so does this writer.
 """

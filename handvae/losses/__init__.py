@@ -11,6 +11,13 @@ from handvae.losses.reconstruction import heatmap_l2, pose_l2
 from handvae.ops.gaussian import (gaussian_kl, kl_to_standard_normal, product_of_experts,
                                   reparameterize)
 
-# Per-strategy objectives (handvae/losses/objectives.py) are re-exported below.
-from handvae.losses.objectives import (OBJECTIVES, LossWeights, compute_loss,  # noqa: E402,F401
+# Per-strategy objectives (handvae/losses/objectives.py).
+from handvae.losses.objectives import (OBJECTIVES, LossWeights, compute_loss,
                                        loss_weights_from_config)
+
+__all__ = [
+    "AuctionOutput", "LossWeights", "OBJECTIVES", "auction_assignment", "chamfer_distance",
+    "compute_loss", "earth_movers_distance", "gaussian_kl", "heatmap_l2",
+    "kl_to_standard_normal", "loss_weights_from_config", "pairwise_squared_distances",
+    "pose_l2", "product_of_experts", "reparameterize", "safe_sqrt",
+]

@@ -4,8 +4,8 @@ A permutation-equivariant layer (PEL, Zaheer et al. 2017 "Deep Sets", max-poolin
 maps every point's feature ``x_n`` to ``x_n Γ + (max_m x_m) Λ + b``: the same affine map per
 point plus a term shared by the whole set, so permuting the input points permutes the output
 rows. (The common ``(x_n − max x) Γ`` form is the special case Λ = −Γ; it would make the first
-layer blind to where the cloud lies relative to the root joint, so the general form is used.) Li & Lee
-stack such layers in pre-activation residual blocks; max-pooling the last layer over points
+layer blind to where the cloud lies relative to the root joint, so the general form is used.)
+Li & Lee stack such layers in pre-activation residual blocks; max-pooling the last layer over points
 gives a permutation-invariant feature of the whole cloud.
 
 Depth: an input PEL (3 → width) followed by ``num_blocks`` residual blocks of two PELs each

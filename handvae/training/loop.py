@@ -94,7 +94,8 @@ def evaluate(eval_step: Callable[..., jax.Array], variables: dict[str, Any],
         padded = np.pad(rgb, [(0, (-n) % num_devices)] + [(0, 0)] * (rgb.ndim - 1))
         pred = np.asarray(jax.device_get(
             eval_step(variables, jax.device_put(padded, sharding.batch_sharded(mesh)))))[:n]
-        errors.append(np.asarray(metrics_lib.keypoint_errors_mm(pred, batch["pose"], batch["scale"])))
+        errors.append(np.asarray(
+            metrics_lib.keypoint_errors_mm(pred, batch["pose"], batch["scale"])))
         visible.append(np.asarray(batch["visible"]))
     if not errors:
         raise ValueError("evaluation got no batches: check config.data.eval_split and "

@@ -9,7 +9,6 @@ import time
 
 import jax
 import numpy as np
-import pytest
 
 from handvae.training import checkpoint as checkpoint_lib
 from handvae.training import sharding
