@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo test test-slow bench bench-full clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,22 @@ test-slow: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m experiments.demo --out results/demo
 
+# Benchmarks print their figures and save them under results/benchmarks/ (JSON).
+BENCH_DATA := results/bench_data
 bench: $(STAMP)
 	$(PY) benchmarks/losses.py
+	$(PY) benchmarks/synthetic.py
+	test -d $(BENCH_DATA)/raw || $(PY) -m data_prep.synthetic --format rhd --out $(BENCH_DATA)/raw \
+		--num-train 200 --num-eval 20 --seed 0
+	test -d $(BENCH_DATA)/tfds || $(PY) -m data_prep.build --dataset rhd --config synthetic \
+		--manual_dir $(BENCH_DATA)/raw --data_dir $(BENCH_DATA)/tfds
+	$(PY) benchmarks/input_pipeline.py --data_dir $(BENCH_DATA)/tfds
+	$(PY) benchmarks/train_step.py --skip_full
+
+# Paper-size steps (256² crops, batch 32): slow on a laptop CPU.
+bench-full: bench
+	$(PY) benchmarks/model_step.py
+	$(PY) benchmarks/train_step.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
