@@ -75,12 +75,15 @@ def select_bidders(bidding: Array, k: int, salt: Array) -> Array:
     return jnp.full((k,), total, jnp.int32).at[slot].min(index.astype(jnp.int32), mode="drop")
 
 
-def bid_round(benefit: Array, state: State, k: int) -> State:
+def bid_round(benefit: Array, state: State, k: int,
+              unassigned: Array | None = None) -> State | tuple[State, Array]:
     """One Jacobi round in which up to k unassigned rows of the batch bid at once.
 
     Any non-empty subset of the unassigned rows may bid without breaking the auction's
     invariants (ε-CS, monotone prices) or its termination; so the long tails of a phase
-    (a row or two per element) cost O(k·N) with a small k.
+    (a row or two per element) cost O(k·N) with a small k. With ``unassigned`` ([B] rows
+    without a column per element) also returns it updated in O(k): a won column that was
+    free assigns one more row, a won column that was held moves its row.
     """
     b, n, _ = benefit.shape
     total = b * n
@@ -111,11 +114,16 @@ def bid_round(benefit: Array, state: State, k: int) -> State:
     assignment = assignment.at[jnp.where(won, safe, total)].set(best_col, mode="drop")
     owner = owner.at[target].set(row, mode="drop")
     prices = prices.at[target].set(bid, mode="drop")
-    return state._replace(prices=prices.reshape(b, n), owner=owner.reshape(b, n),
-                          assignment=assignment.reshape(b, n))
+    state = state._replace(prices=prices.reshape(b, n), owner=owner.reshape(b, n),
+                           assignment=assignment.reshape(b, n))
+    if unassigned is None:
+        return state
+    newly = (won & (previous == n)).astype(unassigned.dtype)
+    return state, unassigned.at[element].add(-newly)
 
 
-def _reset_element(benefit: Array, state: State, element: Array) -> State:
+def _reset_element(benefit: Array, state: State, element: Array,
+                   unassigned: Array) -> tuple[State, Array]:
     """Starts the element's next phase: unassigns the pairs violating ε-CS for its new ε."""
     n = benefit.shape[1]
     values = benefit[element] - state.prices[element][None, :]           # [N, N]
@@ -124,15 +132,20 @@ def _reset_element(benefit: Array, state: State, element: Array) -> State:
     keep = (assignment >= 0) & (held >= jnp.max(values, axis=1) - state.epsilon[element])
     owner = state.owner[element]
     owner = jnp.where((owner < n) & keep[jnp.minimum(owner, n - 1)], owner, n)
-    return state._replace(
+    state = state._replace(
         assignment=state.assignment.at[element].set(jnp.where(keep, assignment, -1)),
         owner=state.owner.at[element].set(owner))
+    return state, unassigned.at[element].set(n - jnp.sum(keep, dtype=unassigned.dtype))
 
 
-def next_phase(benefit: Array, state: State, final_epsilon: Array, scaling: float) -> State:
-    """Elements with every row assigned: done at the final ε, else ε ← max(ε/θ, final ε)."""
+def next_phase(benefit: Array, state: State, final_epsilon: Array, scaling: float,
+               unassigned: Array) -> tuple[State, Array]:
+    """Elements with every row assigned: done at the final ε, else ε ← max(ε/θ, final ε).
+
+    ``unassigned`` [B]: rows without a column per element, kept up to date (no O(B·N) scan).
+    """
     b = benefit.shape[0]
-    complete = jnp.all(state.assignment >= 0, axis=-1) & ~state.done
+    complete = (unassigned == 0) & ~state.done
     finished = complete & (state.epsilon <= final_epsilon)
     advance = complete & ~finished
     epsilon = jnp.where(advance, jnp.maximum(state.epsilon / scaling, final_epsilon),
@@ -142,12 +155,14 @@ def next_phase(benefit: Array, state: State, final_epsilon: Array, scaling: floa
     # Elements change phase at different rounds, usually one at a time: reset each alone in
     # O(N²) rather than the whole batch in O(B·N²).
     def body(carry):
-        state, pending = carry
+        state, unassigned, pending = carry
         element = jnp.min(jnp.where(pending, jnp.arange(b), b))
-        return _reset_element(benefit, state, element), pending.at[element].set(False)
+        state, unassigned = _reset_element(benefit, state, element, unassigned)
+        return state, unassigned, pending.at[element].set(False)
 
-    state, _ = jax.lax.while_loop(lambda carry: jnp.any(carry[1]), body, (state, advance))
-    return state
+    state, unassigned, _ = jax.lax.while_loop(lambda carry: jnp.any(carry[2]), body,
+                                              (state, unassigned, advance))
+    return state, unassigned
 
 
 # The dense variant (accelerators): no data-dependent branch or nested loop in a round.
@@ -277,16 +292,24 @@ def _pooled_loop(benefit: Array, state: State, final_epsilon: Array, scaling: fl
     b, n, _ = benefit.shape
     slots_needed = 1 << max(_FILL * b * n - 1, 1).bit_length()
     tiers = tuple(sorted({min(k, slots_needed) for k in TIERS}))
-    rounds = [functools.partial(bid_round, k=k) for k in tiers]
+    rounds = [lambda benefit, state, unassigned, k=k: bid_round(benefit, state, k, unassigned)
+              for k in tiers]
     thresholds = jnp.asarray(tiers[:-1], jnp.int32)
 
-    def body(state):
-        bidders = jnp.sum((state.assignment < 0) & ~state.done[:, None])
-        state = jax.lax.switch(jnp.sum(_FILL * bidders > thresholds), rounds, benefit, state)
-        state = next_phase(benefit, state, final_epsilon, scaling)
-        return state._replace(iteration=state.iteration + 1)
+    # Unassigned rows per element, carried and updated in O(k) per round: the bidder count
+    # and the completion test then cost O(B), not two O(B·N) reductions per round.
+    def body(carry):
+        state, unassigned = carry
+        bidders = jnp.sum(jnp.where(state.done, 0, unassigned))
+        state, unassigned = jax.lax.switch(jnp.sum(_FILL * bidders > thresholds), rounds,
+                                           benefit, state, unassigned)
+        state, unassigned = next_phase(benefit, state, final_epsilon, scaling, unassigned)
+        return state._replace(iteration=state.iteration + 1), unassigned
 
-    def cond(state):
+    def cond(carry):
+        state, _ = carry
         return jnp.any(~state.done) & (state.iteration < max_iterations)
 
-    return jax.lax.while_loop(cond, body, state)
+    unassigned = jnp.sum(state.assignment < 0, axis=1, dtype=jnp.int32)
+    state, _ = jax.lax.while_loop(cond, body, (state, unassigned))
+    return state

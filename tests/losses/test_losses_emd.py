@@ -248,3 +248,26 @@ def test_dense_emd_matches_scipy():
     cost = np.linalg.norm(p[:, :, None] - q[:, None], axis=-1)
     got = losses.earth_movers_distance(p, q, **DENSE)
     np.testing.assert_allclose(got, _optimal_cost(cost) / 17, atol=EPSILON + 1e-5)
+
+
+def test_pooled_unassigned_counts_match_a_recount():
+    # The pooled loop carries the unassigned rows per element, updated in O(k) per round and
+    # per phase reset; it must equal a full recount after every round (small tiers collide).
+    cost = jnp.asarray(_clouds_with_duplicates_and_ties(17, seed=5))
+    benefit = -cost
+    b, n, _ = benefit.shape
+    state = _auction.State(prices=jnp.zeros((b, n)), owner=jnp.full((b, n), n, jnp.int32),
+                           assignment=jnp.full((b, n), -1, jnp.int32),
+                           epsilon=jnp.full((b,), 0.5), done=jnp.zeros((b,), bool),
+                           iteration=jnp.zeros((), jnp.int32))
+    unassigned = jnp.full((b,), n, jnp.int32)
+    def step(state, unassigned, k):
+        state, unassigned = _auction.bid_round(benefit, state, k, unassigned)
+        return _auction.next_phase(benefit, state, jnp.asarray(1e-3), 5.0, unassigned)
+
+    step = jax.jit(step, static_argnums=2)
+    for i in range(300):
+        state, unassigned = step(state, unassigned, (16, 4)[i % 2])
+        state = state._replace(iteration=state.iteration + 1)
+        np.testing.assert_array_equal(unassigned, np.sum(np.asarray(state.assignment) < 0, 1))
+    assert np.all(state.done)
