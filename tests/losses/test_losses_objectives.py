@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from experiments.configs.common import get_base_config
+from model_configs import tiny_model_config
 from handvae.data.spec import dummy_batch
 from handvae.losses import (OBJECTIVES, LossWeights, compute_loss, loss_weights_from_config)
 from handvae.models import STRATEGIES, HandVAE, build_model
@@ -30,16 +31,6 @@ PRIOR_KL = {"R2P": ("R",), "R2HP": ("R",), "R2CP": ("R",), "R2CHP": ("R",),
 # compilations (~10 s each on 2 busy cores) are kept for `pytest -m slow`.
 STRATEGY_PARAMS = [pytest.param(s, marks=pytest.mark.slow) if s in ("R2HP", "R2CP") else s
                    for s in STRATEGIES]
-
-
-def tiny_model_config(strategy: str):
-    c = get_base_config("synthetic").model
-    c.strategy = strategy
-    c.latent_dim, c.image_size, c.resnet_width = 8, 32, 4
-    c.respel_width, c.num_points, c.heatmap_size = 8, 64, 8
-    c.pose_hidden, c.folding_hidden = 16, 16
-    c.respel_blocks = 2
-    return c
 
 
 def tiny_batch(labelled=(1.0, 1.0)):

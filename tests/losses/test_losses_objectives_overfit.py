@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from experiments.configs.common import get_base_config
+from model_configs import tiny_model_config
 from handvae.losses import LossWeights, compute_loss
 from handvae.models import STRATEGIES, build_model, init_variables
 
@@ -16,13 +16,8 @@ STEPS = 300
 
 
 def _tiny_config(strategy):
-    c = get_base_config("synthetic").model
-    c.strategy = strategy
-    c.latent_dim, c.image_size, c.resnet_width = 16, 32, 8
-    c.respel_width, c.num_points, c.heatmap_size = 16, 64, 8
-    c.pose_hidden, c.folding_hidden = 64, 64
-    c.respel_blocks = 2
-    return c
+    return tiny_model_config(strategy, latent_dim=16, resnet_width=8, respel_width=16,
+                             hidden=64)
 
 
 def synthetic_samples(num=4, seed=0):

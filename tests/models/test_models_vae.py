@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from experiments.configs.common import get_base_config
+from model_configs import tiny_model_config
 from handvae.data.spec import dummy_batch
 from handvae.models import (STRATEGIES, HandVAE, build_model, decode_cloud, encode_rgb,
                             init_variables, interpolate_latents, predict_pose)
@@ -26,16 +27,6 @@ EXPECTED_MODULES = {
     "RC2CHP_poe": {"rgb_encoder", "cloud_encoder", "pose_decoder", "heatmap_decoder",
                    "cloud_decoder"},
 }
-
-
-def tiny_model_config(strategy: str):
-    c = get_base_config("synthetic").model
-    c.strategy = strategy
-    c.latent_dim, c.image_size, c.resnet_width = 8, 32, 4
-    c.respel_width, c.num_points, c.heatmap_size = 8, 64, 8
-    c.pose_hidden, c.folding_hidden = 16, 16
-    c.respel_blocks = 2
-    return c
 
 
 def tiny_batch(batch_size: int = 2):
