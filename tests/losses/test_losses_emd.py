@@ -34,10 +34,8 @@ def _assert_permutations(assignment):
         np.testing.assert_array_equal(np.sort(row), np.arange(len(row)))
 
 
-@pytest.mark.parametrize("n", [1, 2, 17, 64, 256])
-def test_auction_within_n_epsilon_of_scipy(n):
-    cost = _clouds_with_duplicates_and_ties(n, seed=n)
-    out = losses.auction_assignment(cost, epsilon=EPSILON)
+def _assert_within_n_epsilon_of_scipy(cost, out, n):
+    """A converged int32 permutation whose reported cost is its own and within N·ε of optimal."""
     _assert_permutations(out.assignment)
     assert out.assignment.dtype == jnp.int32
     assert np.all(out.converged)
@@ -47,6 +45,12 @@ def test_auction_within_n_epsilon_of_scipy(n):
     # N·ε guarantee, plus float32 round-off of the sums.
     assert np.all(np.asarray(out.cost) <= optimum + n * EPSILON + 1e-4 * optimum + 1e-6)
     assert np.all(np.asarray(out.cost) >= optimum - 1e-4 * optimum - 1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 2, 17, 64, 256])
+def test_auction_within_n_epsilon_of_scipy(n):
+    cost = _clouds_with_duplicates_and_ties(n, seed=n)
+    _assert_within_n_epsilon_of_scipy(cost, losses.auction_assignment(cost, epsilon=EPSILON), n)
 
 
 @pytest.mark.parametrize("n", [17, 64])
@@ -181,14 +185,7 @@ DENSE = {"variant": "dense", "rounds_per_iteration": 4}
 def test_dense_auction_within_n_epsilon_of_scipy(n):
     cost = _clouds_with_duplicates_and_ties(n, seed=n)
     out = losses.auction_assignment(cost, epsilon=EPSILON, **DENSE)
-    _assert_permutations(out.assignment)
-    assert out.assignment.dtype == jnp.int32
-    assert np.all(out.converged)
-    realised = np.take_along_axis(cost, np.asarray(out.assignment)[..., None], -1)[..., 0]
-    np.testing.assert_allclose(out.cost, realised.sum(-1), rtol=1e-6)
-    optimum = _optimal_cost(cost)
-    assert np.all(np.asarray(out.cost) <= optimum + n * EPSILON + 1e-4 * optimum + 1e-6)
-    assert np.all(np.asarray(out.cost) >= optimum - 1e-4 * optimum - 1e-6)
+    _assert_within_n_epsilon_of_scipy(cost, out, n)
 
 
 def test_dense_auction_exact_on_integer_costs():
