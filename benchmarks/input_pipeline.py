@@ -28,6 +28,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from experiments.configs.common import get_base_config  # noqa: E402
 from handvae.data import pipeline  # noqa: E402
+from handvae.data import source as source_lib  # noqa: E402
 
 
 def _folder_size(path: str) -> int:
@@ -37,7 +38,7 @@ def _folder_size(path: str) -> int:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", default=os.environ.get("HANDVAE_DATA_DIR", "data/tfds"))
-    parser.add_argument("--dataset", default="synthetic", choices=sorted(pipeline.TFDS_NAMES))
+    parser.add_argument("--dataset", default="synthetic", choices=sorted(source_lib.TFDS_NAMES))
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--image_size", type=int, default=256)
     parser.add_argument("--num_batches", type=int, default=20)
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = get_base_config(args.dataset).data
     config.data_dir, config.image_size = args.data_dir, args.image_size
     config.num_workers, config.augment = args.num_workers, not args.no_augment
-    source = pipeline.load_source(config, "train")
+    source = source_lib.load_source(config, "train")
     n = len(source)
 
     start = time.perf_counter()
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         batches.close()
 
-    name = pipeline.TFDS_NAMES[args.dataset]
+    name = source_lib.TFDS_NAMES[args.dataset]
     result = {
         "dataset": name, "train_examples": n, "batch_size": args.batch_size,
         "image_size": args.image_size, "augment": config.augment,

@@ -31,6 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.configs import demo, s4_poe  # noqa: E402
+from handvae.data import source as source_lib  # noqa: E402
 from handvae.data import spec  # noqa: E402
 from handvae.models import vae  # noqa: E402
 from handvae.training import sharding, state as state_lib, step as step_lib  # noqa: E402
@@ -97,8 +98,8 @@ def pipeline_rate(config, *, batches: int = 20) -> dict:
     from handvae.data import pipeline
     data_config = config.data
     try:
-        pipeline.load_source(data_config, data_config.train_split)
-        source_note = pipeline.resolve_data_dir(data_config)
+        source_lib.load_source(data_config, data_config.train_split)
+        source_note = source_lib.resolve_data_dir(data_config)
     except FileNotFoundError:
         from data_prep import build
         data_dir = tempfile.mkdtemp(prefix="handvae_bench_tfds_")

@@ -30,6 +30,7 @@ from etils import epath
 from PIL import Image
 
 from handvae.ops import camera, rotation, skeleton
+from handvae.ops.image_warp import warp_perspective
 
 CROP_SIZE = 256          # stored crop side, pixels
 CROP_MARGIN = 1.3        # crop side / side of the hand's bounding square
@@ -74,28 +75,6 @@ def crop_intrinsics(K: np.ndarray, side: float, crop_size: int = CROP_SIZE) -> n
     focal = (K[0, 0] + K[1, 1]) / 2 * crop_size / side
     c = (crop_size - 1) / 2
     return np.array([[focal, 0.0, c], [0.0, focal, c], [0.0, 0.0, 1.0]])
-
-
-def warp_perspective(image: np.ndarray, dst_to_src: np.ndarray, size: int) -> np.ndarray:
-    """Renders ``image`` through a homography with bilinear sampling (black outside).
-
-    Args:
-      image: [H, W, C] uint8.
-      dst_to_src: [3, 3] homography taking output pixels (u, v, 1) to source pixels, both with
-        pixel centres at integer coordinates.
-      size: output side, pixels.
-
-    Returns:
-      [size, size, C] uint8.
-    """
-    # Pillow puts pixel centres at half-integers on both sides of the map.
-    shift = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
-    h = shift @ dst_to_src @ np.linalg.inv(shift)
-    h = h / h[2, 2]
-    out = Image.fromarray(np.ascontiguousarray(image)).transform(
-        (size, size), Image.Transform.PERSPECTIVE, data=tuple(h.reshape(-1)[:8]),
-        resample=Image.Resampling.BILINEAR)
-    return np.asarray(out)
 
 
 def _subsample_indices(count: int, max_count: int, key: str) -> np.ndarray:

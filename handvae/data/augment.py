@@ -25,7 +25,7 @@ import dataclasses
 import numpy as np
 from PIL import Image
 
-from handvae.data import crop as crop_lib
+from handvae.ops import image_warp as crop_lib
 from handvae.ops import rotation
 
 SCALE_RANGE = (1.0, 1.2)

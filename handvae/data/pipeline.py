@@ -6,7 +6,6 @@ permutation per epoch drawn from ``(seed, epoch)``, and each row's augmentation 
 sample come from ``default_rng([seed, step, row])``. Batch ``k`` is therefore the same whether
 the stream started at 0 or resumed with ``start_step=k``.
 
-    source = load_source(config.data, "train")
     for batch in train_batches(config.data, config.batch_size, seed=config.seed,
                                start_step=step):
         ...
@@ -27,58 +26,13 @@ import numpy as np
 from handvae.data import augment as augment_lib
 from handvae.data import cloud as cloud_lib
 from handvae.data import heatmaps as heatmaps_lib
+from handvae.data import source as source_lib
 from handvae.data import spec
 
-TFDS_NAMES = {"rhd": "rhd/real", "stb": "stb/real", "synthetic": "rhd/synthetic"}
-DEFAULT_DATA_DIR = "data/tfds"
 PREFETCH_BATCHES = 2
 _EPOCH_SALT = 0x5EED
 _RGB_SCALE = (1 / (255 * spec.RGB_STD)).astype(np.float32)   # (x/255 − mean)/std, fused
 _RGB_OFFSET = (spec.RGB_MEAN / spec.RGB_STD).astype(np.float32)
-
-
-def resolve_data_dir(data_config: Any) -> str:
-    """``data_config.data_dir``, else ``$HANDVAE_DATA_DIR``, else ``./data/tfds``."""
-    return (data_config.get("data_dir") or os.environ.get("HANDVAE_DATA_DIR")
-            or DEFAULT_DATA_DIR)
-
-
-def load_source(data_config: Any, split: str):
-    """Random-access source of a built split (``len(source)``, ``source[i]`` → example dict).
-
-    Args:
-      data_config: ``config.data`` (uses ``dataset`` and ``data_dir``).
-      split: 'train' or 'test'.
-
-    Raises:
-      ValueError: unknown dataset. FileNotFoundError: the data set was not built there (the
-        message gives the build command).
-    """
-    import tensorflow_datasets as tfds  # heavy import, only when reading
-
-    if data_config.dataset not in TFDS_NAMES:
-        raise ValueError(f"data.dataset must be one of {sorted(TFDS_NAMES)}, "
-                         f"got {data_config.dataset!r}")
-    name, data_dir = TFDS_NAMES[data_config.dataset], resolve_data_dir(data_config)
-    # Read-only, from the files: never the (possibly registered) builder code.
-    folder = os.path.join(data_dir, name)
-    versions = []
-    if os.path.isdir(folder):
-        for entry in os.listdir(folder):
-            if os.path.isfile(os.path.join(folder, entry, "dataset_info.json")):
-                try:
-                    versions.append(tfds.core.Version(entry))
-                except ValueError:
-                    continue
-    if not versions:
-        dataset, config = name.split("/")
-        raise FileNotFoundError(
-            f"no built {name} under data_dir={data_dir!r} (expected "
-            f"{folder}/<version>/dataset_info.json). Build it first: "
-            f"python -m data_prep.build --dataset {dataset} --config {config} "
-            f"--manual_dir <raw data> --data_dir {data_dir}")
-    builder = tfds.builder_from_directory(os.path.join(folder, str(max(versions))))
-    return builder.as_data_source(split=split)
 
 
 def _frame_rng(example: dict) -> np.random.Generator:
@@ -108,6 +62,7 @@ def example_to_features(example: dict, data_config: Any, rng: np.random.Generato
         raise ValueError("example_to_features: augment=True needs an rng")
     if rng is None:
         rng = _frame_rng(example)
+    example = source_lib.decode_example(example)
     size = int(data_config.image_size)
     params = augment_lib.sample_params(rng, size) if augment else augment_lib.IDENTITY
     image, keypoints_2d, rot, _ = augment_lib.augment(
@@ -212,7 +167,7 @@ def train_batches(data_config: Any, batch_size: int, *, seed: int, start_step: i
       start_step: first batch index; batch k depends only on (seed, k), so resuming at k
         reproduces the uninterrupted stream from k on.
       process_index, process_count: multi-host sharding.
-      source: a random-access source (``len``, ``[i]``); default ``load_source(train_split)``.
+      source: a random-access source (``len``, ``[i]``); default ``source_lib.load_source(train_split)``.
 
     Returns:
       An iterator of batches of :mod:`handvae.data.spec`. ``labelled`` is 1
@@ -224,7 +179,7 @@ def train_batches(data_config: Any, batch_size: int, *, seed: int, start_step: i
                          f"batch_size={batch_size}, process_index={process_index}, "
                          f"process_count={process_count}")
     if source is None:
-        source = load_source(data_config, data_config.get("train_split", "train"))
+        source = source_lib.load_source(data_config, data_config.get("train_split", "train"))
     size = _check_source(source, "train_batches")
     fraction = float(data_config.get("labelled_fraction", 1.0))
     if not 0.0 <= fraction <= 1.0:
@@ -267,7 +222,7 @@ def eval_batches(data_config: Any, batch_size: int, *, split: str, num_examples:
       batch_size: rows per batch.
       split: e.g. ``data_config.eval_split``.
       num_examples: the first ``num_examples`` examples; -1 for all.
-      source: a random-access source; default ``load_source(data_config, split)``.
+      source: a random-access source; default ``source_lib.load_source(data_config, split)``.
 
     Yields:
       Batches of :mod:`handvae.data.spec` with ``labelled`` = 1.
@@ -275,7 +230,7 @@ def eval_batches(data_config: Any, batch_size: int, *, split: str, num_examples:
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if source is None:
-        source = load_source(data_config, split)
+        source = source_lib.load_source(data_config, split)
     size = _check_source(source, f"eval_batches({split!r})")
     total = size if num_examples < 0 else min(num_examples, size)
     for start in range(0, total, batch_size):

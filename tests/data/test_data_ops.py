@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from handvae.data import augment, cloud, crop, heatmaps
+from handvae.data import augment, cloud, heatmaps
+from handvae.ops import image_warp as crop
 from handvae.ops import camera, rotation
 
 

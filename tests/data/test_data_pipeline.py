@@ -5,6 +5,7 @@ import pytest
 
 from experiments.configs.common import get_base_config
 from handvae.data import pipeline, spec
+from handvae.data import source as source_lib
 
 SIZE, HEAT, POINTS = 64, 16, 64
 
@@ -62,7 +63,7 @@ def test_processes_split_the_global_batch(rhd_synthetic_data_dir):
 
 def test_labelled_flag_marks_the_first_fraction(rhd_synthetic_data_dir):
     config = _config(rhd_synthetic_data_dir, labelled_fraction=0.34, augment=False)
-    source = pipeline.load_source(config, "train")
+    source = source_lib.load_source(config, "train")
     n = len(source)
     batch = _take(pipeline.train_batches(config, n, seed=0), 1)[0]  # epoch 0: each once
     assert batch["labelled"].sum() == round(0.34 * n)
@@ -74,7 +75,7 @@ def test_labelled_flag_marks_the_first_fraction(rhd_synthetic_data_dir):
 
 def test_eval_batches_are_finite_ordered_and_unaugmented(rhd_synthetic_data_dir):
     config = _config(rhd_synthetic_data_dir, image_size=256, heatmap_size=64)
-    source = pipeline.load_source(config, "test")
+    source = source_lib.load_source(config, "test")
     batches = list(pipeline.eval_batches(config, len(source) - 1, split="test"))
     assert [len(b["rgb"]) for b in batches] == [len(source) - 1, 1]
     again = list(pipeline.eval_batches(config, len(source) - 1, split="test"))
@@ -95,7 +96,7 @@ def test_augmented_row_is_self_consistent(rhd_synthetic_data_dir):
     from handvae.ops import camera
 
     config = _config(rhd_synthetic_data_dir, image_size=96)
-    example = pipeline.load_source(config, "train")[0]
+    example = source_lib.load_source(config, "train")[0]
     for seed in range(5):
         rng = np.random.default_rng(seed)
         params = augment.sample_params(rng, 96)
@@ -116,6 +117,6 @@ def test_augmented_row_is_self_consistent(rhd_synthetic_data_dir):
 
 def test_missing_data_set_says_how_to_build_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m data_prep.build --dataset rhd"):
-        pipeline.load_source(_config(str(tmp_path)), "train")
+        source_lib.load_source(_config(str(tmp_path)), "train")
     with pytest.raises(ValueError, match="data.dataset"):
-        pipeline.load_source(_config(str(tmp_path), dataset="nyu"), "train")
+        source_lib.load_source(_config(str(tmp_path), dataset="nyu"), "train")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from data_prep import features
-from handvae.ops import camera, rotation, skeleton
+from handvae.ops import camera, image_warp, rotation, skeleton
 
 K = np.array([[300.0, 0, 160], [0, 300.0, 160], [0, 0, 1]])
 
@@ -92,9 +92,9 @@ def test_bad_frames_raise_skip_frame():
 
 def test_warp_perspective_identity_and_shift():
     image = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(features.warp_perspective(image, np.eye(3), 40), image)
+    np.testing.assert_array_equal(image_warp.warp_perspective(image, np.eye(3), 40), image)
     shift = np.array([[1.0, 0, 3], [0, 1, 5], [0, 0, 1]])   # output (u, v) ← source (u+3, v+5)
-    out = features.warp_perspective(image, shift, 30)
+    out = image_warp.warp_perspective(image, shift, 30)
     np.testing.assert_array_equal(out, image[5:35, 3:33])
 
 
