@@ -1,0 +1,282 @@
+r"""Reproduce the paper's findings on the synthetic benchmark: Table 1, Fig. 5 and Fig. 8.
+
+    python -m experiments.reproduce --scale cpu --targets table1,fig5,fig8 --seeds 0,1 \
+        --root results/reproduce/cpu
+
+1. **data**: generates the benchmark (``data_prep.synthetic``, RHD layout, the scale's fixed
+   frame counts and seed) and builds it with the RHD builder: ``rhd/synthetic`` (view
+   corrected) and, for Fig. 5, ``rhd/synthetic_plain`` (no view correction);
+2. **runs**: one training run per (setting, seed) with ``experiments/configs/reproduce.py``,
+   the best checkpoint chosen on the validation split, then one evaluation of the test split;
+3. **report**: ``table1.md`` (mean ± std over seeds of mean EPE, median EPE and AUC 20–50,
+   the paper's column beside), ``fig5.png`` (3-D PCK of every strategy and of R2P without
+   view correction), ``fig8.png`` (mean EPE against the labelled share m, supervised vs
+   weakly supervised S4) and ``results.json`` (every number, the commit, the machine and
+   the time of each run).
+
+Resumable run by run: a finished run (its test metrics written with the same settings) is
+skipped, an interrupted one resumes from its newest checkpoint. Nothing is chosen on the test
+split: each run's checkpoint is the best by validation EPE, and seeds are fixed up front.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import tqdm
+
+from experiments import reproduce_report
+from experiments.configs import reproduce as reproduce_config
+
+TARGETS = ("table1", "fig5", "fig8")
+TABLE1_STRATEGIES = ("R2P", "R2HP", "R2CP", "R2CHP", "RC2CHP_kl", "RC2CHP_poe")
+FIG8_SHARES = (0.05, 0.1, 0.25, 0.5, 1.0)
+RUN_DONE = "reproduce_run.json"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Run(NamedTuple):
+    """One training run: a config argument and a seed; ``name`` is its work directory."""
+
+    name: str
+    config_arg: str
+    seed: int
+    view_correction: bool
+
+
+def _run_name(strategy: str, seed: int, **extra: Any) -> str:
+    parts = [strategy] + [f"{key}={value}" for key, value in sorted(extra.items())]
+    return "_".join(parts) + f"_seed{seed}"
+
+
+def plan_runs(targets: Sequence[str], seeds: Sequence[int], scale: str,
+              strategies: Sequence[str] = TABLE1_STRATEGIES) -> list[Run]:
+    """The runs the targets need, each once (Table 1's S4 is Fig. 8's m = 100 %).
+
+    Args:
+      targets: a subset of :data:`TARGETS`.
+      seeds: training seeds (the data set is the same for every seed).
+      scale: a key of ``experiments.configs.reproduce.SCALES``.
+      strategies: the Table-1 / Fig.-5 strategies to run (default all six).
+
+    Returns:
+      Runs in a fixed order (the report does not depend on the order they ran in).
+
+    Raises:
+      ValueError: an unknown target, scale or an empty seed list.
+    """
+    unknown = sorted(set(targets) - set(TARGETS))
+    if unknown or not targets:
+        raise ValueError(f"--targets must be a non-empty subset of {TARGETS}, got {targets}")
+    if scale not in reproduce_config.SCALES:
+        raise ValueError(f"--scale must be one of {sorted(reproduce_config.SCALES)}, "
+                         f"got {scale!r}")
+    if not seeds:
+        raise ValueError("--seeds needs at least one seed")
+    bad = sorted(set(strategies) - set(TABLE1_STRATEGIES))
+    if bad or not strategies:
+        raise ValueError(f"--strategies must be a non-empty subset of {TABLE1_STRATEGIES}, "
+                         f"got {list(strategies)}")
+    runs: dict[str, Run] = {}
+
+    def add(strategy: str, seed: int, view_correction: bool = True, **extra: Any) -> None:
+        args = {"strategy": strategy, "scale": scale, "seed": seed, **extra}
+        if not view_correction:
+            args["view_correction"] = 0
+        name = _run_name(strategy, seed, **({} if view_correction else {"vc": 0}), **extra)
+        arg = ",".join(f"{key}={value}" for key, value in args.items())
+        runs.setdefault(name, Run(name, arg, seed, view_correction))
+
+    for seed in seeds:
+        if "table1" in targets or "fig5" in targets:
+            for strategy in TABLE1_STRATEGIES:
+                if strategy in strategies:
+                    add(strategy, seed)
+        if "fig5" in targets:
+            add("R2P", seed, view_correction=False)
+        if "fig8" in targets:
+            for share in FIG8_SHARES:
+                if share == 1.0:
+                    add("RC2CHP_poe", seed)
+                    continue
+                add("RC2CHP_poe", seed, train_fraction=share)
+                add("RC2CHP_poe", seed, labelled=share)
+    return list(runs.values())
+
+
+def _call(cmd: Sequence[str], what: str, log_path: str | None = None) -> float:
+    """Runs ``cmd`` from the repository root; returns seconds; RuntimeError naming ``what``."""
+    begin = time.perf_counter()
+    if log_path:
+        with open(log_path, "a") as log:
+            result = subprocess.run(list(cmd), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                    check=False)
+    else:
+        result = subprocess.run(list(cmd), cwd=REPO, check=False)
+    if result.returncode != 0:
+        hint = f" (log: {log_path})" if log_path else ""
+        raise RuntimeError(f"{what} failed with exit code {result.returncode}{hint}; "
+                           f"rerun it alone with:\n  {' '.join(cmd)}")
+    return time.perf_counter() - begin
+
+
+def prepare_data(root: str, scale: str, *, plain: bool, data_root: str | None = None
+                 ) -> dict[str, Any]:
+    """Generates and builds the scale's benchmark once; returns its description and timings.
+
+    Args:
+      root: the reproduction's folder (data under ``root/data`` unless ``data_root``).
+      scale: a key of ``SCALES``.
+      plain: also build the no-view-correction config (Fig. 5).
+      data_root: a folder holding (or to hold) ``raw/`` and ``tfds/`` shared between roots.
+    """
+    setting = reproduce_config.SCALES[scale].data
+    folder = os.path.abspath(data_root or os.path.join(root, "data"))
+    raw, tfds_dir = os.path.join(folder, "raw"), os.path.join(folder, "tfds")
+    done_path = os.path.join(folder, "benchmark.json")
+    done = {}
+    if os.path.exists(done_path):
+        with open(done_path) as f:
+            done = json.load(f)
+    wanted = dict(setting._asdict())
+    if done.get("setting") not in (None, wanted):
+        raise RuntimeError(f"{folder} holds a benchmark generated with {done.get('setting')}, "
+                           f"not {wanted}; pass another --data-root or remove that folder")
+    done["setting"] = wanted
+    py = sys.executable
+    steps = [("generate", [py, "-m", "data_prep.synthetic", "--format", "rhd", "--out", raw,
+                           "--num-train", str(setting.num_train), "--num-eval",
+                           str(setting.num_eval), "--seed", str(setting.seed)]),
+             ("build synthetic", [py, "-m", "data_prep.build", "--dataset", "rhd", "--config",
+                                  "synthetic", "--manual_dir", raw, "--data_dir", tfds_dir])]
+    if plain:
+        steps.append(("build synthetic_plain",
+                      [py, "-m", "data_prep.build", "--dataset", "rhd", "--config",
+                       "synthetic_plain", "--manual_dir", raw, "--data_dir", tfds_dir]))
+    os.makedirs(folder, exist_ok=True)
+    for what, cmd in steps:
+        key = what.replace(" ", "_") + "_s"
+        if key in done:
+            print(f"  {what}: done earlier ({done[key]:.0f} s)")
+            continue
+        print(f"  {what}: $ {' '.join(cmd)}", flush=True)
+        done[key] = _call(cmd, what)
+        with open(done_path, "w") as f:
+            json.dump(done, f, indent=1)
+    done["tfds_dir"] = tfds_dir
+    return done
+
+
+def _run_record(run: Run, scale: str, tfds_dir: str) -> dict[str, Any]:
+    return {"name": run.name, "config_arg": run.config_arg, "scale": scale,
+            "data_dir": tfds_dir}
+
+
+def execute_run(run: Run, root: str, scale: str, tfds_dir: str) -> dict[str, Any]:
+    """Trains (or resumes) one run and evaluates its test split once; returns its record.
+
+    The record (``<workdir>/reproduce_run.json``) holds the settings, the test metrics and the
+    wall time; a later call with the same settings returns it without running anything.
+    """
+    workdir = os.path.join(root, "runs", run.name)
+    record_path = os.path.join(workdir, RUN_DONE)
+    expected = _run_record(run, scale, tfds_dir)
+    if os.path.exists(record_path):
+        with open(record_path) as f:
+            record = json.load(f)
+        if all(record.get(key) == value for key, value in expected.items()):
+            record["skipped"] = True
+            return record
+    os.makedirs(workdir, exist_ok=True)
+    log_path = os.path.join(workdir, "reproduce.log")
+    py = sys.executable
+    config = f"experiments/configs/reproduce.py:{run.config_arg}"
+    train_s = _call([py, "-m", "experiments.train", "--config", config, "--workdir", workdir,
+                     f"--config.data.data_dir={tfds_dir}"], f"training {run.name}", log_path)
+    eval_s = _call([py, "-m", "experiments.evaluate", "--workdir", workdir, "--split", "test",
+                    "--which", "best", "--data_dir", tfds_dir], f"evaluating {run.name}",
+                   log_path)
+    record = {**expected, "seed": run.seed, "view_correction": run.view_correction,
+              "train_s": train_s, "evaluate_s": eval_s,
+              "test": reproduce_report.read_test_metrics(workdir)}
+    with open(record_path, "w") as f:
+        json.dump(record, f, indent=1)
+    return record
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True,
+                              capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def reproduce(root: str, *, scale: str, targets: Sequence[str], seeds: Sequence[int],
+              strategies: Sequence[str] = TABLE1_STRATEGIES, data_root: str | None = None
+              ) -> dict[str, Any]:
+    """Data, every run, then the report; returns the ``results.json`` payload."""
+    runs = plan_runs(targets, seeds, scale, strategies)
+    root = os.path.abspath(root)
+    os.makedirs(root, exist_ok=True)
+    start = time.perf_counter()
+    print(f"[1/3] benchmark data ({scale} scale)", flush=True)
+    data = prepare_data(root, scale, plain="fig5" in targets, data_root=data_root)
+    print(f"[2/3] {len(runs)} runs → {os.path.join(root, 'runs')}", flush=True)
+    records = []
+    with tqdm.tqdm(runs, desc="runs", unit="run", dynamic_ncols=True) as bar:
+        for run in bar:
+            bar.set_postfix_str(run.name)
+            records.append(execute_run(run, root, scale, data["tfds_dir"]))
+    print("[3/3] report", flush=True)
+    payload = {
+        "scale": scale, "targets": list(targets), "seeds": list(seeds),
+        "strategies": list(strategies), "data": data,
+        "commit": _commit(), "machine": {"platform": platform.platform(),
+                                         "cpu_count": os.cpu_count()},
+        "wall_s_this_call": time.perf_counter() - start, "runs": records,
+    }
+    reproduce_report.write_all(root, payload)
+    print(f"done: {os.path.join(root, 'table1.md')}")
+    return payload
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.reproduce",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="results/reproduce",
+                        help="output folder (runs/, table1.md, fig5.png, fig8.png, results.json)")
+    parser.add_argument("--scale", default="cpu", help=f"one of {sorted(reproduce_config.SCALES)}")
+    parser.add_argument("--targets", default="table1,fig5,fig8",
+                        help=f"comma-separated subset of {TARGETS}")
+    parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds")
+    parser.add_argument("--strategies", default=",".join(TABLE1_STRATEGIES),
+                        help="comma-separated Table-1 strategies to run (default all six)")
+    parser.add_argument("--data-root", default=None,
+                        help="reuse (or create) the generated benchmark here instead of ROOT/data")
+    args = parser.parse_args(argv)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds must be integers separated by commas, got {args.seeds!r}")
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    try:
+        reproduce(args.root, scale=args.scale, targets=targets, seeds=seeds,
+                  strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
+                  data_root=args.data_root)
+    except (ValueError, RuntimeError) as error:
+        print(f"reproduce: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""The reproduction's report: ``table1.md``, ``fig5.png``, ``fig8.png``, ``results.json``.
+
+Pure bookkeeping over the run records of :mod:`experiments.reproduce`: runs that differ only
+by their seed form one setting, summarised as mean ± std over seeds (population std, ``ddof=0``,
+with the seed count beside it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+# Yang et al. (ICCV 2019), Table 1: mean EPE (mm) on real RHD.
+PAPER_TABLE1_RHD = {"R2P": 16.61, "R2HP": 16.10, "R2CP": 15.91, "R2CHP": 15.49,
+                    "RC2CHP_kl": 14.93, "RC2CHP_poe": 13.14}
+PAPER_LABELS = {"R2P": "S1", "R2HP": "S2", "R2CP": "S2", "R2CHP": "S2", "RC2CHP_kl": "S3",
+                "RC2CHP_poe": "S4"}
+METRICS = (("mean_epe_mm", "mean EPE (mm)", 2), ("median_epe_mm", "median EPE (mm)", 2),
+           ("auc_20_50", "AUC 20–50 mm", 3))
+
+
+def read_test_metrics(workdir: str) -> dict[str, Any]:
+    """The test-split metrics ``experiments.evaluate`` wrote for the best checkpoint.
+
+    Raises:
+      FileNotFoundError: the run has no test evaluation (the message names the file).
+    """
+    path = os.path.join(workdir, "eval", "metrics.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no test evaluation; run python -m experiments."
+                                f"evaluate --workdir {workdir} --split test")
+    with open(path) as f:
+        return json.load(f)
+
+
+def setting_of(record: Mapping[str, Any]) -> dict[str, str]:
+    """The run's config argument as a dict, without its seed and scale."""
+    items = dict(part.split("=", 1) for part in record["config_arg"].split(",") if part)
+    items.pop("seed", None)
+    items.pop("scale", None)
+    return items
+
+
+def _key(setting: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(setting.items()))
+
+
+def group_by_setting(records: Sequence[Mapping[str, Any]]
+                     ) -> dict[tuple[tuple[str, str], ...], list[Mapping[str, Any]]]:
+    """Records grouped by setting (everything but the seed)."""
+    groups: dict[tuple[tuple[str, str], ...], list[Mapping[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(_key(setting_of(record)), []).append(record)
+    return groups
+
+
+def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean and std over seeds of each metric, the mean PCK curve and the seed count."""
+    out: dict[str, Any] = {"num_seeds": len(records),
+                           "seeds": sorted(int(r.get("seed", -1)) for r in records)}
+    for name, _, _ in METRICS:
+        values = np.array([r["test"][name] for r in records], np.float64)
+        out[name] = float(values.mean())
+        out[name + "_std"] = float(values.std())
+        out[name + "_per_seed"] = values.tolist()
+    out["pck_thresholds_mm"] = records[0]["test"]["pck_thresholds_mm"]
+    out["pck"] = np.mean([r["test"]["pck"] for r in records], axis=0).tolist()
+    out["checkpoint"] = [r["test"].get("checkpoint") for r in records]
+    return out
+
+
+def table1_rows(groups) -> dict[str, dict[str, Any]]:
+    """Strategy → summary for the Table-1 settings (view-corrected, fully supervised)."""
+    rows = {}
+    for strategy in PAPER_TABLE1_RHD:
+        records = groups.get(_key({"strategy": strategy}))
+        if records:
+            rows[strategy] = summarize(records)
+    return rows
+
+
+def table1_markdown(rows: Mapping[str, Mapping[str, Any]], baseline: Mapping[str, Any] | None
+                    ) -> str:
+    """Table 1 as Markdown: mean ± std over seeds beside the paper's RHD column."""
+    lines = ["| strategy | paper | " + " | ".join(label for _, label, _ in METRICS)
+             + " | seeds | paper mean EPE, real RHD (mm) |",
+             "|---|---|" + "---:|" * (len(METRICS) + 2)]
+    for strategy, row in rows.items():
+        cells = [f"{row[name]:.{digits}f} ± {row[name + '_std']:.{digits}f}"
+                 for name, _, digits in METRICS]
+        lines.append(f"| `{strategy}` | {PAPER_LABELS[strategy]} | " + " | ".join(cells)
+                     + f" | {row['num_seeds']} | {PAPER_TABLE1_RHD[strategy]:.2f} |")
+    if baseline:
+        cells = [f"{baseline[name]:.{digits}f}" if name in baseline else "–"
+                 for name, _, digits in METRICS]
+        lines.append("| constant guess (test mean pose) | – | " + " | ".join(cells)
+                     + " | – | – |")
+    if "R2P" in rows and "RC2CHP_poe" in rows:
+        s1, s4 = rows["R2P"], rows["RC2CHP_poe"]
+        ratio = s4["mean_epe_mm"] / s1["mean_epe_mm"]
+        spread = max(s1["mean_epe_mm_std"], s4["mean_epe_mm_std"])
+        gap = s1["mean_epe_mm"] - s4["mean_epe_mm"]
+        lines += ["", f"S4/S1 mean-EPE ratio: {ratio:.3f} (paper: {13.14 / 16.61:.3f}); "
+                      f"S1 − S4 = {gap:.2f} mm, {'more' if gap > 2 * spread else 'not more'} "
+                      f"than twice the larger seed std ({spread:.2f} mm)."]
+    return "\n".join(lines) + "\n"
+
+
+def fig8_series(groups, shares: Sequence[float]) -> dict[str, list[dict[str, Any] | None]]:
+    """Supervised (first m % only) and weakly supervised (rest unlabelled) S4 over ``shares``."""
+    series: dict[str, list[dict[str, Any] | None]] = {"supervised": [], "weakly supervised": []}
+    full = groups.get(_key({"strategy": "RC2CHP_poe"}))
+    for share in shares:
+        for label, field in (("supervised", "train_fraction"), ("weakly supervised", "labelled")):
+            records = full if share == 1.0 else groups.get(
+                _key({"strategy": "RC2CHP_poe", field: str(share)}))
+            series[label].append(summarize(records) if records else None)
+    return series
+
+
+def plot_fig5(curves: Mapping[str, Mapping[str, Any]], path: str) -> None:
+    """3-D PCK curves (mean over seeds), AUC 20–50 in the legend."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for label, summary in curves.items():
+        ax.plot(summary["pck_thresholds_mm"], summary["pck"],
+                label=f"{label} (AUC {summary['auc_20_50']:.3f})")
+    ax.set(xlabel="error threshold (mm)", ylabel="3D PCK", xlim=(20, 50), ylim=(0, 1),
+           title="Fig. 5 on the synthetic benchmark (test split)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_fig8(shares: Sequence[float], series: Mapping[str, Sequence[Any]], path: str) -> None:
+    """Mean EPE (± std over seeds) against the labelled share m."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for label, points in series.items():
+        xs = [100 * s for s, p in zip(shares, points) if p]
+        ys = [p["mean_epe_mm"] for p in points if p]
+        es = [p["mean_epe_mm_std"] for p in points if p]
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"S4 {label}")
+    ax.set(xlabel="labelled share m (%)", ylabel="mean EPE (mm)", xscale="log",
+           title="Fig. 8 on the synthetic benchmark (test split)")
+    ax.set_xticks([100 * s for s in shares], [f"{100 * s:g}" for s in shares])
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_all(root: str, payload: dict[str, Any]) -> None:
+    """Writes every report file the payload's targets call for, then ``results.json``."""
+    from experiments.reproduce import FIG8_SHARES  # the one list of shares
+    groups = group_by_setting(payload["runs"])
+    rows = table1_rows(groups)
+    baseline = next((r["test"].get("constant_pose_baseline") for r in payload["runs"]
+                     if r["test"].get("constant_pose_baseline")), None)
+    payload["table1"] = rows
+    if rows:
+        header = (f"# Table 1 on the synthetic benchmark ({payload['scale']} scale)\n\n"
+                  f"Test split, best checkpoint by validation mean EPE; mean ± std over seeds "
+                  f"{payload['seeds']}; commit {payload['commit']}.\n\n")
+        with open(os.path.join(root, "table1.md"), "w") as f:
+            f.write(header + table1_markdown(rows, baseline))
+    if "fig5" in payload["targets"]:
+        curves = {f"{PAPER_LABELS[s]} {s}": row for s, row in rows.items()}
+        plain = groups.get(_key({"strategy": "R2P", "view_correction": "0"}))
+        if plain:
+            curves["S1 R2P, no view correction"] = payload["fig5_no_vc"] = summarize(plain)
+        if curves:
+            plot_fig5(curves, os.path.join(root, "fig5.png"))
+    if "fig8" in payload["targets"]:
+        series = fig8_series(groups, FIG8_SHARES)
+        payload["fig8"] = {"shares": list(FIG8_SHARES), **series}
+        if any(p for points in series.values() for p in points):
+            plot_fig8(FIG8_SHARES, series, os.path.join(root, "fig8.png"))
+    with open(os.path.join(root, "results.json"), "w") as f:
+        json.dump(payload, f, indent=1)

@@ -1,0 +1,89 @@
+"""experiments.reproduce: the run plan, the report over seeds, and (slow) a tiny end-to-end run."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments import reproduce, reproduce_report
+from experiments.configs import reproduce as reproduce_config
+
+
+def test_plan_covers_each_target_once():
+    table1 = reproduce.plan_runs(["table1"], [0, 1], "cpu")
+    assert len(table1) == 12
+    assert {r.seed for r in table1} == {0, 1}
+    fig5 = reproduce.plan_runs(["table1", "fig5"], [0], "cpu")
+    assert len(fig5) == 7 and sum(not r.view_correction for r in fig5) == 1
+    fig8 = reproduce.plan_runs(["fig8"], [0], "cpu")
+    # 4 shares below 100 % × (supervised, weak) + the full S4 run shared by both curves.
+    assert len(fig8) == 9
+    everything = reproduce.plan_runs(list(reproduce.TARGETS), [0], "cpu")
+    assert len(everything) == 6 + 1 + 8   # S4 at m = 100 % is Table 1's run
+    assert len({r.name for r in everything}) == len(everything)
+
+
+@pytest.mark.parametrize("targets,seeds,scale", [(["table3"], [0], "cpu"), ([], [0], "cpu"),
+                                                 (["table1"], [], "cpu"),
+                                                 (["table1"], [0], "huge")])
+def test_plan_rejects_bad_arguments(targets, seeds, scale):
+    with pytest.raises(ValueError):
+        reproduce.plan_runs(targets, seeds, scale)
+
+
+def test_every_planned_run_has_a_valid_config():
+    for run in reproduce.plan_runs(list(reproduce.TARGETS), [3], "cpu"):
+        config = reproduce_config.get_config(run.config_arg)
+        assert config.seed == 3
+        assert config.data.view_correction == run.view_correction
+        assert 0 < config.data.train_fraction <= 1 and 0 < config.data.labelled_fraction <= 1
+
+
+def _record(config_arg, seed, mean, curve_value=0.5):
+    thresholds = np.linspace(0, 50, 20).tolist()
+    return {"config_arg": config_arg, "seed": seed,
+            "test": {"mean_epe_mm": mean, "median_epe_mm": mean - 1, "auc_20_50": 0.5,
+                     "pck_thresholds_mm": thresholds, "pck": [curve_value] * 20}}
+
+
+def test_report_gives_mean_and_std_over_seeds(tmp_path):
+    runs = [_record("strategy=R2P,scale=cpu,seed=0", 0, 20.0),
+            _record("strategy=R2P,scale=cpu,seed=1", 1, 22.0),
+            _record("strategy=RC2CHP_poe,scale=cpu,seed=0", 0, 15.0),
+            _record("strategy=RC2CHP_poe,scale=cpu,seed=1", 1, 15.0),
+            _record("strategy=R2P,scale=cpu,seed=0,view_correction=0", 0, 30.0),
+            _record("strategy=RC2CHP_poe,scale=cpu,seed=0,train_fraction=0.05", 0, 40.0),
+            _record("strategy=RC2CHP_poe,scale=cpu,seed=0,labelled=0.05", 0, 35.0)]
+    payload = {"scale": "cpu", "targets": list(reproduce.TARGETS), "seeds": [0, 1],
+               "commit": "abc", "runs": runs}
+    reproduce_report.write_all(str(tmp_path), payload)
+    table = (tmp_path / "table1.md").read_text()
+    assert "| `R2P` | S1 | 21.00 ± 1.00 |" in table
+    assert "| `RC2CHP_poe` | S4 | 15.00 ± 0.00 |" in table
+    assert "S4/S1 mean-EPE ratio: 0.714" in table and "more than twice" in table
+    assert (tmp_path / "fig5.png").stat().st_size > 0
+    assert (tmp_path / "fig8.png").stat().st_size > 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["fig5_no_vc"]["mean_epe_mm"] == 30.0
+    supervised = saved["fig8"]["supervised"]
+    assert supervised[0]["mean_epe_mm"] == 40.0 and supervised[-1]["mean_epe_mm"] == 15.0
+    assert saved["fig8"]["weakly supervised"][0]["mean_epe_mm"] == 35.0
+
+
+def test_read_test_metrics_names_the_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="experiments.evaluate"):
+        reproduce_report.read_test_metrics(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_tiny_reproduction_end_to_end_and_resume(tmp_path):
+    root = tmp_path / "repro"
+    payload = reproduce.reproduce(str(root), scale="tiny", targets=["table1"], seeds=[0],
+                                  strategies=["R2P"])
+    assert len(payload["runs"]) == 1
+    assert np.isfinite(payload["runs"][0]["test"]["mean_epe_mm"])
+    assert os.path.exists(root / "table1.md") and os.path.exists(root / "results.json")
+    again = reproduce.reproduce(str(root), scale="tiny", targets=["table1"], seeds=[0],
+                                strategies=["R2P"])
+    assert again["runs"][0].get("skipped") is True
