@@ -5,19 +5,20 @@ The record says everything the trainer needs: which latents are decoded, by whic
 how they are fused, and which KL terms the ELBO has. ``handvae.losses.objectives.negative_elbo``
 derives the one objective of every strategy from it, so adding a strategy is one row here.
 
-=============== ===== ============================== ====================== ====== ========= =========
-name            paper latents decoded (sources)     decoders (targets)     fusion prior KL  align KL
-=============== ===== ============================== ====================== ====== ========= =========
-``R2P``         S1    z_R ~ q(z|x_R)                 pose                   none   R
-``R2HP``        S2    z_R                            pose, heat maps        none   R
-``R2CP``        S2    z_R                            pose, cloud            none   R
-``R2CHP``       S2    z_R                            pose, heat maps, cloud none   R
-``RC2CHP_kl``   S3    z_RC ~ q(z|x_R, x_C), z_R      pose, heat maps, cloud kl     RC, R     RC ‖ R
-``RC2CHP_poe``  S4    z_R, z_C, z_RC = PoE(q_R, q_C) pose, heat maps, cloud poe    R, C
-=============== ===== ============================== ====================== ====== ========= =========
+============== ===== ============================== ========= ====== ======== ========
+name           paper latents decoded (sources)     decoders  fusion prior KL align KL
+============== ===== ============================== ========= ====== ======== ========
+``R2P``        S1    z_R ~ q(z|x_R)                 P         none   R
+``R2HP``       S2    z_R                            H, P      none   R
+``R2CP``       S2    z_R                            C, P      none   R
+``R2CHP``      S2    z_R                            C, H, P   none   R
+``RC2CHP_kl``  S3    z_RC ~ q(z|x_R, x_C), z_R      C, H, P   kl     RC, R    RC ‖ R
+``RC2CHP_poe`` S4    z_R, z_C, z_RC = PoE(q_R, q_C) C, H, P   poe    R, C
+============== ===== ============================== ========= ====== ======== ========
 
-Prior KL: β · KL(q_s ‖ N(0, I)) for each listed latent (Eqs. 1–4; S4's product has no KL of
-its own, Eq. 4). Align KL: β' · KL(q_a ‖ q_b) for each pair (a, b) (S3, Eq. 3).
+Decoders: P pose, H heat maps, C point cloud (``targets``). Prior KL: β · KL(q_s ‖ N(0, I))
+for each listed latent (Eqs. 1–4; S4's product has no KL of its own, Eq. 4). Align KL:
+β' · KL(q_a ‖ q_b) for each pair (a, b) (S3, Eq. 3).
 
 The registry is a plain dict; :func:`get_strategy` fails loudly on unknown names.
 """
