@@ -193,8 +193,10 @@ def build_model(model_config: Any) -> HandVAE:
       model_config: a ConfigDict (or mapping) with ``strategy``, ``latent_dim``,
         ``image_size``, ``resnet_width``, ``respel_width``, ``num_points``, ``heatmap_size``,
         ``pose_hidden``, ``folding_hidden``; optional ``respel_blocks`` (5),
-        ``heatmap_width`` (1024) and ``poe_prior_expert`` (False). In the experiment configs
-        the three sizes are references to ``config.data``'s (written once).
+        ``heatmap_width`` and ``poe_prior_expert`` (False). In the experiment configs the
+        three sizes are references to ``config.data``'s (written once) and ``heatmap_width``
+        is 1024 (DC-GAN); a config without it (a work directory written before the field
+        existed) gets the width those runs had, 4 · ``resnet_width``.
 
     Raises:
       ValueError: unknown strategy (the message lists the known names).
@@ -204,7 +206,8 @@ def build_model(model_config: Any) -> HandVAE:
     fields = {name: default for name, default in (
         ("latent_dim", 64), ("image_size", 256), ("resnet_width", 64), ("respel_width", 64),
         ("respel_blocks", DEFAULT_NUM_BLOCKS), ("num_points", 256), ("heatmap_size", 64),
-        ("heatmap_width", 1024), ("pose_hidden", 128), ("folding_hidden", 512))}
+        ("pose_hidden", 128), ("folding_hidden", 512))}
+    fields["heatmap_width"] = 4 * int(_config_get(model_config, "resnet_width", 64))
     return HandVAE(strategy=strategy,
                    **{name: int(_config_get(model_config, name, default))
                       for name, default in fields.items()},

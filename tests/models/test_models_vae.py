@@ -57,6 +57,9 @@ def test_build_model_reads_the_config_fields():
     # The references' widths: DC-GAN's 4×4×1024 projection, FoldingNet's 512-unit folds.
     assert (model.heatmap_width, model.respel_blocks, model.poe_prior_expert) == (
         1024, 5, False)
+    # A config.json written before heatmap_width existed rebuilds the width it trained with.
+    legacy = {k: v for k, v in config.to_dict().items() if k != "heatmap_width"}
+    assert build_model(legacy).heatmap_width == 4 * config.resnet_width
 
 
 def test_model_sizes_are_the_data_sizes_written_once():
