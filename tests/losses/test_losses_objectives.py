@@ -200,3 +200,29 @@ def test_step_options_resolve_the_config_once():
     np.testing.assert_allclose(options.learning_rate(0), config.optimizer.lr, rtol=1e-6)
     # Only hashable, config-free values reach the jitted step.
     assert not any(hasattr(v, "to_dict") for v in options)
+
+
+def test_emd_convergence_hook_reports_the_unconverged_fraction(monkeypatch):
+    """Where earth_movers_distance(..., return_converged=True) exists, the terms gain
+    emd_unconverged_fraction (over every decoded cloud); the loss is unchanged by it."""
+    from handvae.losses import objectives
+
+    def fake_emd(p, q, *, epsilon, max_iterations, return_converged=False):
+        distance = jnp.full((p.shape[0],), 0.5)
+        converged = jnp.arange(p.shape[0]) % 4 != 0  # one in four did not converge
+        return (distance, converged) if return_converged else distance
+
+    spec = get_strategy("R2CP")
+    cloud = jnp.zeros((4, 8, 3))
+    outputs = {"latents": {"R": {"mu": jnp.zeros((4, 2)), "logvar": jnp.zeros((4, 2))}},
+               "recon": {"R": {"pose": jnp.zeros((4, 21, 3)), "cloud": cloud}}}
+    batch = {"rgb": jnp.zeros((4, 4, 4, 3)), "pose": jnp.zeros((4, 21, 3)), "cloud": cloud}
+    monkeypatch.setattr(objectives, "earth_movers_distance", fake_emd)
+    monkeypatch.setattr(objectives, "_EMD_RETURNS_CONVERGED", False)
+    loss_before, terms = negative_elbo(spec, outputs, batch, WEIGHTS)
+    assert "emd_unconverged_fraction" not in terms
+    monkeypatch.setattr(objectives, "_EMD_RETURNS_CONVERGED", True)
+    loss, terms = negative_elbo(spec, outputs, batch, WEIGHTS)
+    np.testing.assert_allclose(terms["emd_unconverged_fraction"], 0.25)
+    np.testing.assert_allclose(terms["R2C_emd"], 0.5)
+    np.testing.assert_allclose(loss, loss_before)
