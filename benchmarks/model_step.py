@@ -1,6 +1,7 @@
 """Parameter counts and the time of one jitted train step per strategy (CPU by default).
 
-A train step is ``value_and_grad`` of ``handvae.losses.compute_loss`` (BatchNorm in training
+A train step is ``value_and_grad`` of ``handvae.training.step.apply_and_loss`` (the model in
+BatchNorm training
 mode, the strategy's full objective with the auction EMD) followed by an Adam update, jitted
 once per strategy; the figure is the median wall time of ``--repeats`` steps after the
 compilation (reported separately). Ratios are against R2P when it is in the run.
@@ -33,8 +34,8 @@ import optax
 
 from experiments.configs.common import get_base_config
 from handvae.data.spec import dummy_batch
-from handvae.losses import compute_loss, loss_weights_from_config
 from handvae.models import STRATEGIES, build_model, init_variables
+from handvae.training import step as step_lib
 
 
 def count_parameters(model, batch) -> dict[str, int]:
@@ -52,13 +53,13 @@ def time_train_step(config, strategy: str, batch, repeats: int) -> dict:
     model = build_model(config.model)
     variables = init_variables(model, jax.random.key(0), batch)
     tx = optax.adam(config.optimizer.lr)
-    weights = loss_weights_from_config(config, jnp.float32(config.model.beta_min))
+    options = step_lib.step_options_from_config(config)
+    weights = options.loss_weights(jnp.int32(0))
 
     def step(params, batch_stats, opt_state, batch, rng):
         def loss_fn(p):
-            return compute_loss(model, p, batch_stats, batch, rng, weights, train=True,
-                                emd_epsilon=config.loss.emd_epsilon,
-                                emd_max_iterations=config.loss.emd_max_iterations)
+            return step_lib.apply_and_loss(model.apply, p, batch_stats, batch, rng, weights,
+                                           spec=options.spec, emd=options.emd, train=True)
         (loss, (terms, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new_stats, opt_state, loss
@@ -94,10 +95,10 @@ def main() -> None:
     args = parser.parse_args()
 
     config = get_base_config("synthetic")
-    config.model.image_size = args.image_size
+    config.data.image_size = args.image_size  # the model's sizes follow config.data
     config.model.resnet_width = args.resnet_width
-    config.model.num_points = args.num_points
-    config.model.heatmap_size = args.heatmap_size
+    config.data.num_points = args.num_points
+    config.data.heatmap_size = args.heatmap_size
     batch = {k: jnp.asarray(v) for k, v in dummy_batch(
         args.batch_size, args.image_size, args.num_points, args.heatmap_size).items()}
     settings = {"batch_size": args.batch_size, "image_size": args.image_size,

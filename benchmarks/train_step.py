@@ -69,7 +69,7 @@ def time_step(config, *, steps: int, warmup: int = 1) -> dict:
     batches = [sharding.shard_batch(spec.dummy_batch(
         config.batch_size, config.data.image_size, config.data.num_points,
         config.data.heatmap_size, seed=i), mesh) for i in range(2)]
-    jitted = step_lib.make_train_step(config, model, mesh)
+    jitted = step_lib.make_train_step(config, mesh)
     start = time.perf_counter()
     compiled = jitted.lower(state, batches[0]).compile()
     compile_seconds = time.perf_counter() - start

@@ -3,7 +3,7 @@ r"""Grid sweeps: one training run per combination, each in ``<root>/<name>``, on
 Example (2 × 3 = 6 runs, sequential here)::
 
     python -m experiments.sweep --config experiments/configs/s4_poe.py:dataset=rhd \
-        --root workdirs/s4_sweep --sweep 'model.beta_max=1e-3,1e-2' \
+        --root workdirs/s4_sweep --sweep 'loss.beta_max=1e-3,1e-2' \
         --sweep 'loss.lambda_cloud=0.5,1,2'
 
 ``--print_only`` prints one ``python -m experiments.train`` command per run instead (for a
@@ -45,12 +45,12 @@ METRIC_COLUMNS = ("mean_epe_mm", "median_epe_mm", "auc_20_50", "auc_0_50", "trai
 
 
 def parse_sweep(spec: str) -> tuple[str, list[str]]:
-    """``'model.beta_max=1e-3,1e-2'`` → ``('model.beta_max', ['1e-3', '1e-2'])``."""
+    """``'loss.beta_max=1e-3,1e-2'`` → ``('loss.beta_max', ['1e-3', '1e-2'])``."""
     key, sep, values = spec.partition("=")
     items = [v.strip() for v in values.split(",") if v.strip()]
     if not sep or not key.strip() or not items:
         raise ValueError(f"--sweep {spec!r}: expected 'field=value1,value2,...', e.g. "
-                         "'model.beta_max=1e-3,1e-2'")
+                         "'loss.beta_max=1e-3,1e-2'")
     return key.strip(), items
 
 
@@ -64,7 +64,7 @@ def expand_grid(specs: Sequence[str]) -> list[dict[str, str]]:
 
 
 def run_name(assignment: dict[str, str]) -> str:
-    """Work-directory name of a run, e.g. ``model.beta_max=1e-3_loss.lambda_cloud=0.5``."""
+    """Work-directory name of a run, e.g. ``loss.beta_max=1e-3_loss.lambda_cloud=0.5``."""
     if not assignment:
         return "base"
     return "_".join(f"{k}={v}" for k, v in assignment.items()).replace("/", "-")

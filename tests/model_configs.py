@@ -1,19 +1,23 @@
 """Tiny, CPU-cheap model configs shared by the model and objective tests.
 
 Importable from any test module: pytest puts this folder (it holds the root conftest.py) on
-``sys.path``.
+``sys.path``. The sizes are the configs' own ``tiny`` variant (``experiments/configs/common.py``
+``shrink_to_tiny``: 32-px crops, 64 points, 8-px heat maps), not a hand-shrunk copy.
 """
 
-from experiments.configs.common import get_base_config
+from experiments.configs.common import get_base_config, shrink_to_tiny
 
 
-def tiny_model_config(strategy: str, *, latent_dim: int = 8, resnet_width: int = 4,
-                      respel_width: int = 8, hidden: int = 16):
-    """``config.model`` for ``strategy`` at 32-px crops, 64 points and 8-px heat maps."""
-    c = get_base_config("synthetic").model
-    c.strategy = strategy
-    c.latent_dim, c.image_size, c.resnet_width = latent_dim, 32, resnet_width
-    c.respel_width, c.num_points, c.heatmap_size = respel_width, 64, 8
-    c.pose_hidden, c.folding_hidden = hidden, hidden
-    c.respel_blocks = 2
-    return c
+def tiny_config(strategy: str = "R2P"):
+    """The whole experiment config of ``strategy`` at its ``tiny`` size."""
+    config = shrink_to_tiny(get_base_config("synthetic"))
+    config.model.strategy = strategy
+    return config
+
+
+def tiny_model_config(strategy: str, **overrides):
+    """``config.model`` for ``strategy`` at the ``tiny`` size, with optional field overrides."""
+    model = tiny_config(strategy).model
+    for name, value in overrides.items():
+        model[name] = value
+    return model

@@ -1,8 +1,12 @@
 """Defaults shared by every experiment config: the paper's hyper-parameters.
 
-Each experiment config calls :func:`get_base_config` and sets the strategy and data set.
-Field names are the contract with ``handvae.training`` and ``experiments.sweep``
-(e.g. ``--config.model.beta_max=1e-2``, ``--config.loss.lambda_cloud=2``).
+Each experiment config calls :func:`get_base_config` and sets the strategy and data set; its
+``tiny`` argument (``s4_poe.py:tiny``, ``demo.py:strategy=R2P,tiny``) applies
+:func:`shrink_to_tiny`, the laptop/test size. Field names are the contract with
+``handvae.training`` and ``experiments.sweep`` (e.g. ``--config.loss.beta_max=1e-2``,
+``--config.loss.lambda_cloud=2``). Each value is written once: the model's crop, point and
+heat-map sizes are references to ``config.data``'s (``get_ref``), so
+``--config.data.image_size=128`` resizes both.
 """
 
 from __future__ import annotations
@@ -38,28 +42,34 @@ def get_base_config(dataset: str = "rhd") -> ml_collections.ConfigDict:
     c.data.shuffle_buffer = 1024
     c.data.num_workers = 2
 
-    # Model.
+    # Model: exactly the fields of handvae.models.HandVAE. Sizes shared with the data are
+    # references to config.data's (one value; setting either side sets both).
     c.model = ml_collections.ConfigDict()
     c.model.strategy = "R2P"
     c.model.latent_dim = 64
-    c.model.image_size = 256
+    c.model.image_size = c.data.get_ref("image_size")
+    c.model.num_points = c.data.get_ref("num_points")
+    c.model.heatmap_size = c.data.get_ref("heatmap_size")
     c.model.resnet_width = 64      # channels of ResNet-18's first stage
     c.model.respel_width = 64      # hidden units of ResPEL (half of Li & Lee's 128)
-    c.model.num_points = 256
-    c.model.heatmap_size = 64
+    c.model.respel_blocks = 5      # ResPEL residual blocks
+    c.model.heatmap_width = 1024   # DC-GAN generator: 4×4×1024, halved at each upsampling
     c.model.pose_hidden = 128
-    c.model.folding_hidden = 256
-    # KL weights: beta annealed beta_min → beta_max over beta_anneal_steps; beta' for S3.
-    c.model.beta_min = 1e-5
-    c.model.beta_max = 1e-3
-    c.model.beta_anneal_steps = 100_000
-    c.model.beta_anneal = "linear"   # "linear" in beta, or "log" (same factor every step)
-    c.model.beta_prime = 1.0
+    c.model.folding_hidden = 512   # FoldingNet's folds: 3-layer MLPs of 512 units
+    # S4's product of experts with the prior expert N(0, I) too (Sec. 3.2's text); False:
+    # the two experts of Eqs. 5-6 (see WORKSPACE.md, decisions).
+    c.model.poe_prior_expert = False
 
-    # Reconstruction weights.
+    # Objective (Eqs. 1-4, 11): reconstruction weights, KL weights and the EMD's auction.
     c.loss = ml_collections.ConfigDict()
     c.loss.lambda_heat = 0.01
     c.loss.lambda_cloud = 1.0
+    # KL weights: beta annealed beta_min → beta_max over beta_anneal_steps; beta' for S3.
+    c.loss.beta_min = 1e-5
+    c.loss.beta_max = 1e-3
+    c.loss.beta_anneal_steps = 100_000
+    c.loss.beta_anneal = "linear"    # "linear" in beta, or "log" (same factor every step)
+    c.loss.beta_prime = 1.0
     c.loss.emd_epsilon = 1e-3        # final auction epsilon (normalised units)
     c.loss.emd_max_iterations = 10_000
 
@@ -84,8 +94,9 @@ def parse_arg(arg: str | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
     """Parses a config argument ``"key=value,key=value"`` (or a bare value) over ``defaults``.
 
     ``experiments/configs/s2.py:decoders=chp,dataset=stb`` gives ``arg="decoders=chp,dataset=stb"``.
-    A bare value (``s4_poe.py:stb``) sets the first key of ``defaults``. Values are converted
-    to the type of the default.
+    A bare value (``s4_poe.py:stb``) sets the first key of ``defaults``, and a bare name of a
+    bool key sets it true (``s4_poe.py:stb,tiny``). Values are converted to the type of the
+    default (bools from true/false/1/0).
 
     Raises:
       ValueError: for an unknown key (the message lists the known ones) or a bad value.
@@ -95,6 +106,8 @@ def parse_arg(arg: str | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
         return values
     for i, item in enumerate(part for part in arg.split(",") if part):
         key, sep, value = item.partition("=")
+        if not sep and isinstance(defaults.get(item.strip()), bool):
+            key, sep, value = item.strip(), "=", "true"
         if not sep:
             if i != 0:
                 raise ValueError(f"config argument {arg!r}: bare value {item!r} must come first")
@@ -105,8 +118,43 @@ def parse_arg(arg: str | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
                              f"{sorted(defaults)}")
         kind = type(defaults[key])
         try:
-            values[key] = kind(value.strip())
+            values[key] = _to_bool(value) if kind is bool else kind(value.strip())
         except ValueError:
             raise ValueError(f"config argument {arg!r}: {key}={value!r} is not a "
                              f"{kind.__name__}") from None
     return values
+
+
+def _to_bool(text: str) -> bool:
+    text = text.strip().lower()
+    if text not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"{text!r} is not a bool (true/false)")
+    return text in ("true", "1", "yes")
+
+
+def shrink_to_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The ``tiny`` (runlocal) variant, in place: 32-px crops, 64 points, 8-px heat maps, tiny
+    widths, batch 4 and 6 steps, for tests and a laptop smoke run. Returns ``config``.
+
+    The data sizes are set once (``config.data``); the model follows through its references.
+    """
+    config.data.image_size = 32
+    config.data.num_points = 64
+    config.data.heatmap_size = 8
+    config.data.num_workers = 1
+    m = config.model
+    m.latent_dim, m.resnet_width, m.respel_width, m.respel_blocks = 8, 4, 8, 2
+    m.heatmap_width, m.pose_hidden, m.folding_hidden = 16, 16, 16
+    config.loss.emd_epsilon = 1e-2
+    config.loss.emd_max_iterations = 500
+    config.loss.beta_anneal_steps = 4
+    config.optimizer.lr = 1e-3
+    config.optimizer.lr_boundaries = (4,)
+    config.batch_size = 4
+    config.num_train_steps = 6
+    config.log_every = 2
+    config.eval_every = 3
+    config.checkpoint_every = 2
+    config.keep_checkpoints = 2
+    config.num_eval_examples = 8
+    return config

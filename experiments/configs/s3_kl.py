@@ -5,8 +5,9 @@ Command::
     python -m experiments.train --config experiments/configs/s3_kl.py:dataset=rhd \\
         --workdir workdirs/s3_rhd
 
-Argument: ``dataset=rhd|stb|synthetic`` (default rhd). The alignment weight is
-``model.beta_prime`` (β', 1 in the paper).
+Arguments: ``dataset=rhd|stb|synthetic`` (default rhd); ``tiny`` shrinks everything to a
+CPU smoke run (``common.shrink_to_tiny``). The alignment weight is
+``loss.beta_prime`` (β', 1 in the paper).
 
 Expected result: better than S2 with the same decoders (the aligned latent space), below S4.
 """
@@ -20,7 +21,7 @@ from experiments.configs import common
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """S3 on ``dataset`` (``arg``: ``dataset=rhd|stb|synthetic``)."""
-    args = common.parse_arg(arg, {"dataset": "rhd"})
+    args = common.parse_arg(arg, {"dataset": "rhd", "tiny": False})
     config = common.get_base_config(args["dataset"])
     config.model.strategy = "RC2CHP_kl"
-    return config
+    return common.shrink_to_tiny(config) if args["tiny"] else config

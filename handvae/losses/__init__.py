@@ -11,13 +11,12 @@ from handvae.losses.reconstruction import heatmap_l2, pose_l2
 from handvae.ops.gaussian import (gaussian_kl, kl_to_standard_normal, product_of_experts,
                                   reparameterize)
 
-# Per-strategy objectives (handvae/losses/objectives.py).
-from handvae.losses.objectives import (OBJECTIVES, LossWeights, compute_loss,
-                                       loss_weights_from_config)
+# The one objective of every strategy (handvae/losses/objectives.py).
+from handvae.losses.objectives import EMDOptions, LossWeights, negative_elbo
 
 __all__ = [
-    "AuctionOutput", "LossWeights", "OBJECTIVES", "auction_assignment", "chamfer_distance",
-    "compute_loss", "earth_movers_distance", "gaussian_kl", "heatmap_l2",
-    "kl_to_standard_normal", "loss_weights_from_config", "pairwise_squared_distances",
-    "pose_l2", "product_of_experts", "reparameterize", "safe_sqrt",
+    "AuctionOutput", "EMDOptions", "LossWeights", "auction_assignment", "chamfer_distance",
+    "earth_movers_distance", "gaussian_kl", "heatmap_l2", "kl_to_standard_normal",
+    "negative_elbo", "pairwise_squared_distances", "pose_l2", "product_of_experts",
+    "reparameterize", "safe_sqrt",
 ]

@@ -1,4 +1,4 @@
-"""Squared-error reconstruction losses for 3-D poses (Eq. 10) and heat maps (Eq. 7)."""
+"""Reconstruction losses: squared error of 3-D poses (Eq. 10), norm of heat maps (Eq. 7)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from handvae.losses import _validation
+from handvae.losses.chamfer import safe_sqrt
 
 Array = jax.Array
 
@@ -41,17 +42,20 @@ def pose_l2(pred: Array, target: Array) -> Array:
 
 @jax.jit
 def heatmap_l2(pred: Array, target: Array) -> Array:
-    """Squared L2 error of 2-D keypoint heat maps, one value per example (Eq. 7).
+    """Unsquared L2 error of 2-D keypoint heat maps, one value per example (Eq. 7).
 
-    L = Σ_{h, w, j} (pred[h, w, j] − target[h, w, j])²: **summed** over pixels and joints
-    (the paper's ‖H − Ĥ‖², weighted by λ_heat in the objective).
+    L_heat = Σ_j ‖Ĥ_j − H_j‖ with ‖·‖ the Euclidean (Frobenius) norm of keypoint j's [H, W]
+    map difference: the norm is **not squared**, and it is **summed** over the J keypoints
+    (weighted by λ_heat in the objective). Where a keypoint's maps agree exactly the norm is
+    0 and its gradient is taken as 0 (``safe_sqrt``), not NaN.
 
     Args:
       pred: [B, H, W, J] predicted heat maps (values ~[0, 1]).
       target: [B, H, W, J] target heat maps.
 
     Returns:
-      [B] summed squared error (heat-map units²).
+      [B] sum over keypoints of the per-keypoint map-difference norms (heat-map units).
     """
     pred, target = _check_pair(pred, target, ("B", "H", "W", "J"))
-    return jnp.sum(jnp.square(pred - target), axis=(1, 2, 3))
+    per_keypoint = safe_sqrt(jnp.sum(jnp.square(pred - target), axis=(1, 2)))  # [B, J]
+    return jnp.sum(per_keypoint, axis=-1)

@@ -1,11 +1,13 @@
 """Decoders p(x | z) shared by every encoder: 3-D pose, 2-D heat maps, point cloud.
 
 * :class:`PoseDecoder`: 4 dense layers of 128 units (ReLU) and a linear output → [21, 3].
-* :class:`HeatmapDecoder`: DC-GAN generator (Radford et al. 2016): a dense layer to a 4×4 map,
-  then 4×4 stride-2 transposed convolutions with BatchNorm and ReLU, halving the channels at
-  each doubling, the last one giving the 21 maps → [Hm, Hm, 21], Hm = 4 · 2^k.
+* :class:`HeatmapDecoder`: DC-GAN generator (Radford et al. 2016): a dense layer to a 4×4 map
+  of 1024 channels (DC-GAN's width), then 4×4 stride-2 transposed convolutions with BatchNorm
+  and ReLU, halving the channels at each doubling (1024 → 512 → 256 → 128 for 64² maps, as in
+  DC-GAN's generator), the last one giving the 21 maps → [Hm, Hm, 21], Hm = 4 · 2^k.
 * :class:`FoldingDecoder`: FoldingNet (Yang et al., CVPR 2018): a fixed 2-D grid of N points,
-  shared by every example and not a parameter, folded twice by MLPs conditioned on z → [N, 3].
+  shared by every example and not a parameter, folded twice by 3-layer MLPs of 512 units
+  (FoldingNet's folds) conditioned on z → [N, 3].
 """
 
 from __future__ import annotations
@@ -57,11 +59,12 @@ class HeatmapDecoder(nn.Module):
 
     Attributes:
       heatmap_size: Hm (64 in the paper), a power-of-two multiple of 4.
-      width: channels of the first 4×4 map; halved at every upsampling (at least 8).
+      width: channels of the first 4×4 map (1024 in DC-GAN's generator); halved at every
+        upsampling (at least 8).
     """
 
     heatmap_size: int = 64
-    width: int = 256
+    width: int = 1024
 
     @nn.compact
     def __call__(self, z: jax.Array, *, train: bool) -> jax.Array:
@@ -126,11 +129,11 @@ class FoldingDecoder(nn.Module):
 
     Attributes:
       num_points: N, the size of the fixed grid (256 in the paper).
-      hidden: units of the folding MLPs.
+      hidden: units of the folding MLPs (512 in FoldingNet).
     """
 
     num_points: int = 256
-    hidden: int = 256
+    hidden: int = 512
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:

@@ -1,17 +1,24 @@
-"""The training strategies of Yang et al. (ICCV 2019) as data: which latents, which decoders.
+"""The training strategies of Yang et al. (ICCV 2019) as data: one record per strategy.
 
 A strategy's name reads "inputs 2 outputs": R = RGB, C = point cloud, H = heat maps, P = pose.
+The record says everything the trainer needs: which latents are decoded, by which decoders,
+how they are fused, and which KL terms the ELBO has. ``handvae.losses.objectives.negative_elbo``
+derives the one objective of every strategy from it, so adding a strategy is one row here.
 
-=============== ===== ================================== =========================== =========
-name            paper latents decoded (sources)         decoders (targets)          fusion
-=============== ===== ================================== =========================== =========
-``R2P``         S1    z_R ~ q(z|x_R)                     pose                        none
-``R2HP``        S2    z_R                                pose, heat maps             none
-``R2CP``        S2    z_R                                pose, cloud                 none
-``R2CHP``       S2    z_R                                pose, heat maps, cloud      none
-``RC2CHP_kl``   S3    z_RC ~ q(z|x_R, x_C), z_R          pose, heat maps, cloud      kl
-``RC2CHP_poe``  S4    z_R, z_C, z_RC = PoE(q_R, q_C)     pose, heat maps, cloud      poe
-=============== ===== ================================== =========================== =========
+============== ===== ============================== ========= ====== ======== ========
+name           paper latents decoded (sources)     decoders  fusion prior KL align KL
+============== ===== ============================== ========= ====== ======== ========
+``R2P``        S1    z_R ~ q(z|x_R)                 P         none   R
+``R2HP``       S2    z_R                            H, P      none   R
+``R2CP``       S2    z_R                            C, P      none   R
+``R2CHP``      S2    z_R                            C, H, P   none   R
+``RC2CHP_kl``  S3    z_RC ~ q(z|x_R, x_C), z_R      C, H, P   kl     RC, R    RC ‖ R
+``RC2CHP_poe`` S4    z_R, z_C, z_RC = PoE(q_R, q_C) C, H, P   poe    R, C
+============== ===== ============================== ========= ====== ======== ========
+
+Decoders: P pose, H heat maps, C point cloud (``targets``). Prior KL: β · KL(q_s ‖ N(0, I))
+for each listed latent (Eqs. 1–4; S4's product has no KL of its own, Eq. 4). Align KL:
+β' · KL(q_a ‖ q_b) for each pair (a, b) (S3, Eq. 3).
 
 The registry is a plain dict; :func:`get_strategy` fails loudly on unknown names.
 """
@@ -21,10 +28,17 @@ from __future__ import annotations
 from typing import NamedTuple
 
 TARGETS = ("pose", "heatmaps", "cloud")
+FUSIONS = ("none", "kl", "poe")
+SOURCES = ("R", "C", "RC")
+SUPERVISED_TARGETS = ("pose", "heatmaps")
+# Batch keys every training batch carries, whatever the strategy.
+_ALWAYS_READ = ("rgb", "labelled")
+# Extra keys the evaluation reads (hand3d metrics: millimetres and visibility).
+_EVALUATION_KEYS = ("pose", "scale", "visible")
 
 
 class StrategySpec(NamedTuple):
-    """What a strategy encodes and decodes.
+    """What a strategy encodes, decodes and which KL terms its ELBO has.
 
     Attributes:
       name: registry key, e.g. ``"RC2CHP_poe"``.
@@ -33,7 +47,11 @@ class StrategySpec(NamedTuple):
         ``"R"`` (RGB encoder), ``"C"`` (cloud encoder), ``"RC"`` (joint encoder for S3, the
         product of experts for S4).
       targets: decoded modalities, a subset of ("pose", "heatmaps", "cloud").
-      fusion: ``"none"``, ``"kl"`` (S3: joint encoder, β'·KL(q_RC‖q_R)) or ``"poe"`` (S4).
+      fusion: how the cloud enters: ``"none"`` (it does not), ``"kl"`` (S3: a joint RGB+cloud
+        encoder gives z_RC) or ``"poe"`` (S4: a cloud encoder gives z_C and
+        z_RC = PoE(q_R, q_C)).
+      prior_kl: latents whose KL to the prior N(0, I) enters the ELBO with weight β.
+      alignment_kl: pairs ``(a, b)``: β' · KL(q_a ‖ q_b) enters the ELBO (S3: ("RC", "R")).
     """
 
     name: str
@@ -41,6 +59,8 @@ class StrategySpec(NamedTuple):
     sources: tuple[str, ...]
     targets: tuple[str, ...]
     fusion: str
+    prior_kl: tuple[str, ...]
+    alignment_kl: tuple[tuple[str, str], ...] = ()
 
     @property
     def uses_cloud_input(self) -> bool:
@@ -52,15 +72,62 @@ class StrategySpec(NamedTuple):
         """Whether the strategy has a point-cloud decoder (and so learns from unlabelled data)."""
         return "cloud" in self.targets
 
+    @property
+    def latents(self) -> tuple[str, ...]:
+        """Every latent the model must encode: decoded ones and those only in a KL term."""
+        names = list(self.sources) + list(self.prior_kl)
+        names += [name for pair in self.alignment_kl for name in pair]
+        return tuple(dict.fromkeys(names))
+
+    def batch_keys(self, evaluation: bool = False) -> tuple[str, ...]:
+        """The batch entries this strategy reads (see ``handvae.data.spec``).
+
+        Training reads ``rgb``, ``labelled``, the supervised targets it decodes (``pose``,
+        ``heatmaps``) and ``cloud`` when it encodes or decodes clouds. ``evaluation=True``
+        adds what the hand3d metrics read (``pose``, ``scale``, ``visible``).
+        """
+        keys = list(_ALWAYS_READ) + [t for t in self.targets if t in SUPERVISED_TARGETS]
+        if self.uses_cloud_input or self.decodes_cloud:
+            keys.append("cloud")
+        if evaluation:
+            keys += _EVALUATION_KEYS
+        return tuple(dict.fromkeys(keys))
+
+    def validate(self) -> StrategySpec:
+        """Checks the record's internal consistency; returns it (ValueError naming the field)."""
+        problems = []
+        if self.fusion not in FUSIONS:
+            problems.append(f"fusion {self.fusion!r} is not one of {FUSIONS}")
+        if not self.targets or not set(self.targets) <= set(TARGETS):
+            problems.append(f"targets {self.targets} must be a non-empty subset of {TARGETS}")
+        if not self.sources:
+            problems.append("sources is empty")
+        available = {"none": {"R"}, "kl": {"R", "RC"}, "poe": {"R", "C", "RC"}}.get(
+            self.fusion, set())
+        used = set(self.latents)
+        if not used <= available:
+            problems.append(f"latents {sorted(used - available)} need another fusion (fusion "
+                            f"{self.fusion!r} gives {sorted(available)})")
+        if self.fusion == "poe" and "RC" in self.prior_kl:
+            problems.append("the product of experts has no KL of its own (Eq. 4): drop 'RC' "
+                            "from prior_kl")
+        if problems:
+            raise ValueError(f"strategy {self.name!r}: " + "; ".join(problems))
+        return self
+
 
 STRATEGY_SPECS: dict[str, StrategySpec] = {
-    "R2P": StrategySpec("R2P", "S1", ("R",), ("pose",), "none"),
-    "R2HP": StrategySpec("R2HP", "S2", ("R",), ("pose", "heatmaps"), "none"),
-    "R2CP": StrategySpec("R2CP", "S2", ("R",), ("pose", "cloud"), "none"),
-    "R2CHP": StrategySpec("R2CHP", "S2", ("R",), TARGETS, "none"),
-    "RC2CHP_kl": StrategySpec("RC2CHP_kl", "S3", ("RC", "R"), TARGETS, "kl"),
-    "RC2CHP_poe": StrategySpec("RC2CHP_poe", "S4", ("R", "C", "RC"), TARGETS, "poe"),
+    "R2P": StrategySpec("R2P", "S1", ("R",), ("pose",), "none", ("R",)),
+    "R2HP": StrategySpec("R2HP", "S2", ("R",), ("pose", "heatmaps"), "none", ("R",)),
+    "R2CP": StrategySpec("R2CP", "S2", ("R",), ("pose", "cloud"), "none", ("R",)),
+    "R2CHP": StrategySpec("R2CHP", "S2", ("R",), TARGETS, "none", ("R",)),
+    "RC2CHP_kl": StrategySpec("RC2CHP_kl", "S3", ("RC", "R"), TARGETS, "kl", ("RC", "R"),
+                              (("RC", "R"),)),
+    "RC2CHP_poe": StrategySpec("RC2CHP_poe", "S4", ("R", "C", "RC"), TARGETS, "poe",
+                               ("R", "C")),
 }
+for _spec in STRATEGY_SPECS.values():
+    _spec.validate()
 
 STRATEGIES: tuple[str, ...] = tuple(STRATEGY_SPECS)
 
@@ -70,5 +137,6 @@ def get_strategy(name: str) -> StrategySpec:
     try:
         return STRATEGY_SPECS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown strategy {name!r}; known strategies: {', '.join(STRATEGIES)} "
+        raise ValueError(f"unknown strategy {name!r}; known strategies: "
+                         f"{', '.join(STRATEGY_SPECS)} "
                          "(set config.model.strategy to one of them)") from None

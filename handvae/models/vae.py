@@ -52,9 +52,12 @@ class HandVAE(nn.Module):
       respel_blocks: ResPEL residual blocks (5).
       num_points: N, points of the decoded cloud (256).
       heatmap_size: Hm, side of the decoded heat maps (64).
-      heatmap_width: channels of the heat-map decoder's first 4×4 map (256).
+      heatmap_width: channels of the heat-map decoder's first 4×4 map (1024, DC-GAN's
+        generator; halved at each upsampling).
       pose_hidden: units of the pose decoder's 4 hidden layers (128).
-      folding_hidden: units of the FoldingNet MLPs (256).
+      folding_hidden: units of the FoldingNet MLPs (512, FoldingNet's folds).
+      poe_prior_expert: S4's product of experts also multiplies in the prior N(0, I)
+        (Sec. 3.2's text, q ∝ p(z) q(z|x) q(z|w)); False: the two experts of Eqs. 5–6.
     """
 
     strategy: str = "R2P"
@@ -65,9 +68,10 @@ class HandVAE(nn.Module):
     respel_blocks: int = DEFAULT_NUM_BLOCKS
     num_points: int = 256
     heatmap_size: int = 64
-    heatmap_width: int = 256
+    heatmap_width: int = 1024
     pose_hidden: int = 128
-    folding_hidden: int = 256
+    folding_hidden: int = 512
+    poe_prior_expert: bool = False
 
     def setup(self) -> None:
         spec = get_strategy(self.strategy)
@@ -92,7 +96,8 @@ class HandVAE(nn.Module):
 
     def encode(self, rgb: jax.Array, cloud: jax.Array | None, *, train: bool
                ) -> dict[str, tuple[jax.Array, jax.Array]]:
-        """Every source posterior of the strategy: {"R" | "C" | "RC": (mu, logvar) [B, D]}."""
+        """Every posterior the strategy decodes or puts in a KL term (``spec.latents``):
+        {"R" | "C" | "RC": (mu, logvar) [B, D]}."""
         spec = get_strategy(self.strategy)
         if spec.uses_cloud_input:
             if cloud is None:
@@ -108,8 +113,9 @@ class HandVAE(nn.Module):
             posteriors["C"] = self.cloud_encoder(cloud)
             mus = jnp.stack([posteriors["R"][0], posteriors["C"][0]])
             logvars = jnp.stack([posteriors["R"][1], posteriors["C"][1]])
-            posteriors["RC"] = product_of_experts(mus, logvars)
-        return {source: posteriors[source] for source in spec.sources}
+            posteriors["RC"] = product_of_experts(mus, logvars,
+                                                  prior_expert=self.poe_prior_expert)
+        return {name: posteriors[name] for name in spec.latents}
 
     # -- decoders -------------------------------------------------------------------------
     def decode(self, z: jax.Array, *, train: bool) -> dict[str, jax.Array]:
@@ -150,17 +156,18 @@ class HandVAE(nn.Module):
             ``mutable=["batch_stats"]``) or running averages (False).
 
         Returns:
-          ``{"latents": {source: {"mu", "logvar", "z"}}, "recon": {source: {target: x}}}``
-          with sources from the strategy spec (e.g. "R", "C", "RC"); every latent [B, D],
-          reconstructions shaped as in :meth:`decode`.
+          ``{"latents": {name: {"mu", "logvar"[, "z"]}}, "recon": {source: {target: x}}}``:
+          latents for ``spec.latents`` (e.g. "R", "C", "RC"; "z" sampled for the decoded
+          ``spec.sources``), every latent [B, D]; reconstructions of each source shaped as in
+          :meth:`decode`.
         """
         posteriors = self.encode(rgb, cloud, train=train)
-        sources = tuple(posteriors)
+        sources = get_strategy(self.strategy).sources
         keys = jax.random.split(rng, len(sources))
-        latents = {}
+        latents = {name: {"mu": mu, "logvar": logvar} for name, (mu, logvar) in posteriors.items()}
         for key, source in zip(keys, sources):
             mu, logvar = posteriors[source]
-            latents[source] = {"mu": mu, "logvar": logvar, "z": reparameterize(key, mu, logvar)}
+            latents[source]["z"] = reparameterize(key, mu, logvar)
         # One batched pass through the shared decoders (the BatchNorm of the heat-map decoder
         # then sees every latent it decodes in one set of statistics).
         z_all = jnp.concatenate([latents[s]["z"] for s in sources], axis=0)
@@ -185,28 +192,26 @@ def build_model(model_config: Any) -> HandVAE:
     Args:
       model_config: a ConfigDict (or mapping) with ``strategy``, ``latent_dim``,
         ``image_size``, ``resnet_width``, ``respel_width``, ``num_points``, ``heatmap_size``,
-        ``pose_hidden``, ``folding_hidden``; optional ``respel_blocks`` (5) and
-        ``heatmap_width`` (4 · resnet_width).
+        ``pose_hidden``, ``folding_hidden``; optional ``respel_blocks`` (5),
+        ``heatmap_width`` and ``poe_prior_expert`` (False). In the experiment configs the
+        three sizes are references to ``config.data``'s (written once) and ``heatmap_width``
+        is 1024 (DC-GAN); a config without it (a work directory written before the field
+        existed) gets the width those runs had, 4 · ``resnet_width``.
 
     Raises:
       ValueError: unknown strategy (the message lists the known names).
     """
     strategy = _config_get(model_config, "strategy", None)
     get_strategy(strategy)
-    resnet_width = int(_config_get(model_config, "resnet_width", 64))
-    return HandVAE(
-        strategy=strategy,
-        latent_dim=int(_config_get(model_config, "latent_dim", 64)),
-        image_size=int(_config_get(model_config, "image_size", 256)),
-        resnet_width=resnet_width,
-        respel_width=int(_config_get(model_config, "respel_width", 64)),
-        respel_blocks=int(_config_get(model_config, "respel_blocks", DEFAULT_NUM_BLOCKS)),
-        num_points=int(_config_get(model_config, "num_points", 256)),
-        heatmap_size=int(_config_get(model_config, "heatmap_size", 64)),
-        heatmap_width=int(_config_get(model_config, "heatmap_width", 4 * resnet_width)),
-        pose_hidden=int(_config_get(model_config, "pose_hidden", 128)),
-        folding_hidden=int(_config_get(model_config, "folding_hidden", 256)),
-    )
+    fields = {name: default for name, default in (
+        ("latent_dim", 64), ("image_size", 256), ("resnet_width", 64), ("respel_width", 64),
+        ("respel_blocks", DEFAULT_NUM_BLOCKS), ("num_points", 256), ("heatmap_size", 64),
+        ("pose_hidden", 128), ("folding_hidden", 512))}
+    fields["heatmap_width"] = 4 * int(_config_get(model_config, "resnet_width", 64))
+    return HandVAE(strategy=strategy,
+                   **{name: int(_config_get(model_config, name, default))
+                      for name, default in fields.items()},
+                   poe_prior_expert=bool(_config_get(model_config, "poe_prior_expert", False)))
 
 
 def strategy_spec(model: HandVAE) -> StrategySpec:

@@ -43,19 +43,22 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class ModelFunctions(NamedTuple):
-    """The model and objective the loop trains (defaults: ``handvae.models``/``losses``)."""
+    """The model and objective the loop trains (defaults: ``handvae.models``/``losses``).
+
+    ``objective(spec, outputs, batch, weights, *, emd) -> (loss, terms)`` scores the outputs
+    of ``model.apply``; the train step applies the model (``handvae.training.step``).
+    """
 
     build_model: Callable[[ml_collections.ConfigDict], Any]
     init_variables: Callable[..., dict[str, Any]]
-    compute_loss: Callable[..., Any]
-    loss_weights_from_config: Callable[..., Any]
+    objective: Callable[..., Any]
     predict_pose: Callable[..., Any]
 
 
 def default_model_functions() -> ModelFunctions:
-    """The real model (``handvae.models.vae``) and objectives (``handvae.losses``)."""
-    return ModelFunctions(vae.build_model, vae.init_variables, objectives.compute_loss,
-                          objectives.loss_weights_from_config, vae.predict_pose)
+    """The real model (``handvae.models.vae``) and objective (``handvae.losses``)."""
+    return ModelFunctions(vae.build_model, vae.init_variables, objectives.negative_elbo,
+                          vae.predict_pose)
 
 
 def _train_iterator(config: ml_collections.ConfigDict, batches: BatchSource | None,
@@ -195,8 +198,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     start_step = int(jax.device_get(state.step))
     num_steps = int(config.num_train_steps)
 
-    train_step = step_lib.make_train_step(config, model, mesh, loss_fn=fns.compute_loss,
-                                          weights_fn=fns.loss_weights_from_config)
+    train_step = step_lib.make_train_step(config, mesh, objective_fn=fns.objective)
     eval_mesh = mesh if jax.process_count() == 1 else sharding.make_mesh(jax.local_devices())
     eval_step = step_lib.make_eval_step(model, eval_mesh, predict_fn=fns.predict_pose)
     writer = MetricWriter(workdir, enabled=is_main)

@@ -1,16 +1,16 @@
-"""The train state: parameters, BatchNorm statistics, optimiser state, step and base RNG."""
+"""The train state: flax's ``TrainState`` plus BatchNorm statistics and the base RNG."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from flax.training import train_state
 
 from handvae.data import spec
 from handvae.models import vae
@@ -21,22 +21,18 @@ _INIT_STREAM = 0
 _TRAIN_STREAM = 1
 
 
-@flax.struct.dataclass
-class TrainState:
+class TrainState(train_state.TrainState):
     """Everything a step reads and writes; a pytree, saved whole by orbax.
 
+    ``flax.training.train_state.TrainState`` (``step``, ``params``, ``opt_state``; static
+    ``apply_fn`` = ``model.apply`` and ``tx``; ``apply_gradients``) plus:
+
     Attributes:
-      step: int32 scalar, number of optimiser steps taken.
-      params: model parameters.
       batch_stats: BatchNorm running statistics (``{}`` for a model without BatchNorm).
-      opt_state: optax state of :func:`make_optimizer`.
       rng: uint32[2] base key; step ``s`` uses ``jax.random.fold_in(rng, s)``.
     """
 
-    step: jax.Array
-    params: Any
     batch_stats: Any
-    opt_state: Any
     rng: jax.Array
 
     def variables(self) -> dict[str, Any]:
@@ -63,7 +59,8 @@ def create_train_state(config: ml_collections.ConfigDict, model: Any,
 
     Args:
       config: the experiment config (``seed``, ``optimizer``, ``data`` sizes).
-      model: a flax module from ``handvae.models.vae.build_model``.
+      model: a flax module from ``handvae.models.vae.build_model``; ``model.apply`` becomes
+        the state's ``apply_fn``.
       batch: a batch (host arrays, contract shapes) used only for shapes; default
         :func:`init_batch`.
       init_fn: ``(model, rng, batch) -> {'params', 'batch_stats'}``; default
@@ -80,9 +77,9 @@ def create_train_state(config: ml_collections.ConfigDict, model: Any,
         raise ValueError(f"init_fn must return a dict with 'params', got keys {list(variables)}")
     params = variables["params"]
     tx = make_optimizer(config)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+    return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params,
+                      tx=tx, opt_state=tx.init(params),
                       batch_stats=variables.get("batch_stats", {}),
-                      opt_state=tx.init(params),
                       rng=jax.random.fold_in(seed_key, _TRAIN_STREAM))
 
 

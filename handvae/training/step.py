@@ -1,15 +1,27 @@
 """Jitted training and evaluation steps on the ``("data",)`` mesh.
 
-``train_step(state, batch) -> (state, metrics)`` donates the incoming state, reads the batch
-split along axis 0 and returns the state replicated. Its randomness is
-``fold_in(state.rng, state.step)``: a step's noise depends only on the seed and the step
-number, so a resumed run draws exactly what an uninterrupted one would.
+The step's shape (as in flax's ``examples/imagenet/train.py``)::
+
+    config ──step_options_from_config (once, outside jit)──▶ StepOptions
+        (strategy record, λ_heat, λ_cloud, β', EMD options, optax β and lr schedules)
+    train_step(state, batch):
+        rng     = fold_in(state.rng, state.step)
+        weights = options.loss_weights(state.step)               # β from its schedule
+        outputs, batch_stats = state.apply_fn(variables, rgb, cloud, rng, train=True,
+                                              mutable=["batch_stats"])   # the model, here
+        loss, terms = negative_elbo(spec, outputs, batch, weights, emd=...)  # pure arrays
+        state = state.apply_gradients(grads=∇loss, batch_stats=batch_stats)
+
+``make_train_step`` jits it: the incoming state is donated, the batch is split along axis 0
+and the state is returned replicated. A step's noise depends only on the seed and the step
+number, so a resumed run draws exactly what an uninterrupted one would. No ConfigDict reaches
+the jitted function.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,73 +29,144 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from handvae.losses import objectives
+from handvae.losses.objectives import EMDOptions, LossWeights, negative_elbo
 from handvae.models import vae
+from handvae.models.registry import StrategySpec, get_strategy
 from handvae.training import schedules, sharding
-from handvae.training.state import TrainState, make_optimizer
+from handvae.training.state import TrainState
 
 Metrics = dict[str, jax.Array]
+# (spec, outputs, batch, weights, *, emd) -> (loss, terms); default negative_elbo.
+ObjectiveFn = Callable[..., tuple[jax.Array, Metrics]]
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: Any,
-               config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
-               loss_fn: Callable[..., Any], weights_fn: Callable[..., Any]
-               ) -> tuple[TrainState, Metrics]:
-    """One Adam step on the strategy's objective (un-jitted; see :func:`make_train_step`).
+class StepOptions(NamedTuple):
+    """Everything the train step reads from the config, resolved once outside ``jit``.
+
+    Attributes:
+      spec: the strategy record (which latents, decoders and KL terms).
+      lambda_heat: heat-map weight λ_heat (``config.loss.lambda_heat``).
+      lambda_cloud: point-cloud weight λ_cloud (``config.loss.lambda_cloud``).
+      beta_prime: alignment weight β' (``config.loss.beta_prime``).
+      emd: auction options (``config.loss.emd_epsilon``, ``config.loss.emd_max_iterations``).
+      beta: optax schedule step → β (``config.loss.beta_*``).
+      learning_rate: optax schedule step → learning rate (``config.optimizer``), the one the
+        state's optimiser was built with; reported as a metric.
+    """
+
+    spec: StrategySpec
+    lambda_heat: float
+    lambda_cloud: float
+    beta_prime: float
+    emd: EMDOptions
+    beta: optax.Schedule
+    learning_rate: optax.Schedule
+
+    def loss_weights(self, step: jax.Array) -> LossWeights:
+        """The objective's weights at ``step`` (β from its schedule)."""
+        return LossWeights(lambda_heat=self.lambda_heat, lambda_cloud=self.lambda_cloud,
+                           beta=jnp.asarray(self.beta(step), jnp.float32),
+                           beta_prime=self.beta_prime)
+
+
+def step_options_from_config(config: ml_collections.ConfigDict) -> StepOptions:
+    """Reads ``config.model.strategy``, ``config.loss`` and ``config.optimizer`` once."""
+    loss = config.loss
+    return StepOptions(
+        spec=get_strategy(config.model.strategy),
+        lambda_heat=float(loss.lambda_heat), lambda_cloud=float(loss.lambda_cloud),
+        beta_prime=float(loss.beta_prime),
+        emd=EMDOptions(epsilon=float(loss.emd_epsilon),
+                       max_iterations=int(loss.emd_max_iterations)),
+        beta=schedules.beta_schedule_from_config(config),
+        learning_rate=schedules.learning_rate_from_config(config))
+
+
+def apply_and_loss(apply_fn: Callable[..., Any], params: Any, batch_stats: Any,
+                   batch: Mapping[str, jax.Array], rng: jax.Array, weights: LossWeights, *,
+                   spec: StrategySpec, emd: EMDOptions = EMDOptions(), train: bool,
+                   objective_fn: ObjectiveFn = negative_elbo
+                   ) -> tuple[jax.Array, tuple[Metrics, Any]]:
+    """Applies the model to ``batch`` and scores it; differentiable w.r.t. ``params``.
 
     Args:
-      state: the train state.
+      apply_fn: ``model.apply`` (``state.apply_fn``).
+      params: the model's parameters.
+      batch_stats: BatchNorm statistics.
+      batch: a batch of the contract in ``handvae.data.spec`` (``spec.batch_keys()``).
+      rng: PRNG key of the reparameterisation noise.
+      weights: λ_heat, λ_cloud, β, β'.
+      spec: the strategy record.
+      emd: auction options of the EMD term.
+      train: BatchNorm in training mode (batch statistics; the updated ``batch_stats`` are
+        returned) or evaluation mode (running averages; returned unchanged).
+      objective_fn: ``(spec, outputs, batch, weights, *, emd) -> (loss, terms)``.
+
+    Returns:
+      ``(loss, (terms, new_batch_stats))``.
+    """
+    cloud = batch.get("cloud") if spec.uses_cloud_input else None
+    if spec.uses_cloud_input and cloud is None:
+        raise ValueError(f"strategy {spec.name} encodes the point cloud: the batch needs "
+                         "'cloud' [B, N, 3]")
+    variables = {"params": params, "batch_stats": batch_stats}
+    if train:
+        outputs, mutated = apply_fn(variables, batch["rgb"], cloud, rng, train=True,
+                                    mutable=["batch_stats"])
+        new_batch_stats = mutated["batch_stats"]
+    else:
+        outputs = apply_fn(variables, batch["rgb"], cloud, rng, train=False)
+        new_batch_stats = batch_stats
+    loss, terms = objective_fn(spec, outputs, batch, weights, emd=emd)
+    return loss, (terms, new_batch_stats)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, options: StepOptions,
+               objective_fn: ObjectiveFn = negative_elbo) -> tuple[TrainState, Metrics]:
+    """One optimiser step on the strategy's objective (un-jitted; see :func:`make_train_step`).
+
+    Args:
+      state: the train state (``apply_fn`` = ``model.apply``, ``tx`` = Adam).
       batch: a batch of the contract in ``handvae.data.spec`` (arrays [B, ...]).
-      model: the flax module.
-      config: experiment config (``model.beta_*``, ``loss.*``).
-      tx: the optimiser of :func:`handvae.training.state.make_optimizer`.
-      loss_fn: ``compute_loss(model, params, batch_stats, batch, rng, weights, *, train,
-        emd_epsilon, emd_max_iterations) -> (loss, (terms, new_batch_stats))``.
-      weights_fn: ``(config, beta) -> LossWeights``.
+      options: the resolved config (:func:`step_options_from_config`).
+      objective_fn: the objective (default ``handvae.losses.negative_elbo``).
 
     Returns:
       The next state and a dict of scalar metrics: ``loss``, every loss term, ``beta``,
       ``learning_rate`` and ``grad_norm``.
     """
     rng = jax.random.fold_in(state.rng, state.step)
-    beta = schedules.beta_schedule_from_config(config)(state.step)
-    weights = weights_fn(config, beta)
+    weights = options.loss_weights(state.step)
 
-    def objective(params):
-        return loss_fn(model, params, state.batch_stats, batch, rng, weights, train=True,
-                       emd_epsilon=config.loss.emd_epsilon,
-                       emd_max_iterations=config.loss.emd_max_iterations)
+    def loss_fn(params):
+        return apply_and_loss(state.apply_fn, params, state.batch_stats, batch, rng, weights,
+                              spec=options.spec, emd=options.emd, train=True,
+                              objective_fn=objective_fn)
 
     (loss, (terms, new_batch_stats)), grads = jax.value_and_grad(
-        objective, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+        loss_fn, has_aux=True)(state.params)
+    new_state = state.apply_gradients(grads=grads, batch_stats=new_batch_stats)
     metrics = {**{k: jnp.asarray(v, jnp.float32) for k, v in terms.items()},
-               "loss": loss.astype(jnp.float32), "beta": beta,
-               "learning_rate": jnp.asarray(
-                   schedules.learning_rate_from_config(config)(state.step), jnp.float32),
+               "loss": loss.astype(jnp.float32), "beta": weights.beta,
+               "learning_rate": jnp.asarray(options.learning_rate(state.step), jnp.float32),
                "grad_norm": optax.global_norm(grads)}
-    new_state = state.replace(step=state.step + 1, params=params,
-                              batch_stats=new_batch_stats, opt_state=opt_state)
     return new_state, metrics
 
 
-def make_train_step(config: ml_collections.ConfigDict, model: Any, mesh: Mesh, *,
-                    loss_fn: Callable[..., Any] | None = None,
-                    weights_fn: Callable[..., Any] | None = None
+def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh, *,
+                    objective_fn: ObjectiveFn | None = None
                     ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, Metrics]]:
     """``train_step`` jitted on ``mesh``: state replicated and donated, batch split on axis 0.
 
-    ``loss_fn``/``weights_fn`` default to ``handvae.losses.objectives.compute_loss`` and
-    ``loss_weights_from_config``.
+    The config is resolved here, once (:func:`step_options_from_config`); the model and the
+    optimiser come with the state (``create_train_state``). ``objective_fn`` defaults to
+    ``handvae.losses.negative_elbo``.
     """
-    loss_fn = objectives.compute_loss if loss_fn is None else loss_fn
-    weights_fn = objectives.loss_weights_from_config if weights_fn is None else weights_fn
-    tx = make_optimizer(config)
+    options = step_options_from_config(config)
+    objective_fn = negative_elbo if objective_fn is None else objective_fn
 
     def step(state, batch):
-        return train_step(state, batch, model=model, config=config, tx=tx,
-                          loss_fn=loss_fn, weights_fn=weights_fn)
+        return train_step(state, batch, options=options, objective_fn=objective_fn)
 
     rep = sharding.replicated(mesh)
     return jax.jit(step, in_shardings=(rep, sharding.batch_sharded(mesh)),

@@ -40,8 +40,11 @@ def test_paper_defaults():
     assert config.optimizer.lr == 1e-4 and config.batch_size == 32
     assert config.model.latent_dim == 64
     assert (config.loss.lambda_heat, config.loss.lambda_cloud) == (0.01, 1.0)
-    assert (config.model.beta_min, config.model.beta_max, config.model.beta_prime) == (
+    assert (config.loss.beta_min, config.loss.beta_max, config.loss.beta_prime) == (
         1e-5, 1e-3, 1.0)
+    # The references' decoder widths; S4 without the prior expert (Eqs. 5-6).
+    assert (config.model.heatmap_width, config.model.folding_hidden) == (1024, 512)
+    assert config.model.poe_prior_expert is False
     assert len(config.optimizer.lr_boundaries) == 2 and config.optimizer.lr_decay == 0.1
 
 
@@ -58,6 +61,29 @@ def test_demo_is_small_and_consistent():
     assert config.data.heatmap_size == config.model.heatmap_size
     assert config.data.num_points == config.model.num_points
     assert config.model.resnet_width < 64
+
+
+@pytest.mark.parametrize("name,arg", [("s1_r2p", "tiny"), ("s2", "decoders=hp,tiny=true"),
+                                      ("s3_kl", "synthetic,tiny"), ("s4_poe", "tiny"),
+                                      ("demo", "strategy=R2P,tiny")])
+def test_tiny_argument_shrinks_every_config(name, arg):
+    config = _get(name, arg)
+    assert (config.data.image_size, config.data.num_points, config.data.heatmap_size) == (
+        32, 64, 8)
+    assert config.model.latent_dim == 8 and config.batch_size == 4
+    assert config.num_train_steps == 6
+    assert _get(name, arg.replace("tiny=true", "").replace("tiny", "").strip(",") or None
+                ).data.image_size > 32
+
+
+def test_each_size_is_written_once():
+    """The model's sizes are references to config.data's: one override sets both."""
+    config = _get("s4_poe")
+    config.data.image_size, config.data.num_points, config.data.heatmap_size = 128, 32, 16
+    assert (config.model.image_size, config.model.num_points, config.model.heatmap_size) == (
+        128, 32, 16)
+    for field in ("beta_min", "beta_max", "beta_anneal_steps", "beta_anneal", "beta_prime"):
+        assert field in config.loss and field not in config.model
 
 
 def test_bad_arguments_name_the_problem():

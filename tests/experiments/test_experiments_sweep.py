@@ -13,30 +13,30 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "training"))
 import training_standins as standins  # noqa: E402
 from handvae.training import loop  # noqa: E402
 
-SPECS = ["model.beta_max=1e-3,1e-2", "loss.lambda_cloud=0.5,2"]
+SPECS = ["loss.beta_max=1e-3,1e-2", "loss.lambda_cloud=0.5,2"]
 
 
 def test_grid_is_the_product_last_varying_fastest():
     grid = sweep.expand_grid(SPECS + ["seed=0,1,2"])
     assert len(grid) == 12
-    assert grid[0] == {"model.beta_max": "1e-3", "loss.lambda_cloud": "0.5", "seed": "0"}
+    assert grid[0] == {"loss.beta_max": "1e-3", "loss.lambda_cloud": "0.5", "seed": "0"}
     assert grid[1]["seed"] == "1"
-    assert sweep.run_name(grid[0]) == "model.beta_max=1e-3_loss.lambda_cloud=0.5_seed=0"
+    assert sweep.run_name(grid[0]) == "loss.beta_max=1e-3_loss.lambda_cloud=0.5_seed=0"
 
 
 def test_assignment_converts_to_field_types_and_rejects_typos():
     config = standins.tiny_config()
-    changed = sweep.apply_assignment(config, {"model.beta_max": "1e-2", "seed": "3",
+    changed = sweep.apply_assignment(config, {"loss.beta_max": "1e-2", "seed": "3",
                                              "data.augment": "false"})
-    assert changed.model.beta_max == 0.01 and changed.seed == 3
+    assert changed.loss.beta_max == 0.01 and changed.seed == 3
     assert changed.data.augment is False
-    assert config.model.beta_max == 1e-3  # the base config is untouched
-    with pytest.raises(ValueError, match="model.beta_mx: no such config field"):
-        sweep.apply_assignment(config, {"model.beta_mx": "1"})
+    assert config.loss.beta_max == 1e-3  # the base config is untouched
+    with pytest.raises(ValueError, match="loss.beta_mx: no such config field"):
+        sweep.apply_assignment(config, {"loss.beta_mx": "1"})
     with pytest.raises(ValueError, match="not an integer"):
         sweep.apply_assignment(config, {"seed": "0.5"})
     with pytest.raises(ValueError, match="expected 'field=value1,value2"):
-        sweep.parse_sweep("model.beta_max")
+        sweep.parse_sweep("loss.beta_max")
 
 
 def test_print_only_prints_one_train_command_per_run(tmp_path, capsys):
@@ -48,8 +48,8 @@ def test_print_only_prints_one_train_command_per_run(tmp_path, capsys):
     assert lines[0].startswith("python -m experiments.train "
                                "--config=experiments/configs/s4_poe.py:dataset=rhd")
     assert "--config.num_train_steps=10" in lines[0]
-    assert "--config.model.beta_max=1e-3 --config.loss.lambda_cloud=0.5" in lines[0]
-    assert f"--workdir={tmp_path}/model.beta_max=1e-2_loss.lambda_cloud=2" in lines[3]
+    assert "--config.loss.beta_max=1e-3 --config.loss.lambda_cloud=0.5" in lines[0]
+    assert f"--workdir={tmp_path}/loss.beta_max=1e-2_loss.lambda_cloud=2" in lines[3]
 
 
 def test_two_by_two_sweep_trains_four_runs_and_gathers_a_table(tmp_path):
@@ -62,14 +62,14 @@ def test_two_by_two_sweep_trains_four_runs_and_gathers_a_table(tmp_path):
     assert [r["status"] for r in rows] == ["ok"] * 4
     for row in rows:
         saved = checkpoint_config(tmp_path / row["name"])
-        assert saved.model.beta_max == float(row["model.beta_max"])
+        assert saved.loss.beta_max == float(row["loss.beta_max"])
         assert saved.loss.lambda_cloud == float(row["loss.lambda_cloud"])
     with open(tmp_path / "sweep.csv") as f:
         table = list(csv.DictReader(f))
     assert len(table) == 4 and all(float(r["mean_epe_mm"]) > 0 for r in table)
     assert {r["loss.lambda_cloud"] for r in table} == {"0.5", "2"}
     markdown = (tmp_path / "sweep.md").read_text().splitlines()
-    assert markdown[0].startswith("| name | model.beta_max | loss.lambda_cloud | status |")
+    assert markdown[0].startswith("| name | loss.beta_max | loss.lambda_cloud | status |")
     assert len(markdown) == 2 + 4
     # lambda_cloud scales the stand-in's pose term, so the runs really differ.
     assert len({r["train_loss"] for r in table}) == 4

@@ -1,7 +1,9 @@
-"""Per-strategy objectives: terms, weighting, weak-supervision masks, gradient routing.
+"""The one objective (negative_elbo) on every strategy: terms, weighting, weak-supervision
+masks, gradient routing.
 
-One jitted function per strategy initialises a tiny model and returns the loss, its terms and
-per-module gradient sizes; it is called with several ``labelled`` vectors (runtime data, so no
+One jitted function per strategy initialises a tiny model, applies it as the train step does
+(``handvae.training.step.apply_and_loss``) and returns the loss, its terms and per-module
+gradient sizes; it is called with several ``labelled`` vectors (runtime data, so no
 recompilation) to check the normalisation and the zero gradients of unlabelled batches.
 """
 
@@ -12,17 +14,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.configs.common import get_base_config
-from model_configs import tiny_model_config
+from model_configs import tiny_config, tiny_model_config
 from handvae.data.spec import dummy_batch
-from handvae.losses import (OBJECTIVES, LossWeights, compute_loss, loss_weights_from_config)
-from handvae.models import STRATEGIES, HandVAE, build_model
+from handvae.losses import EMDOptions, LossWeights, negative_elbo
+from handvae.models import STRATEGIES, build_model
 from handvae.models.registry import get_strategy
+from handvae.training import step as step_lib
 
 KEY = jax.random.key(0)
 # Tiny shapes run in milliseconds; XLA's optimisation passes are what cost time on 2 cores.
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 WEIGHTS = LossWeights(lambda_heat=0.5, lambda_cloud=2.0, beta=0.1, beta_prime=0.7)
+EMD = EMDOptions(epsilon=1e-2, max_iterations=500)
+# The paper's KL terms, written out independently of the registry (Eqs. 1-4).
 PRIOR_KL = {"R2P": ("R",), "R2HP": ("R",), "R2CP": ("R",), "R2CHP": ("R",),
             "RC2CHP_kl": ("RC", "R"), "RC2CHP_poe": ("R", "C")}
 
@@ -52,8 +56,9 @@ def _runner(strategy: str):
         variables = model.init(KEY, batch["rgb"][:1], batch["cloud"][:1], KEY, train=False)
 
         def loss_fn(params):
-            return compute_loss(model, params, variables["batch_stats"], batch, KEY, weights,
-                                train=True, emd_epsilon=1e-2, emd_max_iterations=500)
+            return step_lib.apply_and_loss(model.apply, params, variables["batch_stats"], batch,
+                                           KEY, weights, spec=get_strategy(strategy), emd=EMD,
+                                           train=True)
 
         (loss, (terms, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             variables["params"])
@@ -148,30 +153,76 @@ def test_all_unlabelled_batch_trains_only_the_rc2c_part(strategy):
         assert all(float(v) == 0.0 for v in grads.values())
 
 
-def test_objectives_registry_covers_every_strategy_and_fails_loudly():
-    assert tuple(OBJECTIVES) == STRATEGIES
-    model = HandVAE(strategy="R2Z")
-    batch = tiny_batch()
-    with pytest.raises(ValueError, match="known strategies: R2P"):
-        compute_loss(model, {}, {}, batch, KEY, WEIGHTS, train=False)
+def test_registry_records_the_papers_kl_terms():
+    for strategy in STRATEGIES:
+        spec = get_strategy(strategy)
+        assert spec.prior_kl == PRIOR_KL[strategy]
+        assert spec.alignment_kl == ((("RC", "R"),) if strategy == "RC2CHP_kl" else ())
 
 
-def test_compute_loss_reports_missing_batch_entries():
+def test_missing_batch_entries_are_named():
     batch = tiny_batch()
-    for strategy, missing, match in [("RC2CHP_poe", "cloud", "needs batch\\['cloud'\\]"),
+    for strategy, missing, match in [("RC2CHP_poe", "cloud", "needs 'cloud'"),
                                      ("R2HP", "heatmaps", "no 'heatmaps' entry")]:
         model = build_model(tiny_model_config(strategy))
         variables = jax.eval_shape(lambda m=model: m.init(KEY, batch["rgb"], batch["cloud"], KEY,
                                                           train=False))
         broken = {k: v for k, v in batch.items() if k != missing}
         with pytest.raises(ValueError, match=match):
-            jax.eval_shape(lambda p, s, m=model, b=broken: compute_loss(
-                m, p, s, b, KEY, WEIGHTS, train=False), variables["params"],
-                variables["batch_stats"])
+            jax.eval_shape(lambda p, s, m=model, b=broken, st=strategy: step_lib.apply_and_loss(
+                m.apply, p, s, b, KEY, WEIGHTS, spec=get_strategy(st), emd=EMD, train=False),
+                variables["params"], variables["batch_stats"])
 
 
-def test_loss_weights_from_config():
-    config = get_base_config()
-    config.loss.lambda_heat, config.loss.lambda_cloud, config.model.beta_prime = 0.2, 3.0, 0.5
-    weights = loss_weights_from_config(config, jnp.float32(1e-4))
-    assert weights == LossWeights(0.2, 3.0, jnp.float32(1e-4), 0.5)
+def test_objective_is_a_function_of_arrays_only():
+    """negative_elbo scores given outputs by hand: no model, no config (R2P, one example)."""
+    spec = get_strategy("R2P")
+    pose = jnp.zeros((1, 21, 3))
+    outputs = {"latents": {"R": {"mu": jnp.ones((1, 2)), "logvar": jnp.zeros((1, 2))}},
+               "recon": {"R": {"pose": pose.at[0, 0, 0].set(3.0)}}}
+    batch = {"rgb": jnp.zeros((1, 4, 4, 3)), "pose": pose, "labelled": jnp.ones((1,))}
+    loss, terms = negative_elbo(spec, outputs, batch, WEIGHTS)
+    # pose: 3² = 9; KL(N(1, 1) ‖ N(0, 1)) per dimension = ½ · 1² → 1 over 2 dimensions.
+    np.testing.assert_allclose(terms["R2P"], 9.0)
+    np.testing.assert_allclose(terms["kl_R"], 1.0)
+    np.testing.assert_allclose(loss, 9.0 + WEIGHTS.beta * 1.0, rtol=1e-6)
+
+
+def test_step_options_resolve_the_config_once():
+    config = tiny_config("RC2CHP_kl")
+    config.loss.lambda_heat, config.loss.lambda_cloud, config.loss.beta_prime = 0.2, 3.0, 0.5
+    options = step_lib.step_options_from_config(config)
+    assert options.spec == get_strategy("RC2CHP_kl")
+    assert options.emd == EMDOptions(config.loss.emd_epsilon, config.loss.emd_max_iterations)
+    weights = options.loss_weights(jnp.int32(0))
+    assert weights == LossWeights(0.2, 3.0, weights.beta, 0.5)
+    np.testing.assert_allclose(weights.beta, config.loss.beta_min, rtol=2e-5)
+    np.testing.assert_allclose(options.learning_rate(0), config.optimizer.lr, rtol=1e-6)
+    # Only hashable, config-free values reach the jitted step.
+    assert not any(hasattr(v, "to_dict") for v in options)
+
+
+def test_emd_convergence_hook_reports_the_unconverged_fraction(monkeypatch):
+    """Where earth_movers_distance(..., return_converged=True) exists, the terms gain
+    emd_unconverged_fraction (over every decoded cloud); the loss is unchanged by it."""
+    from handvae.losses import objectives
+
+    def fake_emd(p, q, *, epsilon, max_iterations, return_converged=False):
+        distance = jnp.full((p.shape[0],), 0.5)
+        converged = jnp.arange(p.shape[0]) % 4 != 0  # one in four did not converge
+        return (distance, converged) if return_converged else distance
+
+    spec = get_strategy("R2CP")
+    cloud = jnp.zeros((4, 8, 3))
+    outputs = {"latents": {"R": {"mu": jnp.zeros((4, 2)), "logvar": jnp.zeros((4, 2))}},
+               "recon": {"R": {"pose": jnp.zeros((4, 21, 3)), "cloud": cloud}}}
+    batch = {"rgb": jnp.zeros((4, 4, 4, 3)), "pose": jnp.zeros((4, 21, 3)), "cloud": cloud}
+    monkeypatch.setattr(objectives, "earth_movers_distance", fake_emd)
+    monkeypatch.setattr(objectives, "_EMD_RETURNS_CONVERGED", False)
+    loss_before, terms = negative_elbo(spec, outputs, batch, WEIGHTS)
+    assert "emd_unconverged_fraction" not in terms
+    monkeypatch.setattr(objectives, "_EMD_RETURNS_CONVERGED", True)
+    loss, terms = negative_elbo(spec, outputs, batch, WEIGHTS)
+    np.testing.assert_allclose(terms["emd_unconverged_fraction"], 0.25)
+    np.testing.assert_allclose(terms["R2C_emd"], 0.5)
+    np.testing.assert_allclose(loss, loss_before)

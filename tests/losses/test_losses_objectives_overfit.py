@@ -9,15 +9,16 @@ import optax
 import pytest
 
 from model_configs import tiny_model_config
-from handvae.losses import LossWeights, compute_loss
-from handvae.models import STRATEGIES, build_model, init_variables
+from handvae.losses import EMDOptions, LossWeights
+from handvae.models import STRATEGIES, build_model, get_strategy, init_variables
+from handvae.training.step import apply_and_loss
 
 STEPS = 300
 
 
 def _tiny_config(strategy):
     return tiny_model_config(strategy, latent_dim=16, resnet_width=8, respel_width=16,
-                             hidden=64)
+                             pose_hidden=64, folding_hidden=64, heatmap_width=32)
 
 
 def synthetic_samples(num=4, seed=0):
@@ -48,8 +49,9 @@ def test_strategy_overfits_four_samples(strategy):
     @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
     def step(params, batch_stats, opt_state, rng):
         grad_fn = jax.value_and_grad(
-            lambda p: compute_loss(model, p, batch_stats, batch, rng, weights, train=True,
-                                   emd_epsilon=1e-2, emd_max_iterations=1000), has_aux=True)
+            lambda p: apply_and_loss(model.apply, p, batch_stats, batch, rng, weights,
+                                     spec=get_strategy(strategy), train=True,
+                                     emd=EMDOptions(1e-2, 1000)), has_aux=True)
         (loss, (_, new_stats)), grads = grad_fn(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new_stats, opt_state, loss

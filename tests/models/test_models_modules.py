@@ -155,3 +155,19 @@ def test_folding_decoder_grid_is_not_a_parameter_and_is_shared_by_examples():
     assert not np.allclose(cloud[0], cloud[2])
     # Every grid point gives its own output point.
     assert len(np.unique(np.round(np.asarray(cloud[0]), 5), axis=0)) == 64
+
+
+def test_decoder_widths_are_the_references_by_default():
+    """DC-GAN's generator (4×4×1024, halved per upsampling) and FoldingNet's 512-wide folds."""
+    z = jnp.zeros((1, 64))
+    heat = jax.eval_shape(lambda: HeatmapDecoder(64).init(jax.random.key(0), z, train=False))
+    kernels = {k: v["kernel"].shape for k, v in heat["params"].items() if "kernel" in v}
+    assert kernels["project"] == (64, 4 * 4 * 1024)
+    assert [kernels[f"deconv{i}"][-1] for i in (1, 2, 3)] == [512, 256, 128]
+    assert kernels["output"] == (4, 4, 128, 21)
+    fold = jax.eval_shape(lambda: FoldingDecoder(256).init(jax.random.key(0), z))
+    for name in ("fold1", "fold2"):
+        layers = fold["params"][name]
+        assert layers["latent"]["kernel"].shape == (64, 512)
+        assert layers["hidden"]["kernel"].shape == (512, 512)
+        assert layers["output"]["kernel"].shape == (512, 3)

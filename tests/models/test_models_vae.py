@@ -53,8 +53,23 @@ def test_build_model_reads_the_config_fields():
     assert isinstance(model, HandVAE)
     assert (model.strategy, model.latent_dim, model.image_size, model.resnet_width,
             model.respel_width, model.num_points, model.heatmap_size, model.pose_hidden,
-            model.folding_hidden) == ("R2P", 64, 256, 64, 64, 256, 64, 128, 256)
-    assert model.heatmap_width == 4 * config.resnet_width
+            model.folding_hidden) == ("R2P", 64, 256, 64, 64, 256, 64, 128, 512)
+    # The references' widths: DC-GAN's 4×4×1024 projection, FoldingNet's 512-unit folds.
+    assert (model.heatmap_width, model.respel_blocks, model.poe_prior_expert) == (
+        1024, 5, False)
+    # A config.json written before heatmap_width existed rebuilds the width it trained with.
+    legacy = {k: v for k, v in config.to_dict().items() if k != "heatmap_width"}
+    assert build_model(legacy).heatmap_width == 4 * config.resnet_width
+
+
+def test_model_sizes_are_the_data_sizes_written_once():
+    config = get_base_config()
+    config.data.image_size, config.data.num_points, config.data.heatmap_size = 128, 64, 32
+    model = build_model(config.model)
+    assert (model.image_size, model.num_points, model.heatmap_size) == (128, 64, 32)
+    # config.model holds exactly HandVAE's fields (no β, no data-only fields).
+    fields = set(HandVAE.__dataclass_fields__) - {"parent", "name"}
+    assert set(config.model) == fields
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -127,6 +142,23 @@ def test_s4_fusion_equals_product_of_experts(s4):
     np.testing.assert_allclose(posteriors["RC"][1], logvar, rtol=1e-6, atol=1e-6)
     # The fused variance is smaller than either expert's.
     assert np.all(posteriors["RC"][1] < np.minimum(posteriors["R"][1], posteriors["C"][1]))
+
+
+def test_s4_prior_expert_option_adds_the_standard_normal_expert(s4):
+    """config.model.poe_prior_expert: q ∝ p(z) q(z|x) q(z|w) (Sec. 3.2's text)."""
+    model, variables, batch = s4
+    with_prior = model.clone(poe_prior_expert=True)
+    encode = jax.jit(functools.partial(with_prior.apply, method=HandVAE.encode, train=False),
+                     compiler_options=FAST_COMPILE)
+    posteriors = encode(variables, batch["rgb"], batch["cloud"])
+    (mu_r, lv_r), (mu_c, lv_c) = posteriors["R"], posteriors["C"]
+    precision = 1.0 + jnp.exp(-lv_r) + jnp.exp(-lv_c)  # the prior's precision is 1
+    np.testing.assert_allclose(posteriors["RC"][1], -jnp.log(precision), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(posteriors["RC"][0],
+                               (mu_r * jnp.exp(-lv_r) + mu_c * jnp.exp(-lv_c)) / precision,
+                               rtol=1e-5, atol=1e-5)
+    config = tiny_model_config("RC2CHP_poe", poe_prior_expert=True)
+    assert build_model(config).poe_prior_expert is True
 
 
 def test_predict_pose_is_rgb_mean_through_pose_decoder_whatever_the_strategy(s4):

@@ -12,8 +12,7 @@ def _train(mesh, config, num_steps):
     model = standins.build_model(config.model)
     state = state_lib.create_train_state(config, model, init_fn=standins.init_variables)
     state = sharding.replicate(state, mesh)
-    train_step = step_lib.make_train_step(config, model, mesh, loss_fn=standins.compute_loss,
-                                          weights_fn=standins.loss_weights_from_config)
+    train_step = step_lib.make_train_step(config, mesh, objective_fn=standins.objective)
     losses = []
     for step in range(num_steps):
         batch = sharding.shard_batch(standins.batch_at(config, step), mesh)
@@ -57,16 +56,13 @@ def test_real_model_two_devices_match_one_device():
     """
     from experiments.configs import demo
     from handvae.models import vae
-    config = demo.get_config("strategy=R2HP")
-    config.batch_size = 4
-    config.data.image_size = config.model.image_size = 32
-    config.model.resnet_width, config.model.latent_dim = 4, 8
+    config = demo.get_config("strategy=R2HP,tiny")
     model = vae.build_model(config.model)
     results = []
     for devices in (jax.devices(), jax.devices()[:1]):
         mesh = sharding.make_mesh(devices)
         state = sharding.replicate(state_lib.create_train_state(config, model), mesh)
-        train_step = step_lib.make_train_step(config, model, mesh)
+        train_step = step_lib.make_train_step(config, mesh)
         losses = []
         for step in range(2):
             batch = standins.batch_at(config, step)

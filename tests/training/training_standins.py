@@ -1,12 +1,14 @@
 """A tiny model and objective with the interfaces of handvae.models.vae / losses.objectives.
 
+The model's ``__call__(rgb, cloud, rng, *, train)`` returns HandVAE's output structure
+(``{"latents": {"R": ...}, "recon": {"R": {"pose": ...}}}``), so the real train step applies it;
+the objective has ``negative_elbo``'s signature and reports the terms ``pose`` and ``kl``.
+
 Used by the training-layer unit tests so they exercise the loop (BatchNorm statistics, RNG,
 loss terms) in well under a second per step, independent of the real model's size.
 """
 
 from __future__ import annotations
-
-from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -23,8 +25,15 @@ class TinyPoseNet(nn.Module):
 
     width: int = 4
 
+    def __call__(self, rgb, cloud, rng, *, train: bool):
+        del cloud
+        pose, mu, logvar = self.predict(rgb, train=train)
+        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mu.shape)
+        return {"latents": {"R": {"mu": mu, "logvar": logvar, "z": z}},
+                "recon": {"R": {"pose": pose}}}
+
     @nn.compact
-    def __call__(self, rgb, *, train: bool):
+    def predict(self, rgb, *, train: bool):
         # No bias before BatchNorm: its gradient is exactly zero in theory, so Adam would turn
         # float noise into full-size steps and device-count comparisons into noise tests.
         x = nn.Conv(self.width, (3, 3), strides=(2, 2), use_bias=False)(rgb)
@@ -34,63 +43,39 @@ class TinyPoseNet(nn.Module):
         return nn.Dense(21 * 3)(mu).reshape(-1, 21, 3), mu, logvar
 
 
-class Weights(NamedTuple):
-    beta: Any
-    scale: Any
-
-
 def build_model(model_config: ml_collections.ConfigDict) -> TinyPoseNet:
     return TinyPoseNet(width=model_config.get("resnet_width", 4))
 
 
 def init_variables(model, rng, batch):
-    variables = model.init(rng, jnp.asarray(batch["rgb"][:1]), train=False)
+    variables = model.init(rng, jnp.asarray(batch["rgb"][:1]), None, rng, train=False)
     return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
 
 
-def loss_weights_from_config(config, beta):
-    return Weights(beta=beta, scale=config.loss.lambda_cloud)
-
-
-def compute_loss(model, params, batch_stats, batch, rng, weights, *, train, emd_epsilon,
-                 emd_max_iterations):
-    del emd_epsilon, emd_max_iterations
-    (pose, mu, logvar), updates = model.apply(
-        {"params": params, "batch_stats": batch_stats}, batch["rgb"], train=train,
-        mutable=["batch_stats"])
-    z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mu.shape)
+def objective(spec, outputs, batch, weights, *, emd):
+    """A pose term, a KL and a small term of the sampled z (so the step's RNG matters)."""
+    del spec, emd
+    latent, pose = outputs["latents"]["R"], outputs["recon"]["R"]["pose"]
+    mu, logvar = latent["mu"], latent["logvar"]
     pose_term = jnp.mean(jnp.sum((pose - batch["pose"]) ** 2, -1) * batch["labelled"][:, None])
     kl = jnp.mean(0.5 * jnp.sum(jnp.exp(logvar) + mu ** 2 - 1.0 - logvar, -1))
-    noise = 1e-3 * jnp.mean(z ** 2)
-    loss = weights.scale * pose_term + weights.beta * kl + noise
-    return loss, ({"pose": pose_term, "kl": kl}, updates["batch_stats"])
+    noise = 1e-3 * jnp.mean(latent["z"] ** 2)
+    loss = weights.lambda_cloud * pose_term + weights.beta * kl + noise
+    return loss, {"pose": pose_term, "kl": kl}
 
 
 def predict_pose(model, variables, rgb):
-    return model.apply(variables, rgb, train=False)[0]
+    return model.apply(variables, rgb, train=False, method=TinyPoseNet.predict)[0]
 
 
-FUNCTIONS = loop.ModelFunctions(build_model, init_variables, compute_loss,
-                                loss_weights_from_config, predict_pose)
+FUNCTIONS = loop.ModelFunctions(build_model, init_variables, objective, predict_pose)
 
 
 def tiny_config() -> ml_collections.ConfigDict:
-    """A base config shrunk to 16-pixel crops, batch 4 and a handful of steps."""
+    """The ``tiny`` config (batch 4, 6 steps, logs every 2, ...) with a fast learning rate."""
     from experiments.configs import common
-    config = common.get_base_config("synthetic")
-    config.data.image_size = config.model.image_size = 16
-    config.data.heatmap_size = config.model.heatmap_size = 4
-    config.data.num_points = config.model.num_points = 8
-    config.model.resnet_width = 4
-    config.batch_size = 4
-    config.num_train_steps = 6
+    config = common.shrink_to_tiny(common.get_base_config("synthetic"))
     config.optimizer.lr = 1e-2
-    config.optimizer.lr_boundaries = (4,)
-    config.model.beta_anneal_steps = 4
-    config.log_every = 2
-    config.eval_every = 3
-    config.checkpoint_every = 2
-    config.keep_checkpoints = 2
     return config
 
 
