@@ -53,8 +53,18 @@ def _is_png(path):
         return f.read(8) == PNG
 
 
-def test_two_step_checkpoint_evaluates_end_to_end(tmp_path, rhd_synthetic_data_dir):
-    workdir, final, result = _train_and_evaluate(tmp_path, rhd_synthetic_data_dir, "R2P")
+@pytest.fixture(scope="module")
+def r2p_run(tmp_path_factory, rhd_synthetic_data_dir):
+    """A 2-step R2P run on a private copy of the dummy data (tests edit its build record)."""
+    tmp_path = tmp_path_factory.mktemp("r2p")
+    data_dir = tmp_path / "tfds"
+    shutil.copytree(rhd_synthetic_data_dir, data_dir)
+    workdir, final, result = _train_and_evaluate(tmp_path, str(data_dir), "R2P")
+    return workdir, final, result, data_dir
+
+
+def test_two_step_checkpoint_evaluates_end_to_end(r2p_run):
+    workdir, final, result, _ = r2p_run
     out = os.path.join(workdir, "eval", "test_best")
     written = json.load(open(os.path.join(out, "metrics.json")))
     assert written["num_examples"] == 2 and written["split"] == "test"
@@ -115,11 +125,8 @@ def test_cloud_strategy_writes_reconstruction_and_cli_runs(tmp_path, rhd_synthet
     assert np.isfinite(cli["mean_epe_mm"])
 
 
-def test_split_reports_are_kept_apart_and_the_test_split_must_be_whole(tmp_path,
-                                                                     rhd_synthetic_data_dir):
-    data_dir = tmp_path / "tfds"
-    shutil.copytree(rhd_synthetic_data_dir, data_dir)
-    workdir, _, _ = _train_and_evaluate(tmp_path, str(data_dir), "R2P")
+def test_split_reports_are_kept_apart_and_the_test_split_must_be_whole(r2p_run):
+    workdir, _, _, data_dir = r2p_run
     test_report = os.path.join(workdir, "eval", "test_best", "metrics.json")
     before = open(test_report).read()
     train = evaluate.evaluate_workdir(workdir, split="train", which="latest",
@@ -131,12 +138,14 @@ def test_split_reports_are_kept_apart_and_the_test_split_must_be_whole(tmp_path,
     # The build recorded more test frames than it stored: the test split is refused.
     (version,) = [d for d in os.listdir(data_dir / "rhd" / "synthetic") if d[0].isdigit()]
     build_report = data_dir / "rhd" / "synthetic" / version / evaluate.BUILD_REPORT
-    build_report.write_text(json.dumps({"splits": {"test": {"defined": 3, "stored": 2}}}))
-    with pytest.raises(ValueError, match=r"'test' split holds 2 frames .* defines 3"):
-        evaluate.evaluate_workdir(workdir, make_figures=False)
-    evaluate.evaluate_workdir(workdir, split="train", which="latest", make_figures=False)
-    build_report.write_text(json.dumps({"splits": {"test": {"defined": 2, "stored": 2}}}))
-    assert evaluate.evaluate_workdir(workdir, make_figures=False)["num_examples"] == 2
+    try:
+        build_report.write_text(json.dumps({"splits": {"test": {"defined": 3, "stored": 2}}}))
+        with pytest.raises(ValueError, match=r"'test' split holds 2 frames .* defines 3"):
+            evaluate.evaluate_workdir(workdir, make_figures=False)
+        build_report.write_text(json.dumps({"splits": {"test": {"defined": 2, "stored": 2}}}))
+        assert evaluate.evaluate_workdir(workdir, make_figures=False)["num_examples"] == 2
+    finally:
+        build_report.unlink()
 
 
 def test_published_test_sizes_are_checked_without_a_build_record():
