@@ -4,8 +4,10 @@ Resumes from the newest checkpoint of ``workdir`` by default. While it runs it s
 progress bar (steps/s, ETA), writes the mean of every metric over each ``config.log_every``
 steps (plus ``steps_per_sec`` and ``data_wait_fraction``, the share of time spent waiting for
 input) to TensorBoard event files (``tensorboardX``) and to ``metrics.jsonl``, evaluates every
-``config.eval_every`` steps (mean EPE etc. of ``handvae.evaluation.metrics``), keeps the best
-checkpoint by validation EPE and the last ``config.keep_checkpoints`` periodic ones, and stops
+``config.eval_every`` steps on ``config.data.validation_split`` with
+``handvae.evaluation.evaluator`` (mean EPE etc.), keeps the best checkpoint by that validation
+EPE and the last ``config.keep_checkpoints`` periodic ones, evaluates the test split
+(``config.data.eval_split``) once at the end on the best-by-validation checkpoint, and stops
 with :class:`NonFiniteLossError` naming the step and the loss term when the loss becomes
 NaN/Inf, without saving the broken state.
 """
