@@ -4,13 +4,20 @@ Usage::
 
     python -m experiments.evaluate --workdir workdirs/s4_rhd [--split test] [--which best]
 
-Restores the best checkpoint (lowest validation mean EPE; ``--which latest`` for the newest),
-predicts every pose of the split from the RGB crop alone, restores the known root and scale
-(``handvae/data/spec.py``) and writes, under ``<workdir>/eval/`` (or ``--out``):
+Restores the best checkpoint (lowest mean EPE on ``config.data.validation_split``; ``--which
+latest`` for the newest), predicts every pose of the split from the RGB crop alone with the
+trainer's own evaluator (``handvae.evaluation.evaluator``, the same jitted step and device
+layout), restores the known root and scale (``handvae/data/spec.py``) and writes, under
+``<workdir>/eval/<split>_<which>/`` (:func:`report_dir`; or ``--out``), so that evaluating
+another split or checkpoint never overwrites a report:
 
 =========================== ==============================================================
-``metrics.json``            ``summarize_errors`` (mean/median EPE mm, per-joint errors, PCK
-                            curve, AUC 20–50 and 0–50) plus what was evaluated
+``metrics.json``            ``summarize_visible_and_all`` (mean/median EPE mm over visible
+                            keypoints — hand3d's rule, compared with the paper — and over
+                            all 21, per-joint errors, PCK curve, AUC 20–50 and 0–50), the
+                            constant-pose baseline, and where it comes from: ``dataset``,
+                            ``split``, ``num_examples``, ``which``/``checkpoint`` and
+                            ``checkpoint_step``
 ``metrics.md``              the same as Markdown tables
 ``pck.png``                 3-D PCK over 20–50 mm, as the paper's Figs. 5–7
 ``poses.png``               predicted (colour) over ground-truth (grey) poses
@@ -18,42 +25,86 @@ predicts every pose of the split from the RGB crop alone, restores the known roo
                             and the RGB crop (strategies with a cloud decoder)
 ``interpolation.png``       Figs. 1/4: poses (and clouds) decoded along z_rgb(a) → z_rgb(b)
 =========================== ==============================================================
+
+Evaluating the test split (``config.data.eval_split``) fails when it holds fewer frames than
+the data set defines (:func:`check_test_frames`): published numbers are over every frame.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any
 
-import jax
-import numpy as np
-import tqdm
 from absl import app, flags
-
-from handvae.evaluation import figures, metrics, report
 
 EVAL_DIR = "eval"
 METRICS_FILE = "metrics.json"
+# Test frames the data sets define (published numbers are over all of them): RHD's evaluation
+# set, and STB's B1Counting + B1Random (SK camera) as used by Zimmermann & Brox.
+DEFINED_TEST_FRAMES = {"rhd": 2728, "stb": 3000}
+BUILD_REPORT = "build_report.json"  # written by data_prep.build: per split defined/stored
 
 
-def constant_pose_baseline(poses: np.ndarray, scales: np.ndarray, visible: np.ndarray
-                           ) -> dict[str, float]:
-    """Scores of always predicting the split's own mean normalised pose (no image at all).
+def report_dir(workdir: str, split: str = "test", which: str = "best") -> str:
+    """``<workdir>/eval/<split>_<which>``: where the report of that split and checkpoint goes."""
+    return os.path.join(workdir, EVAL_DIR, f"{split}_{which}")
 
-    A floor for "did the model learn anything": a model must beat this constant guess, which
-    is even a little optimistic (it is fitted on the evaluated examples).
+
+def _build_report(data_config: Any) -> dict[str, Any] | None:
+    """The newest build's ``build_report.json`` of the config's data set, or None."""
+    from handvae.data import source
+    folder = os.path.join(source.resolve_data_dir(data_config),
+                          source.TFDS_NAMES.get(data_config.dataset, ""))
+    if not os.path.isdir(folder):
+        return None
+
+    def version(name: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(x) for x in name.split("."))
+        except ValueError:
+            return ()
+    for name in sorted(os.listdir(folder), key=version, reverse=True):
+        path = os.path.join(folder, name, BUILD_REPORT)
+        if version(name) and os.path.isfile(path):
+            with open(path) as f:
+                return json.load(f)
+    return None
+
+
+def defined_frames(data_config: Any, split: str) -> int | None:
+    """Frames the data set defines for ``split``: its build's record (``build_report.json``),
+    else RHD's 2,728 / STB's 3,000 for the test split; None when unknown (no check)."""
+    recorded = (_build_report(data_config) or {}).get("splits", {}).get(split, {})
+    if "defined" in recorded:
+        return int(recorded["defined"])
+    if split == data_config.get("eval_split", "test"):
+        return DEFINED_TEST_FRAMES.get(data_config.dataset)
+    return None
+
+
+def check_test_frames(data_config: Any, split: str, stored: int) -> None:
+    """Refuses to report a test split that lost frames.
 
     Args:
-      poses: [N, 21, 3] ground-truth normalised poses; scales: [N] metres; visible: [N, 21].
+      data_config: ``config.data``; only its test split (``eval_split``) is checked.
+      split: the split to evaluate.
+      stored: frames the built split holds.
 
-    Returns:
-      ``mean_epe_mm``, ``median_epe_mm``, ``auc_20_50``, ``auc_0_50`` of that guess.
+    Raises:
+      ValueError: the split holds fewer frames than :func:`defined_frames`.
     """
-    guess = np.broadcast_to(poses.mean(axis=0), poses.shape)
-    summary = metrics.summarize_errors(metrics.keypoint_errors_mm(guess, poses, scales), visible)
-    return {k: summary[k] for k in ("mean_epe_mm", "median_epe_mm", "auc_20_50", "auc_0_50")}
+    if split != data_config.get("eval_split", "test"):
+        return
+    defined = defined_frames(data_config, split)
+    if defined is not None and stored < defined:
+        raise ValueError(
+            f"the {data_config.dataset} {split!r} split holds {stored} frames but the data set "
+            f"defines {defined}: published numbers are over every test frame, so this one "
+            "cannot be reported. Rebuild it with the current builder (test frames are never "
+            "skipped): python -m data_prep.build --dataset ... --overwrite")
 
 
 def evaluate_workdir(workdir: str, *, split: str = "test", which: str = "best",
@@ -66,78 +117,81 @@ def evaluate_workdir(workdir: str, *, split: str = "test", which: str = "best",
     Args:
       workdir: a training work directory (``<workdir>/config.json`` and checkpoints).
       split: data split to evaluate (TFDS split name of the config's data set).
-      which: "best" (lowest validation EPE) or "latest" checkpoint.
+      which: "best" (lowest validation EPE) or "latest" checkpoint; "best" falls back to
+        "latest" for a run that never evaluated (the report then says "latest").
       num_examples: how many examples of the split; -1 for all.
       batch_size: evaluation batch size; default the config's.
-      out_dir: where to write; default ``<workdir>/eval``.
+      out_dir: where to write; default :func:`report_dir` ``(workdir, split, which)``.
       data_dir: TFDS data_dir overriding the config's ``data.data_dir``.
       num_figure_examples: examples shown in the qualitative figures (0: none).
       make_figures: write poses/reconstruction/interpolation figures.
       name: label of the model in tables and plots; default the strategy name.
 
     Returns:
-      The metrics dict written to ``metrics.json``: ``summarize_errors``'s keys plus
-      ``workdir``, ``split``, ``which``, ``name``, ``strategy``, ``dataset``, ``seconds``,
-      ``files`` and ``constant_pose_baseline`` (:func:`constant_pose_baseline`).
+      The dict written to ``metrics.json``: the evaluator's summary, its provenance
+      (``dataset``, ``split``, ``num_examples``, ``which``, ``checkpoint``,
+      ``checkpoint_step``, ``selection_split``) and ``workdir``, ``name``, ``strategy``,
+      ``seconds``, ``files``.
+
+    Raises:
+      FileNotFoundError: not a work directory, or no checkpoint.
+      ValueError: the test split holds fewer frames than the data set defines.
     """
-    from handvae.data import pipeline
-    from handvae.models import vae
-    from handvae.training import checkpoint
+    import jax
+
+    from handvae.data import pipeline, source
+    from handvae.evaluation import evaluator, figures, report
+    from handvae.training import checkpoint, sharding, step
 
     start = time.perf_counter()
+    config = checkpoint.read_config(workdir)
+    if data_dir:
+        config.data.data_dir = data_dir
+    check_test_frames(config.data, split, len(source.load_source(config.data, split)))
+    checkpoints = checkpoint.Checkpoints(workdir, read_only=True, async_save=False)
+    try:
+        best, latest = checkpoints.best_step(), checkpoints.latest_step()
+    finally:
+        checkpoints.close()
+    if which == "best" and best is None:
+        which = "latest"  # restore_for_inference falls back the same way
     config, model, variables = checkpoint.restore_for_inference(workdir, which=which)
     if data_dir:
         config.data.data_dir = data_dir
-    out_dir = out_dir or os.path.join(workdir, EVAL_DIR)
+    out_dir = out_dir or report_dir(workdir, split, which)
     os.makedirs(out_dir, exist_ok=True)
     name = name or config.model.strategy
 
-    predict = jax.jit(lambda v, rgb: vae.predict_pose(model, v, rgb))
+    # The trainer's evaluation: its jitted step, on all local devices, through the evaluator.
+    mesh = sharding.make_mesh(jax.local_devices())
+    eval_step = step.make_eval_step(model, mesh)
+    variables = sharding.replicate(variables, mesh)
+    data = sharding.batch_sharded(mesh)
     batches = pipeline.eval_batches(config.data, batch_size or config.batch_size, split=split,
                                     num_examples=num_examples)
-    errors, visible, targets, scales = [], [], [], []
-    examples: dict[str, list[np.ndarray]] = {"rgb": [], "pose": [], "cloud": []}
-    kept = 0
-    for batch in tqdm.tqdm(batches, desc=f"evaluate {name} ({split})", unit="batch",
-                           dynamic_ncols=True):
-        pred = np.asarray(predict(variables, batch["rgb"]))
-        errors.append(np.asarray(metrics.keypoint_errors_mm(pred, batch["pose"],
-                                                            batch["scale"])))
-        visible.append(np.asarray(batch["visible"]))
-        targets.append(np.asarray(batch["pose"]))
-        scales.append(np.asarray(batch["scale"]))
-        take = min(num_figure_examples - kept, pred.shape[0])
-        if take > 0:
-            for key in ("rgb", "pose", "cloud"):
-                examples[key].append(np.asarray(batch[key][:take]))
-            kept += take
-    if not errors:
-        raise ValueError(f"split {split!r} of {config.data.dataset} gave no examples; check "
-                         "--split and that the data set is built (see experiments/README.md)")
-    errors_mm = np.concatenate(errors)
-    summary = metrics.summarize_errors(errors_mm, np.concatenate(visible))
-    baseline = constant_pose_baseline(np.concatenate(targets), np.concatenate(scales),
-                                      np.concatenate(visible))
+    result = evaluator.evaluate(
+        lambda rgb: jax.device_get(eval_step(variables, jax.device_put(rgb, data))), batches,
+        num_devices=mesh.devices.size, num_kept=num_figure_examples if make_figures else 0,
+        desc=f"evaluate {name} ({split}, {which})")
+    origin = evaluator.provenance(
+        dataset=config.data.dataset, split=split, num_examples=result.summary["num_examples"],
+        which=which, checkpoint_step=best if which == "best" else latest,
+        selection_split=config.data.get("validation_split"))
 
     files = [os.path.join(out_dir, f) for f in (METRICS_FILE, "metrics.md", "pck.png")]
-    report.plot_pck({name: summary}, files[2],
+    report.plot_pck({name: result.summary}, files[2],
                     title=f"{config.data.dataset} {split}: 3D PCK")
-    if make_figures and kept > 0:
-        shown = {k: np.concatenate(v) for k, v in examples.items()}
-        shown["errors_mm"] = errors_mm[:kept].mean(axis=1)
-        files += figures.write_model_figures(model, variables, shown, out_dir, name=name)
-    result = dict(summary)
-    result.update(workdir=os.path.abspath(workdir), split=split, which=which, name=name,
-                  strategy=config.model.strategy, dataset=config.data.dataset,
-                  constant_pose_baseline=baseline, seconds=time.perf_counter() - start,
-                  files=[os.path.relpath(f, out_dir) for f in files])
+    if make_figures and result.examples:
+        files += figures.write_model_figures(model, variables, result.examples, out_dir,
+                                             name=name)
+    payload = {**result.summary, **origin, "workdir": os.path.abspath(workdir), "name": name,
+               "strategy": config.model.strategy, "seconds": time.perf_counter() - start,
+               "files": [os.path.relpath(f, out_dir) for f in files]}
     with open(files[1], "w") as f:
-        f.write(report.metrics_markdown(summary, title=f"{name} on {config.data.dataset} "
-                                                       f"{split}"))
-        f.write("\nConstant guess (the split's mean pose, no image): mean EPE "
-                f"{baseline['mean_epe_mm']:.2f} mm, AUC 20–50 {baseline['auc_20_50']:.3f}.\n")
-    report.write_json(files[0], result)
-    return result
+        f.write(report.metrics_markdown(result.summary, origin=origin,
+                                        title=f"{name} on {config.data.dataset} {split}"))
+    report.write_json(files[0], payload)
+    return payload
 
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory.", required=True)
@@ -145,22 +199,28 @@ _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
 _WHICH = flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint to restore.")
 _NUM = flags.DEFINE_integer("num_examples", -1, "Examples to evaluate (-1: all).")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Batch size (default: the config's).")
-_OUT = flags.DEFINE_string("out", None, "Output folder (default: <workdir>/eval).")
+_OUT = flags.DEFINE_string("out", None,
+                           "Output folder (default: <workdir>/eval/<split>_<which>).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir overriding the config's.")
 _FIGS = flags.DEFINE_integer("num_figure_examples", 4, "Examples in the figures (0: none).")
 
 
 def main(argv: list[str]) -> None:
     del argv
-    result = evaluate_workdir(_WORKDIR.value, split=_SPLIT.value, which=_WHICH.value,
-                              num_examples=_NUM.value, batch_size=_BATCH.value,
-                              out_dir=_OUT.value, data_dir=_DATA_DIR.value,
-                              num_figure_examples=_FIGS.value)
-    keys = ("name", "split", "num_examples", "mean_epe_mm", "median_epe_mm", "auc_20_50",
-            "auc_0_50", "constant_pose_baseline")
+    try:
+        result = evaluate_workdir(_WORKDIR.value, split=_SPLIT.value, which=_WHICH.value,
+                                  num_examples=_NUM.value, batch_size=_BATCH.value,
+                                  out_dir=_OUT.value, data_dir=_DATA_DIR.value,
+                                  num_figure_examples=_FIGS.value)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"experiments.evaluate: {error}", file=sys.stderr)
+        sys.exit(2)
+    keys = ("name", "dataset", "split", "num_examples", "checkpoint", "checkpoint_step",
+            "mean_epe_mm", "median_epe_mm", "auc_20_50", "auc_0_50", "mean_epe_all_mm",
+            "constant_pose_baseline")
     print(json.dumps({k: result[k] for k in keys}, indent=2))
     print(f"wrote {', '.join(result['files'])} to "
-          f"{_OUT.value or os.path.join(_WORKDIR.value, EVAL_DIR)}")
+          f"{_OUT.value or report_dir(_WORKDIR.value, result['split'], result['which'])}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,13 @@ Examples::
 
 The config is locked: ``--config.<field>=value`` may change existing fields only (a typo
 fails). Training resumes from the newest checkpoint in ``--workdir`` when there is one.
+``<workdir>/config.json`` is written only once the config is validated, the model built and
+the checkpoint restored; a resume may change fields that keep the checkpoint's shapes and
+strategy (e.g. ``--config.num_train_steps``), each change recorded in
+``<workdir>/config_changes.jsonl``, and is refused (exit 2, nothing written) otherwise. The
+best checkpoint is chosen on ``config.data.validation_split``; the test split
+(``config.data.eval_split``) is evaluated once at the end, on that checkpoint
+(``final_metrics.json``'s ``test``).
 ``--verbosity=0`` brings back INFO logs (orbax's included). Set ``JAX_COMPILATION_CACHE_DIR``
 to reuse compiled steps across runs (a resumed or swept run then starts in seconds).
 On several hosts, start one process per host with ``JAX_COORDINATOR_ADDRESS``,
@@ -44,6 +51,9 @@ def main(argv: list[str]) -> None:
         logging.error("%s", error)
         print(f"training stopped: {error}", file=sys.stderr)
         sys.exit(3)
+    except ValueError as error:  # a bad config or resume: named field, nothing written
+        print(f"experiments.train: {error}", file=sys.stderr)
+        sys.exit(2)
     logging.info("final metrics: %s", final)
 
 

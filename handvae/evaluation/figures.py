@@ -226,48 +226,17 @@ def pose_grid_figure(rgb: Any, pose_gt: Any, pose_pred: Any, path: str | os.Path
     _save(fig, path)
 
 
-def decode_from_rgb(model: Any, variables: Any, rgb: Any) -> dict[str, np.ndarray | None]:
-    """Everything the model decodes from z_rgb = the RGB encoder's mean (test time).
-
-    Args:
-      model: a ``handvae.models.vae.HandVAE``.
-      variables: ``{"params", "batch_stats"}``.
-      rgb: [K, S, S, 3] normalised crops.
+def decode_latents(model: Any, variables: Any, z: Any) -> dict[str, np.ndarray | None]:
+    """Every decoder of the model on latents z [K, D] (test mode).
 
     Returns:
       ``{"z": [K, D], "pose": [K, 21, 3], "cloud": [K, N, 3] or None}`` as numpy arrays
       (``cloud`` is None for strategies without a cloud decoder, e.g. S1).
     """
     from handvae.models import vae
-    mu, _ = vae.encode_rgb(model, variables, np.asarray(rgb))
-    return _decode(model, variables, mu)
-
-
-def _decode(model: Any, variables: Any, z: Any) -> dict[str, np.ndarray | None]:
-    from handvae.models import vae
     decoded = model.apply(variables, z, train=False, method=vae.HandVAE.decode)
     return {"z": np.asarray(z), "pose": np.asarray(decoded["pose"]),
             "cloud": np.asarray(decoded["cloud"]) if "cloud" in decoded else None}
-
-
-def interpolate_from_rgb(model: Any, variables: Any, rgb_pair: Any, num: int = 7
-                         ) -> dict[str, np.ndarray | None]:
-    """Decodings at ``num`` evenly spaced points between z_rgb of two crops (Figs. 1, 4).
-
-    Args:
-      model, variables: as in :func:`decode_from_rgb`.
-      rgb_pair: [2, S, S, 3] normalised crops (start, end).
-      num: points on the segment, ends included (≥ 2).
-
-    Returns:
-      ``{"z": [num, D], "pose": [num, 21, 3], "cloud": [num, N, 3] or None}``.
-    """
-    rgb_pair = np.asarray(rgb_pair)
-    if rgb_pair.shape[0] != 2:
-        raise ValueError(f"rgb_pair must be [2, S, S, 3], got shape {rgb_pair.shape}")
-    from handvae.models import vae
-    mu, _ = vae.encode_rgb(model, variables, rgb_pair)
-    return _decode(model, variables, vae.interpolate_latents(mu[0], mu[1], num))
 
 
 def write_model_figures(model: Any, variables: Any, examples: dict[str, Any],
@@ -275,34 +244,46 @@ def write_model_figures(model: Any, variables: Any, examples: dict[str, Any],
                         num_interpolation: int = 7) -> list[str]:
     """Writes poses.png, reconstruction.png (Fig. 3) and interpolation.png (Figs. 1/4).
 
+    The poses shown are the evaluator's own predictions (``examples["pred_pose"]``, from
+    ``handvae.evaluation.evaluator.evaluate``); the model is run here only for what the
+    evaluation does not compute: z_rgb of the K crops (the RGB encoder's mean), the clouds
+    decoded from it, and the decodings along the segment between two of them.
+
     Args:
-      model, variables: as in :func:`decode_from_rgb`.
-      examples: ``{"rgb": [K, S, S, 3], "pose": [K, 21, 3], "cloud": [K, N, 3]}`` from
-        the evaluation split (ground truth), K ≥ 1, optionally ``"errors_mm"`` [K] (mean
-        keypoint error per example, printed over each crop); the interpolation needs K ≥ 2.
+      model: a ``handvae.models.vae.HandVAE``; variables: ``{"params", "batch_stats"}``.
+      examples: ``Evaluation.examples``: ``rgb`` [K, S, S, 3], ``pose`` [K, 21, 3],
+        ``pred_pose`` [K, 21, 3], optionally ``cloud`` [K, N, 3] (ground truth) and
+        ``errors_mm`` [K] (printed over each crop); K ≥ 1, the interpolation needs K ≥ 2.
       out_dir: output folder.
       name: model label for the titles.
       num_interpolation: latents on the interpolation path.
 
     Returns:
       Paths written. ``reconstruction.png`` is skipped for strategies without a cloud
-      decoder (S1 has none: a pose-only latent space cannot be decoded to a cloud).
+      decoder (S1 has none: a pose-only latent space cannot be decoded to a cloud) and when
+      the examples carry no ground-truth cloud.
     """
-    from handvae.models import registry
+    from handvae.models import registry, vae
     rgb, pose_gt = np.asarray(examples["rgb"]), np.asarray(examples["pose"])
-    decoded = decode_from_rgb(model, variables, rgb)
+    pose_pred = np.asarray(examples["pred_pose"])
     written = []
     path = os.path.join(out_dir, "poses.png")
-    pose_grid_figure(rgb, pose_gt, decoded["pose"], path, errors_mm=examples.get("errors_mm"))
+    pose_grid_figure(rgb, pose_gt, pose_pred, path, errors_mm=examples.get("errors_mm"))
     written.append(path)
-    if registry.get_strategy(model.strategy).decodes_cloud:
+    decodes_cloud = registry.get_strategy(model.strategy).decodes_cloud
+    if not (decodes_cloud and "cloud" in examples) and rgb.shape[0] < 2:
+        return written
+    mu, _ = vae.encode_rgb(model, variables, rgb)
+    if decodes_cloud and "cloud" in examples:
         path = os.path.join(out_dir, "reconstruction.png")
-        reconstruction_figure(rgb, examples["cloud"], decoded["cloud"], path, pose_gt=pose_gt,
-                              pose_pred=decoded["pose"],
+        cloud_rec = np.asarray(vae.decode_cloud(model, variables, mu))
+        reconstruction_figure(rgb, examples["cloud"], cloud_rec, path, pose_gt=pose_gt,
+                              pose_pred=pose_pred,
                               title=f"{name}: point clouds decoded from z_rgb")
         written.append(path)
     if rgb.shape[0] >= 2:
-        path_decoded = interpolate_from_rgb(model, variables, rgb[:2], num_interpolation)
+        path_decoded = decode_latents(model, variables,
+                                      vae.interpolate_latents(mu[0], mu[1], num_interpolation))
         path = os.path.join(out_dir, "interpolation.png")
         interpolation_figure(rgb[:2], path_decoded["pose"], path_decoded["cloud"], path,
                              title=f"{name}: decoded along z_rgb(start) → z_rgb(end)")

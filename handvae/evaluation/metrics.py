@@ -181,3 +181,52 @@ def summarize_errors(errors_mm: Any, visible: Any | None = None) -> dict[str, An
         "auc_0_50": float(auc_0_50),
         "auc_20_50": auc(thresholds[tail], curve[tail]),
     }
+
+
+# Summary keys also reported over all 21 keypoints (visibility ignored), with this suffix.
+ALL_KEYPOINTS_KEYS = ("mean_epe_mm", "median_epe_mm", "auc_20_50", "auc_0_50")
+EPE_RULE = ("top-level figures count visible keypoints only (hand3d's EvalUtil rule; these are "
+            "compared with the paper); 'all_keypoints' counts all 21")
+
+
+def summarize_visible_and_all(errors_mm: Any, visible: Any | None) -> dict[str, Any]:
+    """:func:`summarize_errors` over visible keypoints, plus the same over all 21.
+
+    Args:
+      errors_mm: [N, 21] keypoint errors, millimetres.
+      visible: [N, 21] visibility mask (non-zero = visible) or None.
+
+    Returns:
+      ``summarize_errors(errors_mm, visible)`` (hand3d's rule, the one compared with the
+      paper's tables) plus ``all_keypoints``: ``summarize_errors(errors_mm)``'s mean/median
+      EPE, AUCs and PCK curve over every keypoint, the flat scalars ``mean_epe_all_mm``,
+      ``median_epe_all_mm``, ``auc_20_50_all``, ``auc_0_50_all`` (the same numbers, for
+      scalar logs) and ``epe_rule`` (a sentence saying which is which).
+    """
+    summary = summarize_errors(errors_mm, visible)
+    every = summarize_errors(errors_mm, None)
+    summary["all_keypoints"] = {k: every[k] for k in ALL_KEYPOINTS_KEYS + ("pck",)}
+    for key in ALL_KEYPOINTS_KEYS:
+        flat = key.replace("_mm", "_all_mm") if key.endswith("_mm") else f"{key}_all"
+        summary[flat] = every[key]
+    summary["epe_rule"] = EPE_RULE
+    return summary
+
+
+def constant_pose_baseline(poses: Any, scales: Any, visible: Any | None) -> dict[str, float]:
+    """Scores of always predicting the evaluated split's own mean normalised pose (no image).
+
+    A floor for "did the model learn anything": a model must beat this constant guess, which
+    is even a little optimistic (it is fitted on the evaluated examples).
+
+    Args:
+      poses: [N, 21, 3] ground-truth normalised poses; scales: [N] metres; visible: [N, 21].
+
+    Returns:
+      ``mean_epe_mm``, ``median_epe_mm``, ``auc_20_50``, ``auc_0_50`` of that guess
+      (visible keypoints, as :func:`summarize_errors`).
+    """
+    poses = np.asarray(poses, dtype=np.float64)
+    guess = np.broadcast_to(poses.mean(axis=0), poses.shape)
+    summary = summarize_errors(keypoint_errors_mm(guess, poses, np.asarray(scales)), visible)
+    return {k: summary[k] for k in ALL_KEYPOINTS_KEYS}

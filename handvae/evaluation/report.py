@@ -80,18 +80,47 @@ def per_joint_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def metrics_markdown(summary: Mapping[str, Any], title: str = "Evaluation") -> str:
-    """A self-contained Markdown page: headline figures, PCK values and per-joint errors."""
+def metrics_markdown(summary: Mapping[str, Any], title: str = "Evaluation",
+                     origin: Mapping[str, Any] | None = None) -> str:
+    """A self-contained Markdown page: headline figures, PCK values and per-joint errors.
+
+    Args:
+      summary: ``summarize_errors`` (or ``summarize_visible_and_all``) dict; its
+        ``all_keypoints`` and ``constant_pose_baseline`` are listed when present.
+      title: page title.
+      origin: ``handvae.evaluation.evaluator.provenance`` of the numbers (data set, split,
+        size, checkpoint), printed under the title.
+    """
     _check_summary("summary", summary)
     thresholds = summary["pck_thresholds_mm"]
     pck = summary["pck"]
     head = " | ".join(f"{t:.1f}" for t in thresholds)
     vals = " | ".join(f"{p:.3f}" for p in pck)
-    return (f"# {title}\n\n"
+    source = ""
+    if origin:
+        step = origin.get("checkpoint_step")
+        selected = (f", chosen on the {origin['selection_split']!r} split"
+                    if origin.get("selection_split") and origin.get("which") == "best" else "")
+        source = (f"Data: {origin['dataset']} split {origin['split']!r}, "
+                  f"{origin['num_examples']} examples. Checkpoint: {origin['checkpoint']}"
+                  f"{selected} (step {step}).\n\n")
+    extra = ""
+    every = summary.get("all_keypoints")
+    if every:
+        extra += ("\nOver all 21 keypoints (visibility ignored): mean EPE "
+                  f"{_fmt(every['mean_epe_mm'], 2)} mm, median {_fmt(every['median_epe_mm'], 2)}"
+                  f" mm, AUC 20–50 {_fmt(every['auc_20_50'], 3)}, AUC 0–50 "
+                  f"{_fmt(every['auc_0_50'], 3)}. The table above counts visible keypoints "
+                  "only (hand3d's rule); that is the figure compared with the paper.\n")
+    base = summary.get("constant_pose_baseline")
+    if base:
+        extra += ("\nConstant guess (the split's mean pose, no image): mean EPE "
+                  f"{_fmt(base['mean_epe_mm'], 2)} mm, AUC 20–50 {_fmt(base['auc_20_50'], 3)}.\n")
+    return (f"# {title}\n\n" + source +
             "Protocol: hand3d's `EvalUtil` (per keypoint over visible instances, then "
             "averaged over keypoints; thresholds `linspace(0, 50, 20)` mm; AUC 20–50 over "
             "the grid's points 8–19).\n\n"
-            + comparison_table({title: summary})
+            + comparison_table({title: summary}) + extra
             + "\n## 3-D PCK\n\n"
             f"| threshold (mm) | {head} |\n|---|{'---:|' * len(thresholds)}\n"
             f"| PCK | {vals} |\n"

@@ -4,8 +4,10 @@ Resumes from the newest checkpoint of ``workdir`` by default. While it runs it s
 progress bar (steps/s, ETA), writes the mean of every metric over each ``config.log_every``
 steps (plus ``steps_per_sec`` and ``data_wait_fraction``, the share of time spent waiting for
 input) to TensorBoard event files (``tensorboardX``) and to ``metrics.jsonl``, evaluates every
-``config.eval_every`` steps (mean EPE etc. of ``handvae.evaluation.metrics``), keeps the best
-checkpoint by validation EPE and the last ``config.keep_checkpoints`` periodic ones, and stops
+``config.eval_every`` steps on ``config.data.validation_split`` with
+``handvae.evaluation.evaluator`` (mean EPE etc.), keeps the best checkpoint by that validation
+EPE and the last ``config.keep_checkpoints`` periodic ones, evaluates the test split
+(``config.data.eval_split``) once at the end on the best-by-validation checkpoint, and stops
 with :class:`NonFiniteLossError` naming the step and the loss term when the loss becomes
 NaN/Inf, without saving the broken state.
 """
@@ -25,11 +27,11 @@ import numpy as np
 import tqdm
 
 from handvae.data import pipeline
-from handvae.evaluation import metrics as metrics_lib
+from handvae.evaluation import evaluator
 from handvae.losses import objectives
 from handvae.models import vae
 from handvae.training import checkpoint as checkpoint_lib
-from handvae.training import sharding, step as step_lib
+from handvae.training import run_config, sharding, step as step_lib
 from handvae.training.state import TrainState, abstract_train_state, create_train_state
 from handvae.training.writers import MetricWriter
 
@@ -73,39 +75,20 @@ def _train_iterator(config: ml_collections.ConfigDict, batches: BatchSource | No
     return iter(batches)
 
 
-def _eval_iterable(config: ml_collections.ConfigDict, eval_batches: Any) -> Iterable[Batch] | None:
+def _eval_iterable(config: ml_collections.ConfigDict, eval_batches: Any, split: str,
+                   num_examples: int) -> Iterable[Batch]:
     if eval_batches is None:
-        return pipeline.eval_batches(config.data, config.batch_size,
-                                     split=config.data.eval_split,
-                                     num_examples=config.num_eval_examples)
-    return eval_batches() if callable(eval_batches) else eval_batches
+        return pipeline.eval_batches(config.data, config.batch_size, split=split,
+                                     num_examples=num_examples)
+    return eval_batches(split) if callable(eval_batches) else eval_batches
 
 
-def evaluate(eval_step: Callable[..., jax.Array], variables: dict[str, Any],
-             batches: Iterable[Batch], mesh: jax.sharding.Mesh) -> dict[str, float]:
-    """Mean/median EPE and AUCs of the model over ``batches`` (hand3d protocol, millimetres).
-
-    Batches whose size does not divide by the device count are padded and the padding
-    dropped. Returns ``handvae.evaluation.metrics.summarize_errors``'s dict plus
-    ``num_examples``.
-    """
-    num_devices = mesh.devices.size
-    errors, visible = [], []
-    for batch in batches:
-        rgb = np.asarray(batch["rgb"])
-        n = rgb.shape[0]
-        padded = np.pad(rgb, [(0, (-n) % num_devices)] + [(0, 0)] * (rgb.ndim - 1))
-        pred = np.asarray(jax.device_get(
-            eval_step(variables, jax.device_put(padded, sharding.batch_sharded(mesh)))))[:n]
-        errors.append(np.asarray(
-            metrics_lib.keypoint_errors_mm(pred, batch["pose"], batch["scale"])))
-        visible.append(np.asarray(batch["visible"]))
-    if not errors:
-        raise ValueError("evaluation got no batches: check config.data.eval_split and "
-                         "config.num_eval_examples")
-    summary = metrics_lib.summarize_errors(np.concatenate(errors), np.concatenate(visible))
-    summary = {k: float(v) for k, v in summary.items() if np.ndim(v) == 0}
-    return summary
+def _predict_fn(eval_step: Callable[..., jax.Array], variables: dict[str, Any],
+                mesh: jax.sharding.Mesh) -> Callable[[np.ndarray], np.ndarray]:
+    """``rgb [B, ...] -> pose [B, 21, 3]`` on ``mesh`` (B a multiple of its device count)."""
+    data = sharding.batch_sharded(mesh)
+    return lambda rgb: np.asarray(jax.device_get(
+        eval_step(variables, jax.device_put(rgb, data))))
 
 
 def _non_finite_terms(metrics: dict[str, Any]) -> list[str]:
@@ -152,8 +135,19 @@ class _Guard:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        batches: BatchSource | None = None,
                        eval_batches: Any = None,
-                       functions: ModelFunctions | None = None) -> dict[str, float]:
+                       functions: ModelFunctions | None = None) -> dict[str, Any]:
     """Trains ``config`` in ``workdir`` (resuming from its newest checkpoint) and evaluates.
+
+    Every ``config.eval_every`` steps the model is evaluated on
+    ``config.data.validation_split`` (the first ``config.num_eval_examples``) and the best
+    checkpoint is chosen by that mean EPE. At the end the test split
+    (``config.data.eval_split``) is evaluated once, in full, on the best-by-validation
+    checkpoint (the final state when no validation ran), by the same
+    ``handvae.evaluation.evaluator``.
+
+    ``config.json`` is written only after the config is validated, the model built and the
+    state created or restored; on resume, changes of shapes or strategy are refused and the
+    accepted ones recorded (``handvae.training.run_config``).
 
     Args:
       config: an experiment config (``experiments/configs``).
@@ -161,31 +155,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       batches: replaces the input pipeline: a callable ``start_step -> iterator`` whose k-th
         item is batch ``start_step + k`` (resumable), or an iterable used as is. Each batch
         is this process's slice, dict of host arrays [B_local, ...] (``handvae.data.spec``).
-      eval_batches: replaces the evaluation data: an iterable or a callable returning one;
-        default ``pipeline.eval_batches`` on ``config.data.eval_split``. ``False`` skips
-        evaluation (no best checkpoint then).
+      eval_batches: replaces the evaluation data: a callable ``split -> iterable`` or an
+        iterable used for every split; default ``pipeline.eval_batches``. ``False`` skips
+        evaluation (no best checkpoint, no test result then).
       functions: the model and objective (default :func:`default_model_functions`).
 
     Returns:
-      Final metrics: the last evaluation summary (``mean_epe_mm``, ``auc_20_50``, ...),
-      ``step`` and the last logged training means prefixed ``train_``. Also written to
-      ``<workdir>/final_metrics.json``.
+      Final metrics: the last validation scalars (``mean_epe_mm``, ``auc_20_50``, ...; the
+      numbers to compare runs by), ``step``, the last logged training means prefixed
+      ``train_``, ``validation`` (provenance of those numbers) and ``test`` (the test
+      split's summary on the best-by-validation checkpoint with its provenance). Also
+      written to ``<workdir>/final_metrics.json``.
 
     Raises:
       NonFiniteLossError: the loss became NaN/Inf (checkpoints before it are kept).
-      ValueError: ``config.batch_size`` does not divide by the device count.
+      ValueError: a bad config (names the field: ``num_train_steps`` ≤ 0, a selection split
+        that is the test split, a batch size not divisible by the device count, a resume
+        that changes shapes or strategy). Nothing is written then.
     """
+    run_config.validate(config)
     fns = functions or default_model_functions()
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
     workdir = os.path.abspath(workdir)
     is_main = jax.process_index() == 0
-    if is_main:
-        checkpoint_lib.write_config(config, workdir)
 
     model = fns.build_model(config.model)
     checkpoints = checkpoint_lib.Checkpoints(workdir, keep=config.keep_checkpoints)
+    changes: dict[str, Any] = {}
     if checkpoints.latest_step() is not None:
+        if os.path.exists(os.path.join(workdir, checkpoint_lib.CONFIG_FILE)):
+            changes = run_config.check_resume(checkpoint_lib.read_config(workdir), config,
+                                              workdir)
         # Shapes only (no initialisation compiled or run) as the restore target.
         abstract = abstract_train_state(config, model, init_fn=fns.init_variables)
         state = checkpoints.restore(checkpoint_lib.sharded_abstract(abstract, mesh), "latest")
@@ -197,26 +198,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             create_train_state(config, model, init_fn=fns.init_variables), mesh)
     start_step = int(jax.device_get(state.step))
     num_steps = int(config.num_train_steps)
+    if is_main:  # only now is the config known to be good
+        run_config.record_changes(workdir, start_step, changes)
+        checkpoint_lib.write_config(config, workdir)
 
     train_step = step_lib.make_train_step(config, mesh, objective_fn=fns.objective)
     eval_mesh = mesh if jax.process_count() == 1 else sharding.make_mesh(jax.local_devices())
     eval_step = step_lib.make_eval_step(model, eval_mesh, predict_fn=fns.predict_pose)
     writer = MetricWriter(workdir, enabled=is_main)
     guard = _Guard(checkpoints)
-    final: dict[str, float] = {}
-    last_eval: dict[str, float] = {}
+    final: dict[str, Any] = {}
+    last_eval: dict[str, Any] = {}
+    selection = config.data.validation_split
+
+    def evaluate_state(state: TrainState, split: str, num_examples: int
+                       ) -> evaluator.Evaluation:
+        variables = state.variables()
+        if jax.process_count() > 1:  # evaluate on local devices from a local copy
+            variables = sharding.replicate(
+                jax.tree.map(lambda x: x.addressable_data(0), variables), eval_mesh)
+        return evaluator.evaluate(
+            _predict_fn(eval_step, variables, eval_mesh),
+            _eval_iterable(config, eval_batches, split, num_examples),
+            num_devices=eval_mesh.devices.size)
 
     def run_eval(state: TrainState, at_step: int) -> None:
         nonlocal last_eval
         if eval_batches is False:
             return
-        variables = state.variables()
-        if jax.process_count() > 1:  # evaluate on local devices from a local copy
-            variables = sharding.replicate(
-                jax.tree.map(lambda x: x.addressable_data(0), variables), eval_mesh)
-        last_eval = evaluate(eval_step, variables, _eval_iterable(config, eval_batches),
-                             eval_mesh)
-        writer.write(at_step, "eval", last_eval)
+        result = evaluate_state(state, selection, config.num_eval_examples)
+        last_eval = result.scalars()
+        writer.write(at_step, "validation", last_eval, info=evaluator.provenance(
+            dataset=config.data.dataset, split=selection,
+            num_examples=result.summary["num_examples"], which="latest",
+            checkpoint_step=at_step))
         checkpoints.save_best(at_step, state, last_eval)
 
     def due(every: int, done: int) -> bool:
@@ -270,6 +285,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             guard.flush()
         if start_step >= num_steps and not last_eval:  # resumed a finished run
             run_eval(state, num_steps)
+        checkpoints.wait()
+        if eval_batches is not False:
+            final["test"] = _final_test(config, state, checkpoints, mesh, evaluate_state,
+                                        writer, num_steps)
     finally:
         if hasattr(train_iter, "close"):  # stops the pipeline's prefetch thread
             train_iter.close()
@@ -278,11 +297,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         writer.close()
 
     final.update(last_eval)
+    if last_eval:
+        final["validation"] = evaluator.provenance(
+            dataset=config.data.dataset, split=selection,
+            num_examples=int(last_eval["num_examples"]), which="latest",
+            checkpoint_step=num_steps)
     final["step"] = float(num_steps)
     if is_main:
         with open(os.path.join(workdir, FINAL_METRICS_FILE), "w") as f:
             json.dump(final, f, indent=2, sort_keys=True)
     return final
+
+
+def _final_test(config: ml_collections.ConfigDict, state: TrainState,
+                checkpoints: checkpoint_lib.Checkpoints, mesh: jax.sharding.Mesh,
+                evaluate_state: Callable[..., evaluator.Evaluation], writer: MetricWriter,
+                num_steps: int) -> dict[str, Any]:
+    """The test split, in full, once, on the best-by-validation checkpoint (or the final
+    state when none was chosen): its summary plus provenance (``handvae.evaluation``)."""
+    best_step = checkpoints.best_step()
+    which, at = "latest", num_steps
+    if best_step is not None and best_step != num_steps:
+        state = checkpoints.restore(checkpoint_lib.sharded_abstract(state, mesh), "best")
+        which, at = "best", best_step
+    elif best_step is not None:
+        which = "best"
+    split = config.data.eval_split
+    result = evaluate_state(state, split, -1)
+    origin = evaluator.provenance(
+        dataset=config.data.dataset, split=split, num_examples=result.summary["num_examples"],
+        which=which, checkpoint_step=at, selection_split=config.data.validation_split)
+    writer.write(at, "test", result.scalars(), info=origin)
+    return {**result.summary, **origin}
 
 
 def _window_length(log_every: int, done: int, start_step: int) -> int:

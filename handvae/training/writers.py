@@ -6,6 +6,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import tensorboardX
 
@@ -16,8 +17,10 @@ TENSORBOARD_DIR = "tensorboard"
 class MetricWriter:
     """Writes scalars as ``<split>/<name>`` TensorBoard tags and as one JSON line per call.
 
-    Each line of ``<workdir>/metrics.jsonl`` is ``{"step": int, "split": "train"|"eval",
-    "time": unix seconds, <name>: float, ...}``.
+    Each line of ``<workdir>/metrics.jsonl`` is ``{"step": int, "split": "train" |
+    "validation" | "test", "time": unix seconds, <name>: float, ...}``; evaluation lines also
+    carry ``"info"``: where the numbers come from (data set, data split, number of examples,
+    checkpoint; ``handvae.evaluation.evaluator.provenance``).
 
     Args:
       workdir: the run's work directory.
@@ -32,8 +35,10 @@ class MetricWriter:
         self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a")
         self._tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
 
-    def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
-        """Writes ``scalars`` at ``step`` under ``split`` and flushes both files."""
+    def write(self, step: int, split: str, scalars: Mapping[str, float],
+              info: Mapping[str, Any] | None = None) -> None:
+        """Writes ``scalars`` at ``step`` under ``split`` (and ``info``, JSON only) and
+        flushes both files."""
         if not self.enabled:
             return
         values = {k: float(v) for k, v in scalars.items()}
@@ -41,6 +46,8 @@ class MetricWriter:
             self._tensorboard.add_scalar(f"{split}/{name}", value, step)
         self._tensorboard.flush()
         record = {"step": int(step), "split": split, "time": time.time(), **values}
+        if info is not None:
+            record["info"] = dict(info)
         # NaN/Inf are written as JSON's non-standard tokens rather than dropped.
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -34,6 +35,8 @@ def _tiny_config(strategy: str, data_dir: str):
     config.batch_size = 2
     config.log_every = config.eval_every = config.checkpoint_every = 2
     config.num_eval_examples = -1
+    # The dummy data have only train/test: select on train here (real configs: "validation").
+    config.data.validation_split = "train"
     return config
 
 
@@ -50,17 +53,36 @@ def _is_png(path):
         return f.read(8) == PNG
 
 
-def test_two_step_checkpoint_evaluates_end_to_end(tmp_path, rhd_synthetic_data_dir):
-    workdir, final, result = _train_and_evaluate(tmp_path, rhd_synthetic_data_dir, "R2P")
-    out = os.path.join(workdir, "eval")
+@pytest.fixture(scope="module")
+def r2p_run(tmp_path_factory, rhd_synthetic_data_dir):
+    """A 2-step R2P run on a private copy of the dummy data (tests edit its build record)."""
+    tmp_path = tmp_path_factory.mktemp("r2p")
+    data_dir = tmp_path / "tfds"
+    shutil.copytree(rhd_synthetic_data_dir, data_dir)
+    workdir, final, result = _train_and_evaluate(tmp_path, str(data_dir), "R2P")
+    return workdir, final, result, data_dir
+
+
+def test_two_step_checkpoint_evaluates_end_to_end(r2p_run):
+    workdir, final, result, _ = r2p_run
+    out = os.path.join(workdir, "eval", "test_best")
     written = json.load(open(os.path.join(out, "metrics.json")))
     assert written["num_examples"] == 2 and written["split"] == "test"
     assert written["strategy"] == "R2P" and written["which"] == "best"
-    for key in ("mean_epe_mm", "median_epe_mm", "auc_20_50", "auc_0_50"):
+    assert written["dataset"] == "synthetic" and written["checkpoint"] == "best-by-validation"
+    assert written["checkpoint_step"] == final["test"]["checkpoint_step"]
+    assert written["selection_split"] == "train"
+    for key in ("mean_epe_mm", "median_epe_mm", "auc_20_50", "auc_0_50", "mean_epe_all_mm"):
         assert math.isfinite(written[key]), key
+    assert written["all_keypoints"]["mean_epe_mm"] == written["mean_epe_all_mm"]
     assert len(written["pck"]) == len(metrics.PCK_THRESHOLDS_MM)
-    # From RGB only, the same number as the trainer's own evaluation of the best checkpoint.
-    assert written["mean_epe_mm"] == pytest.approx(final["mean_epe_mm"], rel=1e-5)
+    # The trainer's test evaluation of the best checkpoint and the offline report are the
+    # same code on the same checkpoint: the same numbers.
+    for key in ("mean_epe_mm", "mean_epe_all_mm", "auc_20_50"):
+        assert written[key] == pytest.approx(final["test"][key], rel=1e-5), key
+    md = open(os.path.join(out, "metrics.md")).read()
+    assert "Checkpoint: best-by-validation, chosen on the 'train' split" in md
+    assert "Over all 21 keypoints" in md
     assert result["files"] == ["metrics.json", "metrics.md", "pck.png", "poses.png",
                                "interpolation.png"]  # S1 decodes no cloud: no Fig. 3
     for name in result["files"]:
@@ -78,7 +100,7 @@ def test_constant_pose_baseline_by_hand():
     poses = np.zeros((2, 21, 3))
     poses[1, 3, 0] = 2.0
     visible = np.ones((2, 21))
-    baseline = evaluate.constant_pose_baseline(poses, np.full(2, 0.02), visible)
+    baseline = metrics.constant_pose_baseline(poses, np.full(2, 0.02), visible)
     assert baseline["mean_epe_mm"] == pytest.approx(20.0 / 21)
     assert baseline["median_epe_mm"] == pytest.approx(20.0 / 21)
 
@@ -92,7 +114,7 @@ def test_evaluate_reports_a_missing_workdir(tmp_path):
 def test_cloud_strategy_writes_reconstruction_and_cli_runs(tmp_path, rhd_synthetic_data_dir):
     workdir, _, result = _train_and_evaluate(tmp_path, rhd_synthetic_data_dir, "RC2CHP_poe")
     assert "reconstruction.png" in result["files"]
-    assert _is_png(os.path.join(workdir, "eval", "reconstruction.png"))
+    assert _is_png(os.path.join(workdir, "eval", "test_best", "reconstruction.png"))
     out = tmp_path / "cli"
     proc = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--workdir", workdir,
                            "--which", "latest", "--out", str(out), "--num_figure_examples",
@@ -101,3 +123,40 @@ def test_cloud_strategy_writes_reconstruction_and_cli_runs(tmp_path, rhd_synthet
     cli = json.load(open(out / "metrics.json"))
     assert cli["which"] == "latest"
     assert np.isfinite(cli["mean_epe_mm"])
+
+
+def test_split_reports_are_kept_apart_and_the_test_split_must_be_whole(r2p_run):
+    workdir, _, _, data_dir = r2p_run
+    test_report = os.path.join(workdir, "eval", "test_best", "metrics.json")
+    before = open(test_report).read()
+    train = evaluate.evaluate_workdir(workdir, split="train", which="latest",
+                                      make_figures=False)
+    assert train["split"] == "train" and train["num_examples"] == 3
+    assert os.path.exists(os.path.join(workdir, "eval", "train_latest", "metrics.json"))
+    assert open(test_report).read() == before  # --split train never overwrites the test one
+
+    # The build recorded more test frames than it stored: the test split is refused.
+    (version,) = [d for d in os.listdir(data_dir / "rhd" / "synthetic") if d[0].isdigit()]
+    build_report = data_dir / "rhd" / "synthetic" / version / evaluate.BUILD_REPORT
+    try:
+        build_report.write_text(json.dumps({"splits": {"test": {"defined": 3, "stored": 2}}}))
+        with pytest.raises(ValueError, match=r"'test' split holds 2 frames .* defines 3"):
+            evaluate.evaluate_workdir(workdir, make_figures=False)
+        build_report.write_text(json.dumps({"splits": {"test": {"defined": 2, "stored": 2}}}))
+        assert evaluate.evaluate_workdir(workdir, make_figures=False)["num_examples"] == 2
+    finally:
+        build_report.unlink()
+
+
+def test_published_test_sizes_are_checked_without_a_build_record():
+    config = demo.get_config("strategy=R2P")
+    config.data.dataset = "rhd"
+    assert evaluate.defined_frames(config.data, "test") == 2728
+    with pytest.raises(ValueError, match="holds 2727 frames but the data set defines 2728"):
+        evaluate.check_test_frames(config.data, "test", 2727)
+    evaluate.check_test_frames(config.data, "train", 5)  # only the test split is checked
+    config.data.dataset = "stb"
+    assert evaluate.defined_frames(config.data, "test") == 3000
+    config.data.dataset = "synthetic"
+    config.data.data_dir = "/nonexistent"
+    assert evaluate.defined_frames(config.data, "test") is None  # nothing recorded: no check

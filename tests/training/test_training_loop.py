@@ -41,20 +41,31 @@ def test_workdir_layout_logs_and_final_metrics(tmp_path):
     # keep_checkpoints=2 of the saves at 2, 4, 6.
     assert sorted(int(s) for s in os.listdir(tmp_path / "checkpoints")) == [4, 6]
     train = writers.read_metrics(str(tmp_path), "train")
-    evals = writers.read_metrics(str(tmp_path), "eval")
+    evals = writers.read_metrics(str(tmp_path), "validation")
     assert [r["step"] for r in train] == [2, 4, 6]
     assert [r["step"] for r in evals] == [3, 6]
     assert {"loss", "pose", "kl", "beta", "learning_rate", "grad_norm", "steps_per_sec",
             "data_wait_fraction"} <= set(
         train[0])
     assert evals[-1]["num_examples"] == 6  # the smaller last eval batch was padded and cut
+    assert evals[-1]["info"]["split"] == config.data.validation_split
     assert final["mean_epe_mm"] == pytest.approx(evals[-1]["mean_epe_mm"])
+    assert final["validation"]["split"] == config.data.validation_split
     assert json.load(open(tmp_path / "final_metrics.json"))["step"] == 6
     assert checkpoint_lib.read_config(str(tmp_path)).model.strategy == config.model.strategy
     # The best checkpoint is the evaluation with the lowest mean EPE.
     best_eval = min(evals, key=lambda r: r["mean_epe_mm"])
     _, best_step = _params(tmp_path, "best")
     assert best_step == best_eval["step"]
+    # The test split is evaluated once, at the end, on that best-by-validation checkpoint.
+    tests = writers.read_metrics(str(tmp_path), "test")
+    assert len(tests) == 1 and tests[0]["step"] == best_step
+    saved = json.load(open(tmp_path / "final_metrics.json"))["test"]
+    assert saved["split"] == "test" and saved["checkpoint"] == "best-by-validation"
+    assert saved["checkpoint_step"] == best_step and saved["selection_split"] == "validation"
+    # The stand-in evaluation data are the same for every split: same numbers as that eval.
+    assert saved["mean_epe_mm"] == pytest.approx(best_eval["mean_epe_mm"], rel=1e-6)
+    assert "mean_epe_all_mm" in saved and "constant_pose_baseline" in saved
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):
@@ -98,3 +109,43 @@ def test_batch_not_divisible_by_devices_fails_before_training(tmp_path):
     config.batch_size = 3
     with pytest.raises(ValueError, match="not divisible by the 2 devices"):
         _run(config, tmp_path)
+
+
+@pytest.mark.parametrize("split", ["test", "held_out"])
+def test_selecting_on_the_test_split_is_refused_before_anything_is_written(tmp_path, split):
+    config = standins.tiny_config()
+    config.data.eval_split = "held_out" if split == "held_out" else "test"
+    config.data.validation_split = split
+    with pytest.raises(ValueError, match="config.data.validation_split"):
+        _run(config, tmp_path)
+    assert not os.path.exists(tmp_path / "config.json")
+
+
+@pytest.mark.parametrize("steps", [0, -3])
+def test_non_positive_num_train_steps_is_an_error(tmp_path, steps):
+    config = standins.tiny_config()
+    config.num_train_steps = steps
+    with pytest.raises(ValueError, match="config.num_train_steps"):
+        _run(config, tmp_path)
+    assert not os.listdir(tmp_path)
+
+
+def test_resume_refuses_shape_changes_and_records_accepted_ones(tmp_path):
+    short = standins.tiny_config()
+    short.num_train_steps = 2
+    _run(short, tmp_path)
+    stored = open(tmp_path / "config.json").read()
+    wider = standins.tiny_config()
+    wider.model.resnet_width = 8  # other parameter shapes
+    with pytest.raises(ValueError, match=r"model.resnet_width: 4 → 8") as info:
+        _run(wider, tmp_path)
+    assert "strict" not in str(info.value)
+    assert open(tmp_path / "config.json").read() == stored  # the record of the run is kept
+    assert not os.path.exists(tmp_path / "config_changes.jsonl")
+    longer = standins.tiny_config()  # 6 steps instead of 2, a new learning rate
+    longer.optimizer.lr = 5e-3
+    assert _run(longer, tmp_path)["step"] == 6
+    changes = [json.loads(line) for line in open(tmp_path / "config_changes.jsonl")]
+    assert len(changes) == 1 and changes[0]["resumed_at_step"] == 2
+    assert changes[0]["changes"] == {"num_train_steps": [2, 6], "optimizer.lr": [1e-2, 5e-3]}
+    assert checkpoint_lib.read_config(str(tmp_path)).num_train_steps == 6

@@ -96,8 +96,10 @@ def batches(config: ml_collections.ConfigDict):
 
 
 def eval_batches(config: ml_collections.ConfigDict, num: int = 6):
-    """A callable giving a finite eval stream; the last batch is smaller (``num`` examples)."""
-    def make():
+    """A callable ``split -> finite eval stream`` (the same for every split); the last batch
+    is smaller (``num`` examples)."""
+    def make(split=None):
+        del split
         batch = spec.dummy_batch(num, config.data.image_size, config.data.num_points,
                                  config.data.heatmap_size, seed=99)
         return [{k: v[:4] for k, v in batch.items()}, {k: v[4:] for k, v in batch.items()}]

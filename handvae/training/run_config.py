@@ -1,0 +1,106 @@
+"""A run's config: checked before anything is written, compared with the stored one on resume.
+
+``<workdir>/config.json`` is the record of a trained run (``experiments.evaluate`` and
+``restore_for_inference`` rebuild the model from it). It is written only once the config is
+known to be good: validated (:func:`validate`), the model built and the checkpoint restored.
+On resume, :func:`check_resume` refuses changes that alter parameter shapes or the strategy
+(:data:`FROZEN_FIELDS`, naming the fields) and returns the others, which the loop records in
+``<workdir>/config_changes.jsonl`` (:func:`record_changes`) before rewriting ``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import ml_collections
+
+from handvae.evaluation import evaluator
+
+CHANGES_FILE = "config_changes.jsonl"
+# Fields whose change alters the train state's shapes (or what the run is): refused on resume.
+# Every model field except the KL weights (beta*), and the data sizes the model is built for.
+FROZEN_DATA_FIELDS = ("data.image_size", "data.num_points", "data.heatmap_size")
+
+
+def is_frozen(field: str) -> bool:
+    """Whether changing ``field`` ("model.latent_dim") on resume is refused."""
+    if field.startswith("model."):
+        return not field.split(".")[-1].startswith("beta")
+    return field in FROZEN_DATA_FIELDS
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks the fields the loop needs before any file is written.
+
+    Raises:
+      ValueError: naming the field: ``num_train_steps`` ≤ 0, a selection split that is the
+        test split (``data.validation_split``), ``batch_size`` ≤ 0.
+    """
+    steps = config.get("num_train_steps")
+    if not isinstance(steps, int) or steps <= 0:
+        raise ValueError(f"config.num_train_steps must be a positive integer, got {steps!r}")
+    if int(config.batch_size) <= 0:
+        raise ValueError(f"config.batch_size must be positive, got {config.batch_size}")
+    evaluator.check_selection_split(config.data)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def _as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    # The stored form (tuples become lists), so equal configs compare equal.
+    return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def diff(stored: ml_collections.ConfigDict, new: ml_collections.ConfigDict
+         ) -> dict[str, tuple[Any, Any]]:
+    """Fields that differ: ``{"a.b": (stored value, new value)}`` (missing → None)."""
+    old, cur = _flatten(_as_json(stored)), _flatten(_as_json(new))
+    return {k: (old.get(k), cur.get(k)) for k in sorted(set(old) | set(cur))
+            if old.get(k) != cur.get(k)}
+
+
+def check_resume(stored: ml_collections.ConfigDict, new: ml_collections.ConfigDict,
+                 workdir: str) -> dict[str, tuple[Any, Any]]:
+    """The accepted changes of a resumed run, or an error naming the refused ones.
+
+    Args:
+      stored: the run's ``config.json``.
+      new: the config it is resumed with.
+      workdir: for the message.
+
+    Returns:
+      ``{field: (old, new)}`` of the changes that keep shapes and strategy (e.g. more steps).
+
+    Raises:
+      ValueError: listing every changed field that alters shapes or the strategy.
+    """
+    changes = diff(stored, new)
+    refused = {k: v for k, v in changes.items() if is_frozen(k)}
+    if refused:
+        listed = "; ".join(f"{k}: {old!r} → {cur!r}" for k, (old, cur) in refused.items())
+        raise ValueError(
+            f"{workdir} holds a run trained with another model: {listed}. These fields set the "
+            "checkpoint's shapes or strategy and cannot change on resume. Use the stored "
+            f"values (see {os.path.join(workdir, 'config.json')}) or a new --workdir.")
+    return changes
+
+
+def record_changes(workdir: str, step: int, changes: dict[str, tuple[Any, Any]]) -> None:
+    """Appends one line ``{"time", "resumed_at_step", "changes": {field: [old, new]}}`` to
+    ``<workdir>/config_changes.jsonl`` (nothing when there are no changes)."""
+    if not changes:
+        return
+    record = {"time": time.time(), "resumed_at_step": int(step),
+              "changes": {k: list(v) for k, v in changes.items()}}
+    with open(os.path.join(workdir, CHANGES_FILE), "a") as f:
+        f.write(json.dumps(record) + "\n")
