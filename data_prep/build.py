@@ -122,7 +122,11 @@ def _encode_chunk(tasks: list[feature_lib.FrameTask]) -> list[tuple[str, bytes |
         try:
             example = feature_lib.to_stored(_WORKER["load"](task, _WORKER["view_correction"]))
             encoded = _WORKER["features"].encode_example(example)
-            out.append((task.key, _WORKER["serializer"].serialize_example(encoded), ""))
+            # deterministic=True: protobuf map order otherwise follows the process's string
+            # hash seed, and the bytes would depend on which worker wrote the record
+            record = _WORKER["serializer"].get_tf_example(encoded).SerializeToString(
+                deterministic=True)
+            out.append((task.key, record, ""))
         except feature_lib.SkipFrame as e:
             out.append((task.key, None, f"{e.reason}\0{e}"))
     return out
@@ -295,7 +299,8 @@ def build(dataset: str, config: str, manual_dir: str | os.PathLike, data_dir: st
             level = logging.WARNING if skipped else logging.INFO
             log.log(level, "%s %s: %d frames defined, %d stored, skipped %s", builder.name,
                     split, counts[split]["defined"], info.num_examples, skipped or "none")
-        builder.info.set_file_format("array_record", override=True)
+        builder.info.set_file_format("array_record", override=True,
+                                     override_if_initialized=True)
         builder.info.set_splits(tfds.core.SplitDict(split_infos))
         builder.info.write_to_directory(temp)
         (temp / REPORT).write_text(json.dumps(report, indent=2))

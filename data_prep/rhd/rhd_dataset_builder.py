@@ -157,7 +157,8 @@ def check_annotation(frame, annotation) -> tuple[int, dict]:
       (frame number, annotation with float64 arrays).
 
     Raises:
-      features.SkipFrame: non-integer key, None / not a dict, a missing key, wrong shapes.
+      features.SkipFrame: non-integer key, None / not a dict, a missing key, wrong shapes,
+        NaN or infinite keypoints, intrinsics or visibility.
     """
     if isinstance(frame, bool) or not isinstance(frame, (int, np.integer, str)):
         raise feature_lib.SkipFrame(f"frame key {frame!r} is not an integer",
@@ -187,9 +188,12 @@ def check_annotation(frame, annotation) -> tuple[int, dict]:
     if wrong:
         raise feature_lib.SkipFrame(f"frame {frame!r}: annotation shapes {wrong}, expected "
                                     f"{shapes}", "malformed annotation")
-    if not np.isfinite(arrays["K"]).all():
-        raise feature_lib.SkipFrame(f"frame {frame!r}: non-finite intrinsics K",
+    if not (np.isfinite(arrays["K"]).all() and np.isfinite(arrays["xyz"]).all()):
+        raise feature_lib.SkipFrame(f"frame {frame!r}: non-finite keypoints or intrinsics",
                                     "non-finite keypoints")
+    if not np.isfinite(arrays["uv_vis"]).all():
+        raise feature_lib.SkipFrame(f"frame {frame!r}: non-finite uv_vis (visibility)",
+                                    "non-finite visibility")
     return number, arrays
 
 
