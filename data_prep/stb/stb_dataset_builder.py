@@ -13,7 +13,9 @@ One example per SK frame (RealSense F200 colour + depth), processed by
 * STB shows left hands only; all are mirrored to right hands (``side`` = 0 records it).
 
 Splits follow the hand3d protocol: ``test`` = B1Counting + B1Random, ``validation`` = B6Random
-(held out for model selection), ``train`` = the nine other sequences. Configs ``real`` and ``synthetic`` (``python -m data_prep.synthetic --format stb``).
+(held out for model selection), ``train`` = the nine other sequences. Configs ``real`` and
+``synthetic`` (``python -m data_prep.synthetic --format stb``), and ``*_plain`` variants without
+view correction.
 """
 
 from __future__ import annotations
