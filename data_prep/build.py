@@ -199,6 +199,10 @@ def _write_split(name: str, split: str, tasks, folder: epath.Path, workers: int,
         bar.close()
         if writer is not None:
             writer.close()
+    if not tasks:
+        raise ValueError(f"{name} {split}: the raw data define no frame for this split (the "
+                         "validation split holds out part of the training data, so RHD needs "
+                         "at least 2 training frames and STB 2 training sequences)")
     if not lengths:
         raise ValueError(f"{name} {split}: no example was stored ({len(tasks)} frames, "
                          f"skipped: {skipped}); check the raw data and the log above")

@@ -20,6 +20,7 @@ view correction.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -53,6 +54,7 @@ HAND_RADIUS_MM = 20.0      # depth points this close to a bone are "hand"
 BOX_MARGIN_PX = 40         # depth-image search window around the projected keypoints
 LEFT = 0
 VALIDATION_SEQUENCE = "B6Random"   # the held-out training sequence
+VALIDATION_SHARE = 0.05            # only when there is a single training sequence
 
 
 def labels_to_keypoints(hand_para: np.ndarray) -> np.ndarray:
@@ -161,14 +163,15 @@ def frame_tasks(manual_dir) -> tuple[dict[str, list[feature_lib.FrameTask]], dic
 
     Splits (hand3d protocol): ``test`` = B1Counting + B1Random (``strict=False``);
     ``validation`` = the held-out training sequence ``VALIDATION_SEQUENCE`` (or, if absent,
-    the last training sequence in sorted order; ``strict=False``); ``train`` = the others.
+    the last training sequence in sorted order; ``strict=False``); ``train`` = the others. With
+    a single training sequence (tiny synthetic sets) validation is a fixed
+    ``VALIDATION_SHARE`` of its frames (:func:`data_prep.features.validation_keys`).
 
     Returns:
       (tasks by split; per split ``{"defined": n, "skipped": {}}``; the label files).
 
     Raises:
-      FileNotFoundError: ``manual_dir`` is not an STB folder, or it has fewer than two
-        training sequences (one is held out for validation).
+      FileNotFoundError: ``manual_dir`` is not an STB folder.
     """
     root = epath.Path(manual_dir)
     labels = root / "labels"
@@ -184,18 +187,22 @@ def frame_tasks(manual_dir) -> tuple[dict[str, list[feature_lib.FrameTask]], dic
         log.warning("STB: sequences %s are missing under %s", missing, labels)
     test = [s for s in found if s in TEST_SEQUENCES]
     train = [s for s in found if s not in TEST_SEQUENCES]
-    if not test or len(train) < 2:
+    if not test or not train:
         raise FileNotFoundError(
-            f"STB: need label files of the test sequences {TEST_SEQUENCES} and of at least two "
-            f"training sequences (one, {VALIDATION_SEQUENCE}, is held out for validation) "
-            f"under {labels}; found {found}.\n" + MANUAL_DOWNLOAD_INSTRUCTIONS)
-    held_out = VALIDATION_SEQUENCE if VALIDATION_SEQUENCE in train else train[-1]
-    splits = {"train": [s for s in train if s != held_out], "validation": [held_out],
-              "test": test}
+            f"STB: need label files of both splits under {labels} (test: {TEST_SEQUENCES}, "
+            f"train: the others); found {found}.\n" + MANUAL_DOWNLOAD_INSTRUCTIONS)
+    if len(train) >= 2:
+        held_out = VALIDATION_SEQUENCE if VALIDATION_SEQUENCE in train else train[-1]
+        splits = {"train": [s for s in train if s != held_out], "validation": [held_out],
+                  "test": test}
+    else:   # a tiny synthetic set with one training sequence: hold out a share of its frames
+        log.warning("STB: only one training sequence (%s); validation holds out %.0f %% of its "
+                    "frames instead of a sequence", train[0], 100 * VALIDATION_SHARE)
+        splits = {"train": train, "validation": [], "test": test}
     tasks: dict[str, list[feature_lib.FrameTask]] = {}
     files = []
     for split, sequences in splits.items():
-        tasks[split] = []
+        tasks[split] = tasks.get(split, [])
         for sequence in sequences:
             label_file = labels / f"{sequence}_SK.mat"
             files.append(label_file)
@@ -211,6 +218,11 @@ def frame_tasks(manual_dir) -> tuple[dict[str, list[feature_lib.FrameTask]], dic
                                       strict=split == "train",
                                       payload=(folder, index, keypoints[index]))
                 for index in range(len(keypoints)))
+        if len(train) == 1 and split == "train":
+            held = feature_lib.validation_keys([t.key for t in tasks[split]], VALIDATION_SHARE)
+            tasks["validation"] = [dataclasses.replace(t, split="validation", strict=False)
+                                   for t in tasks[split] if t.key in held]
+            tasks[split] = [t for t in tasks[split] if t.key not in held]
         tasks[split].sort(key=lambda t: t.key)
     counts = {split: {"defined": len(t), "skipped": {}} for split, t in tasks.items()}
     return tasks, counts, files

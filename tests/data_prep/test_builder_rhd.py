@@ -320,3 +320,17 @@ def test_malicious_annotation_pickle_stops_the_build(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match="system"):
         build.build("rhd", "synthetic", raw, tmp_path / "tfds")
     assert not marker.exists()
+
+
+def test_raw_data_changing_during_the_build_is_an_error(tmp_path, monkeypatch):
+    raw, training, _ = _copy_dummy(tmp_path)
+    original = build._encode_chunk
+
+    def edit_then_encode(tasks):
+        (training / "color" / "00099.png").write_bytes(b"new frame")
+        return original(tasks)
+
+    monkeypatch.setattr(build, "_encode_chunk", edit_then_encode)
+    with pytest.raises(RuntimeError, match="changed while the build ran"):
+        build.build("rhd", "synthetic", raw, tmp_path / "tfds")
+    assert list((tmp_path / "tfds" / "rhd" / "synthetic").iterdir()) == []

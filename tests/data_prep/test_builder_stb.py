@@ -55,12 +55,13 @@ def test_depth_frame_round_trip():
 
 def test_build_dummy_data(tmp_path):
     builder = build.build("stb", "synthetic", DUMMY, tmp_path)
-    expected = (("train", ["B2Counting"]), ("validation", ["B6Random"]),
-                ("test", ["B1Counting"]))
-    for split, sequences in expected:
+    # one training sequence in dummy_data: validation holds out one of its two frames
+    expected = (("train", ["B2Counting"], 1), ("validation", ["B2Counting"], 1),
+                ("test", ["B1Counting"], 2))
+    for split, sequences, count in expected:
         labels = {s: scipy.io.loadmat(DUMMY / "labels" / f"{s}_SK.mat")["handPara"]
                   for s in sequences}
-        assert builder.info.splits[split].num_examples == sum(v.shape[2] for v in labels.values())
+        assert builder.info.splits[split].num_examples == count
         source = builder.as_data_source(split=split)
         examples = [decode_example(source[i]) for i in range(len(source))]
         frames = [ex["frame"] for ex in examples]
@@ -91,13 +92,18 @@ def test_test_frame_without_depth_is_kept_with_no_points(tmp_path):
     assert example["frame"] == "B1Counting/0001" and example["points"].shape == (0, 3)
 
 
-def test_one_training_sequence_is_not_enough(tmp_path):
+def test_validation_is_the_held_out_sequence(tmp_path):
     raw = tmp_path / "raw"
     shutil.copytree(DUMMY, raw)
-    (raw / "labels" / "B6Random_SK.mat").unlink()
-    (raw / "labels" / "B2Counting_SK.mat").rename(raw / "labels" / "B3Random_SK.mat")
-    with pytest.raises(FileNotFoundError, match="at least two training sequences"):
-        build.build("stb", "synthetic", raw, tmp_path / "tfds")
+    for sequence in ("B6Random", "B3Counting"):
+        shutil.copytree(raw / "images" / "B2Counting", raw / "images" / sequence)
+        shutil.copy(raw / "labels" / "B2Counting_SK.mat", raw / "labels" / f"{sequence}_SK.mat")
+    builder = build.build("stb", "synthetic", raw, tmp_path / "tfds")
+    for split, sequences in (("train", {"B2Counting", "B3Counting"}),
+                             ("validation", {"B6Random"}), ("test", {"B1Counting"})):
+        source = builder.as_data_source(split=split)
+        assert {decode_example(source[i])["frame"].split("/")[0]
+                for i in range(len(source))} == sequences
 
 
 def test_hand_segmentation_keeps_points_near_bones_only():
