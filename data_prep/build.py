@@ -132,19 +132,16 @@ def _encode_chunk(tasks: list[feature_lib.FrameTask]) -> list[tuple[str, bytes |
     return out
 
 
-def _results(tasks, workers: int):
+def _results(tasks, pool: concurrent.futures.Executor | None, workers: int):
     """Yields chunk results in task order, at most ``4 · workers`` chunks in flight."""
     chunks = [tasks[i:i + CHUNK] for i in range(0, len(tasks), CHUNK)]
-    if workers <= 1:
+    if pool is None:
         for chunk in chunks:
             yield _encode_chunk(chunk)
         return
-    context = multiprocessing.get_context("spawn")   # no fork of a threaded parent
-    with concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_init_worker,
-            initargs=(_WORKER["dataset"], _WORKER["view_correction"])) as pool:
-        pending = collections.deque()
-        chunk_iter = iter(chunks)
+    pending = collections.deque()
+    chunk_iter = iter(chunks)
+    try:
         for chunk in chunk_iter:
             pending.append(pool.submit(_encode_chunk, chunk))
             if len(pending) >= 4 * workers:
@@ -154,11 +151,23 @@ def _results(tasks, workers: int):
             nxt = next(chunk_iter, None)
             if nxt is not None:
                 pending.append(pool.submit(_encode_chunk, nxt))
+    finally:   # on an error or Ctrl-C, drop the queued chunks instead of finishing them
+        for future in pending:
+            future.cancel()
+
+
+def _pool(dataset: str, view_correction: bool, workers: int):
+    """A pool of ``workers`` spawned processes (None for one: work in this process)."""
+    if workers <= 1:
+        return None
+    return concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"),   # no fork of threads
+        initializer=_init_worker, initargs=(dataset, view_correction))
 
 
 # --- shard writing -----------------------------------------------------------------------------
 
-def _write_split(name: str, split: str, tasks, folder: epath.Path, workers: int,
+def _write_split(name: str, split: str, tasks, folder: epath.Path, pool, workers: int,
                  shard_bytes: int, progress: bool) -> tuple[tfds.core.SplitInfo, dict]:
     """Writes one split's shards into ``folder``; returns its SplitInfo and skip counts."""
     from array_record.python import array_record_module
@@ -171,7 +180,7 @@ def _write_split(name: str, split: str, tasks, folder: epath.Path, workers: int,
     bar = tqdm(total=len(tasks), desc=f"{name} {split}", unit="frame", disable=not progress,
                smoothing=0.05)
     try:
-        for chunk in _results(tasks, workers):
+        for chunk in _results(tasks, pool, workers):
             for key, record, message in chunk:
                 bar.update(1)
                 if record is None:
@@ -287,14 +296,16 @@ def build(dataset: str, config: str, manual_dir: str | os.PathLike, data_dir: st
         small = sum(len(t) for t in tasks.values()) <= 4 * CHUNK
         workers = 1 if small else (os.cpu_count() or 1)
     workers = max(1, int(workers))
-    _init_worker(dataset, builder.builder_config.view_correction)
-    _WORKER["dataset"] = dataset
+    view_correction = builder.builder_config.view_correction
+    _init_worker(dataset, view_correction)
     report = {"dataset": dataset, "config": config, "version": version, "splits": {}}
+    pool = None
     try:
+        pool = _pool(dataset, view_correction, workers)
         split_infos = []
         for split in SPLIT_ORDER:
-            info, skipped = _write_split(builder.name, split, tasks[split], temp, workers,
-                                         shard_bytes, progress)
+            info, skipped = _write_split(builder.name, split, tasks[split], temp, pool,
+                                         workers, shard_bytes, progress)
             split_infos.append(info)
             for reason, count in counts[split]["skipped"].items():
                 skipped[reason] = skipped.get(reason, 0) + count
@@ -311,6 +322,9 @@ def build(dataset: str, config: str, manual_dir: str | os.PathLike, data_dir: st
         if raw_manifest(dataset, config, version, manual_dir)["digest"] != manifest["digest"]:
             raise RuntimeError(f"the raw data in {manual_dir} changed while the build ran; "
                                "nothing was written. Build again once they are complete.")
+        if pool is not None:
+            pool.shutdown()
+            pool = None
         (temp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         if final.exists():
             trash = parent / f"{INCOMPLETE}{version}-{os.getpid()}-old"
@@ -318,6 +332,8 @@ def build(dataset: str, config: str, manual_dir: str | os.PathLike, data_dir: st
             shutil.rmtree(trash, ignore_errors=True)
         temp.rename(final)
     except OSError as e:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         shutil.rmtree(temp, ignore_errors=True)
         if e.errno == errno.ENOSPC:
             free = shutil.disk_usage(parent).free
@@ -327,6 +343,8 @@ def build(dataset: str, config: str, manual_dir: str | os.PathLike, data_dir: st
                           "--data_dir") from e
         raise
     except BaseException:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return tfds.builder_from_directory(os.fspath(final))
@@ -351,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
         builder = build(args.dataset, args.config, args.manual_dir, args.data_dir,
                         workers=args.workers, overwrite=args.overwrite,
                         progress=not args.no_progress)
-    except (FileNotFoundError, FileExistsError, RuntimeError) as e:
+    except (OSError, RuntimeError, ValueError) as e:   # messages name the cause and the fix
         parser.exit(2, f"error: {e}\n")
     seconds = time.perf_counter() - start
     sizes = {name: split.num_examples for name, split in builder.info.splits.items()}
