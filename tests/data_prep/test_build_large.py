@@ -56,7 +56,8 @@ def test_build_past_one_gigabyte_without_tensorflow(tmp_path):
     per_example = probe.info.splits["train"].num_bytes / probe.info.splits["train"].num_examples
     copies = math.ceil(TARGET_BYTES / per_example)
     _raw_set(tmp_path / "raw", copies)
-    built = build.build("rhd", "synthetic", tmp_path / "raw", tmp_path / "tfds", workers=None)
+    built = build.build("rhd", "synthetic", tmp_path / "raw", tmp_path / "tfds", workers=None,
+                        shard_bytes=build.SHARD_BYTES)
     splits = built.info.splits
     assert sum(splits[s].num_bytes for s in ("train", "validation")) > 2**30
     assert splits["train"].num_examples + splits["validation"].num_examples == copies
