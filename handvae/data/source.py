@@ -20,6 +20,7 @@ TFDS_NAMES = {"rhd": "rhd/real", "stb": "stb/real", "synthetic": "rhd/synthetic"
 PLAIN_SUFFIX = "_plain"
 DEFAULT_DATA_DIR = "data/tfds"
 SPLITS = ("train", "validation", "test")
+MIN_VERSION = "2.0.0"   # the stored format decode_example reads
 
 
 def resolve_data_dir(data_config: Any) -> str:
@@ -66,7 +67,15 @@ def _version_dir(data_config: Any) -> str:
             f"{folder}/<version>/dataset_info.json). Build it first: "
             f"python -m data_prep.build --dataset {dataset} --config {config} "
             f"--manual_dir <raw data> --data_dir {data_dir}")
-    return os.path.join(folder, str(max(versions)))
+    newest = max(versions)
+    if newest < tfds.core.Version(MIN_VERSION):
+        dataset, config = name.split("/")
+        raise FileNotFoundError(
+            f"{folder}/{newest} was built by an older data_prep (format {newest}; this code reads "
+            f">= {MIN_VERSION}: 512-px context image, validation split). Rebuild it: python -m "
+            f"data_prep.build --dataset {dataset} --config {config} --manual_dir <raw data> "
+            f"--data_dir {data_dir}")
+    return os.path.join(folder, str(newest))
 
 
 def load_source(data_config: Any, split: str):

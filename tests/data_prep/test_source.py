@@ -39,3 +39,10 @@ def test_load_source_reads_the_plain_build_and_counts_splits(tmp_path):
         source.load_source(config, "dev")
     with pytest.raises(FileNotFoundError, match="--config synthetic "):
         source.load_source(_config(data_dir=str(tmp_path)), "test")   # vc build absent
+
+
+def test_a_build_of_the_old_format_asks_for_a_rebuild(tmp_path):
+    (tmp_path / "rhd" / "synthetic" / "1.0.0").mkdir(parents=True)
+    (tmp_path / "rhd" / "synthetic" / "1.0.0" / "dataset_info.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="older data_prep(.|\n)*python -m data_prep.build"):
+        source.load_source(_config(data_dir=str(tmp_path)), "train")
