@@ -12,7 +12,8 @@ of the build process alone), the size on disk of the raw and the built set, byte
 and whether TensorFlow was imported. With ``--fraction`` < 1 the times and sizes are ALSO
 extrapolated linearly to the full size and labelled ``extrapolated_full_size``: they are
 estimates, not measurements. Results go to ``results/benchmarks/build_full_size.json``.
-Needs about 3 GB (raw RHD) + 2.5 GB (built) of free disk per full-size RHD run.
+Full size needs about 20 GB of scratch disk (raw synthetic RHD ~9 GB + STB ~10.5 GB, built
+~2.4 + 1.1 GB; extrapolated from a 4.5 % run); ``--tmp`` picks the folder.
 """
 
 from __future__ import annotations
