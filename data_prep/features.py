@@ -4,24 +4,31 @@ Everything deterministic happens here, once, so the training pipeline only warps
 batches:
 
 1. the crop box: a square around the hand's pixels (mask or projected depth points) and its
-   keypoints, enlarged by ``CROP_MARGIN``;
+   keypoints, enlarged by ``CROP_MARGIN``; the stored image shows a window ``CONTEXT_FACTOR``
+   (2) × that box, centred on it, at ``CONTEXT_SIZE`` (512) px, so the 256-px crop is its
+   central window and augmentation (scale ≤ 1.2, shift ±20 px, any rotation) stays inside it;
 2. view correction (Li & Lee 2019): the camera frame is rotated so the ray through the box
-   centre becomes the optical axis (+z); the colour crop is rendered by the corresponding
-   homography, i.e. it is the image a virtual camera ``K_crop`` (principal point at the crop
-   centre) pointed at the hand would see;
-3. left hands are mirrored to right hands (u → S−1−u in the crop, x → −x in the corrected frame;
-   every length, hence every metric, is unchanged); the original side is recorded;
+   centre becomes the optical axis (+z); the image is rendered by the corresponding
+   homography, i.e. it is what a virtual camera ``K_image`` (principal point at the image
+   centre) pointed at the hand would see. With ``view_correction=False`` (``*_plain``
+   configs) it is a plain scaled crop with ``K_image`` = that scaling ∘ K;
+3. left hands are mirrored to right hands (u → C−1−u, x → −x; every length, hence every
+   metric, is unchanged); the original side is recorded;
 4. root (middle MCP) and scale (MCP→PIP of the middle finger), 3-D keypoints
-   ``(P − root) / scale``, 2-D keypoints in crop pixels;
+   ``(P − root) / scale``, 2-D keypoints in stored-image pixels;
 5. a pool of at most ``max_points`` hand-surface points back-projected from the depth map,
-   view-corrected, mirrored and normalised like the keypoints.
+   rotated, mirrored and normalised like the keypoints;
+6. storage (:func:`to_stored`): the image as JPEG bytes, the points as float16.
 
-Frames that would give a wrong example raise :class:`SkipFrame`; the builders count and log
-them instead of crashing a long build.
+Training frames that would give a wrong example raise :class:`SkipFrame`; the builders count
+and log them instead of crashing a long build. Test frames (``strict=False``) are never skipped
+for image or depth reasons.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import zlib
 
 import numpy as np
@@ -32,16 +39,75 @@ from PIL import Image
 from handvae.ops import camera, rotation, skeleton
 from handvae.ops.image_warp import warp_perspective
 
-CROP_SIZE = 256          # stored crop side, pixels
+CONTEXT_SIZE = 512       # stored image side C, pixels: a window 2× the crop box
+CONTEXT_FACTOR = 2.0     # stored window side / crop box side
 CROP_MARGIN = 1.3        # crop side / side of the hand's bounding square
 MIN_CROP_SIDE = 24.0     # pixels of the source image; avoids absurd magnification
-MAX_POINTS = 4000        # surface points kept per example
-MIN_HAND_POINTS = 32     # fewer valid hand depth points → the frame is skipped
+MAX_POINTS = 1024        # surface points kept per example (the pipeline samples 256 per step)
+MIN_HAND_POINTS = 32     # fewer valid hand depth points → a training frame is skipped
+JPEG_QUALITY = 90        # stored image encoding (see WORKSPACE.md "Stored examples")
 NUM_KEYPOINTS = skeleton.NUM_JOINTS
 
 
 class SkipFrame(ValueError):
-    """A frame that cannot give a correct example (the message says why)."""
+    """A frame that cannot give a correct example (the message says why).
+
+    ``reason`` is a short category for the build's per-reason counts (default: the message).
+    """
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameTask:
+    """One raw frame to turn into one example (small and picklable: sent to build workers).
+
+    ``key`` orders the split (stored in sorted key order); ``strict`` is False for evaluation
+    frames (never skipped for image/depth reasons); ``payload`` is builder-specific.
+    """
+    key: str
+    split: str
+    strict: bool
+    payload: tuple
+
+
+@dataclasses.dataclass
+class HandBuilderConfig(tfds.core.BuilderConfig):
+    """A builder config: raw data kind (``real``/``synthetic``) and the view-correction switch.
+
+    ``*_plain`` configs (``view_correction=False``) store a plain crop with the crop's own
+    intrinsics, 3-D quantities in the camera frame (Fig. 5 of the paper: R2P without view
+    correction).
+    """
+    view_correction: bool = True
+
+
+def hand_configs(real: str, synthetic: str) -> list[HandBuilderConfig]:
+    """``real``, ``synthetic``, ``real_plain``, ``synthetic_plain`` with these descriptions."""
+    configs = []
+    for name, description in (("real", real), ("synthetic", synthetic)):
+        configs.append(HandBuilderConfig(name=name, description=description))
+        configs.append(HandBuilderConfig(
+            name=f"{name}_plain", view_correction=False,
+            description=description + " Plain crops (no view correction)."))
+    return configs
+
+
+def validation_keys(keys: list[str], share: float) -> set[str]:
+    """The held-out validation share of training ``keys``: a fixed pseudo-random subset.
+
+    The keys are ranked by CRC-32 of the key (fixed, independent of order and of the worker
+    count) and the first ``round(share · n)`` (at least 1 when n ≥ 2) are held out.
+    """
+    if not 0 < share < 1:
+        raise ValueError(f"validation share must be in (0, 1), got {share}")
+    count = len(keys)
+    if count < 2:
+        return set()
+    num = max(1, round(share * count))
+    return set(sorted(keys, key=lambda k: (zlib.crc32(k.encode()), k))[:num])
 
 
 def crop_box(hand_uv: np.ndarray, keypoints_uv: np.ndarray, margin: float = CROP_MARGIN
@@ -64,17 +130,28 @@ def crop_box(hand_uv: np.ndarray, keypoints_uv: np.ndarray, margin: float = CROP
     return center, side
 
 
-def crop_intrinsics(K: np.ndarray, side: float, crop_size: int = CROP_SIZE) -> np.ndarray:
-    """[3, 3] intrinsics of the view-corrected crop camera.
+def crop_intrinsics(K: np.ndarray, side: float, crop_size: int) -> np.ndarray:
+    """[3, 3] intrinsics of a view-corrected image of ``crop_size`` px showing ``side`` px.
 
     The focal length is the mean of ``K``'s magnified by ``crop_size / side``; the principal point
-    is the crop centre ``(crop_size − 1) / 2`` (pixel centres at integer coordinates).
+    is the image centre ``(crop_size − 1) / 2`` (pixel centres at integer coordinates).
     """
-    # One focal length for both axes (square pixels): an in-plane rotation of the crop is then
+    # One focal length for both axes (square pixels): an in-plane rotation of the image is then
     # exactly a rotation of the camera about z, which the augmentation relies on.
     focal = (K[0, 0] + K[1, 1]) / 2 * crop_size / side
     c = (crop_size - 1) / 2
     return np.array([[focal, 0.0, c], [0.0, focal, c], [0.0, 0.0, 1.0]])
+
+
+def plain_crop_transform(center: np.ndarray, side: float, crop_size: int) -> np.ndarray:
+    """[3, 3] affine map source pixels → pixels of a plain (not view-corrected) crop.
+
+    The square window of ``side`` px centred at ``center`` becomes ``crop_size`` px, its centre
+    the image centre ``(crop_size − 1) / 2``.
+    """
+    s = crop_size / side
+    c = (crop_size - 1) / 2
+    return np.array([[s, 0.0, c - s * center[0]], [0.0, s, c - s * center[1]], [0.0, 0.0, 1.0]])
 
 
 def _subsample_indices(count: int, max_count: int, key: str) -> np.ndarray:
@@ -95,10 +172,12 @@ def process_frame(
     hand_uv: np.ndarray,
     visible: np.ndarray | None = None,
     mirror: bool = False,
-    crop_size: int = CROP_SIZE,
+    context_size: int = CONTEXT_SIZE,
     max_points: int = MAX_POINTS,
+    view_correction: bool = True,
+    strict: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Turns one raw frame into a stored example.
+    """Turns one raw frame into an example (arrays; :func:`to_stored` encodes it).
 
     Args:
       key: the example's key (also seeds the point subsampling).
@@ -106,20 +185,27 @@ def process_frame(
       K: [3, 3] colour-camera intrinsics, pixels.
       keypoints_3d: [21, 3] keypoints in RHD order, colour-camera frame, metres.
       hand_points: [P, 3] hand-surface points from depth, colour-camera frame, metres.
-      hand_uv: [M, 2] colour-image pixels of the hand (for the crop box).
+      hand_uv: [M, 2] colour-image pixels of the hand (for the crop box; may be empty).
       visible: optional [21] visibility flags (default all visible).
       mirror: True for a left hand: mirror it into a right hand.
-      crop_size: stored crop side S0, pixels.
+      context_size: C, stored image side in pixels; it shows a window ``CONTEXT_FACTOR`` × the
+        crop box, so the crop box is the central ``C / 2`` pixels.
       max_points: the most surface points kept.
+      view_correction: True: render through the view-correcting rotation (Li & Lee 2019);
+        False: a plain scaled crop, 3-D quantities in the camera frame (``view_rotation`` = I).
+      strict: True (train/validation): frames that would give a doubtful example raise
+        :class:`SkipFrame`. False (test): never skip for image/depth reasons: too few depth
+        points store an empty point set; keypoints outside the image are kept (invisible).
 
     Returns:
-      The example dict of the builders (``image`` [S0, S0, 3] uint8, ``keypoints_3d`` [21, 3],
-      ``keypoints_2d`` [21, 2], ``visible`` [21], ``root`` [3] m, ``scale`` m, ``points``
-      [P', 3], ``num_points``, ``K_crop`` [3, 3], ``view_rotation`` [3, 3]).
+      ``image`` [C, C, 3] uint8, ``K_image`` [3, 3], ``crop_side`` (C / 2), ``keypoints_3d``
+      [21, 3], ``keypoints_2d`` [21, 2] stored-image pixels, ``visible`` [21], ``root`` [3] m,
+      ``scale`` m, ``points`` [M ≤ max_points, 3], ``view_rotation`` [3, 3].
 
     Raises:
-      SkipFrame: too few hand points, most keypoints outside the image, keypoints outside the
-        crop, degenerate scale. Keypoints outside the image are kept, marked invisible.
+      SkipFrame: (strict) too few hand points, most keypoints outside the image, keypoints
+        outside the crop; (always) non-finite annotation, a keypoint behind the camera,
+        degenerate scale.
     """
     image = np.asarray(image)
     height, width = image.shape[:2]
@@ -127,25 +213,37 @@ def process_frame(
     hand_points = np.asarray(hand_points, np.float64).reshape(-1, 3)
     if keypoints_3d.shape != (skeleton.NUM_JOINTS, 3):
         raise ValueError(f"{key}: keypoints_3d must be [21, 3], got {keypoints_3d.shape}")
-    if len(hand_points) < MIN_HAND_POINTS:
-        raise SkipFrame(f"{key}: only {len(hand_points)} hand depth points "
-                        f"(< {MIN_HAND_POINTS})")
+    if not np.isfinite(keypoints_3d).all() or not np.isfinite(K).all():
+        raise SkipFrame(f"{key}: non-finite keypoints or intrinsics in the annotation",
+                        "non-finite keypoints")
     if np.any(keypoints_3d[:, 2] <= 0):
-        raise SkipFrame(f"{key}: a keypoint lies behind the camera")
+        raise SkipFrame(f"{key}: a keypoint lies behind the camera", "keypoint behind camera")
+    if len(hand_points) < MIN_HAND_POINTS:
+        if strict:
+            raise SkipFrame(f"{key}: only {len(hand_points)} hand depth points "
+                            f"(< {MIN_HAND_POINTS})", "too few hand depth points")
+        hand_points = hand_points[:0]
     keypoints_uv = camera.project(keypoints_3d, K)
     inside = ((keypoints_uv >= -0.5) & (keypoints_uv <= [width - 0.5, height - 0.5])).all(-1)
     # A hand cut by the image border (common in real RHD frames) is kept with the cut keypoints
-    # marked invisible, as hand3d's evaluation does; skipping such frames would make RHD/STB
-    # figures incomparable with published ones. A frame whose annotation mostly misses the
-    # picture cannot be trusted and is skipped.
-    if (~inside).sum() > skeleton.NUM_JOINTS // 2:
+    # marked invisible, as hand3d's evaluation does. A training frame whose annotation mostly
+    # misses the picture cannot be trusted and is skipped; a test frame is kept.
+    if strict and (~inside).sum() > skeleton.NUM_JOINTS // 2:
         raise SkipFrame(f"{key}: keypoints {np.flatnonzero(~inside).tolist()} lie outside the "
-                        f"{width}x{height} image")
+                        f"{width}x{height} image", "keypoints outside the image")
 
     center, side = crop_box(hand_uv, keypoints_uv)
-    view_rotation = rotation.view_correction_rotation(center, K)
-    k_crop = crop_intrinsics(K, side, crop_size)
-    crop = warp_perspective(image, K @ view_rotation.T @ np.linalg.inv(k_crop), crop_size)
+    crop_side = context_size / CONTEXT_FACTOR
+    if view_correction:
+        view_rotation = rotation.view_correction_rotation(center, K)
+        k_image = crop_intrinsics(K, CONTEXT_FACTOR * side, context_size)
+        dst_to_src = K @ view_rotation.T @ np.linalg.inv(k_image)
+    else:
+        view_rotation = np.eye(3)
+        transform = plain_crop_transform(center, CONTEXT_FACTOR * side, context_size)
+        k_image = transform @ K
+        dst_to_src = np.linalg.inv(transform)
+    crop = warp_perspective(image, dst_to_src, context_size)
 
     keypoints_c = keypoints_3d @ view_rotation.T
     points_c = hand_points @ view_rotation.T
@@ -153,30 +251,56 @@ def process_frame(
         crop = crop[:, ::-1]
         keypoints_c[:, 0] *= -1
         points_c[:, 0] *= -1
-    keypoints_2d = camera.project(keypoints_c, k_crop)
-    if not ((keypoints_2d >= -0.5) & (keypoints_2d <= crop_size - 0.5)).all():
-        raise SkipFrame(f"{key}: keypoints fall outside the {crop_size}px crop")
+        k_image = k_image.copy()
+        k_image[0, 1] = 0.0 - k_image[0, 1]
+        k_image[0, 2] = context_size - 1 - k_image[0, 2]
+    keypoints_2d = camera.project(keypoints_c, k_image)
+    lo, hi = (context_size - crop_side) / 2 - 0.5, (context_size + crop_side) / 2 - 0.5
+    if strict and not ((keypoints_2d >= lo) & (keypoints_2d <= hi)).all():
+        raise SkipFrame(f"{key}: keypoints fall outside the crop box", "keypoints outside the crop")
 
     normalized, root, scale = skeleton.normalize_pose(keypoints_c)
     if not scale > 1e-6:
-        raise SkipFrame(f"{key}: degenerate reference bone (scale {scale:.3g} m)")
+        raise SkipFrame(f"{key}: degenerate reference bone (scale {scale:.3g} m)",
+                        "degenerate scale")
     points_c = points_c[_subsample_indices(len(points_c), max_points, key)]
     points = (points_c - root) / scale
     if visible is None:
         visible = np.ones(skeleton.NUM_JOINTS)
-    visible = np.asarray(visible, np.float32).reshape(skeleton.NUM_JOINTS) * inside
+    visible = np.asarray(visible, np.float32).reshape(skeleton.NUM_JOINTS)
+    if not np.isfinite(visible).all():
+        raise SkipFrame(f"{key}: non-finite visibility flags", "non-finite visibility")
+    visible = (visible > 0.5) * inside
     return {
         "image": np.ascontiguousarray(crop, dtype=np.uint8),
+        "K_image": k_image.astype(np.float32),
+        "crop_side": np.float32(crop_side),
         "keypoints_3d": normalized.astype(np.float32),
         "keypoints_2d": keypoints_2d.astype(np.float32),
-        "visible": np.asarray(visible, np.float32).reshape(skeleton.NUM_JOINTS),
+        "visible": visible.astype(np.float32),
         "root": root.astype(np.float32),
         "scale": np.float32(scale),
-        "points": points.astype(np.float32),
-        "num_points": np.int32(len(points)),
-        "K_crop": k_crop.astype(np.float32),
+        "points": points.astype(np.float32).reshape(-1, 3),
         "view_rotation": view_rotation.astype(np.float32),
     }
+
+
+def encode_image(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """[H, W, 3] uint8 → JPEG bytes (4:4:4 chroma: keypoint colours stay sharp)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="JPEG", quality=quality,
+                                                      subsampling=0)
+    return buffer.getvalue()
+
+
+def to_stored(example: dict) -> dict:
+    """An example of :func:`process_frame` (plus ``side``, ``frame``) → its stored encoding:
+    the image as JPEG bytes, the point set as float16 (see ``FEATURE_DOC``)."""
+    stored = dict(example)
+    stored["image"] = encode_image(example["image"])
+    stored["points"] = np.asarray(example["points"], np.float16).reshape(-1, 3)
+    stored["num_points"] = np.int32(len(stored["points"]))
+    return stored
 
 
 def points_near_skeleton(points: np.ndarray, keypoints_3d: np.ndarray, radius: float
@@ -207,13 +331,26 @@ def points_near_skeleton(points: np.ndarray, keypoints_3d: np.ndarray, radius: f
 
 
 FEATURE_DOC = {
-    "image": "view-corrected colour crop, uint8 [256, 256, 3]; left hands mirrored to right",
-    "keypoints_3d": "[21, 3] RHD order, view-corrected frame, (P − root) / scale",
-    "keypoints_2d": "[21, 2] crop pixels (u, v), pixel centres at integers",
-    "points": "[P ≤ 4000, 3] hand-surface points from depth, normalised like keypoints_3d",
-    "K_crop": "[3, 3] intrinsics of the crop (principal point at its centre)",
-    "view_rotation": "[3, 3] R: original camera frame → view-corrected frame (before mirroring)",
+    "image": "JPEG bytes (quality 90, 4:4:4) of a uint8 [C, C, 3] image, C = 512: the "
+             "(view-corrected, or plain for *_plain configs) rendering of a square window 2× the "
+             "hand's crop box, centred on it; left hands mirrored to right. Decoded by "
+             "handvae.data.source.decode_example",
+    "K_image": "[3, 3] intrinsics of the stored image in its pixels (pixel centres at integers); "
+               "view-corrected: one focal length, principal point ((C−1)/2, (C−1)/2)",
+    "crop_side": "side, in stored-image pixels, of the hand's crop window (C/2 = 256), centred",
+    "keypoints_3d": "[21, 3] RHD order, (P − root) / scale, in the image's camera frame "
+                    "(view-corrected, or the camera's own for *_plain), mirrored",
+    "keypoints_2d": "[21, 2] stored-image pixels (u, v), pixel centres at integers",
+    "visible": "[21] 1 = annotated visible and inside the source image",
+    "root": "[3] middle MCP, metres, same frame as keypoints_3d",
+    "scale": "metres, middle MCP→PIP length",
+    "points": "float16 [M ≤ 1024, 3] hand-surface points from depth, normalised like "
+              "keypoints_3d; M = 0 for a test frame without enough depth points",
+    "num_points": "M",
+    "view_rotation": "[3, 3] R: original camera frame → stored frame, before mirroring "
+                     "(identity for *_plain)",
     "side": "0 left, 1 right: the side of the hand in the original frame",
+    "frame": "the example key, e.g. training/00042 or B2Counting/0042",
 }
 
 
@@ -225,24 +362,30 @@ def read_png(path: epath.Path) -> np.ndarray:
             image.load()
             return np.asarray(image)
     except FileNotFoundError as e:
-        raise SkipFrame(f"missing file {path}") from e
+        raise SkipFrame(f"missing file {path}", "missing file") from e
     except (OSError, SyntaxError, ValueError) as e:
-        raise SkipFrame(f"corrupt or truncated PNG {path}: {e}") from e
+        raise SkipFrame(f"corrupt or truncated PNG {path}: {e}",
+                        "corrupt or truncated PNG") from e
 
 
-def example_features(crop_size: int = CROP_SIZE) -> tfds.features.FeaturesDict:
-    """The stored features of the RHD and STB builders (see ``FEATURE_DOC``)."""
+def example_features(context_size: int = CONTEXT_SIZE) -> tfds.features.FeaturesDict:
+    """The stored features of the RHD and STB builders (see ``FEATURE_DOC``).
+
+    ``context_size`` is documented, not stored in the spec: the image is variable-size bytes.
+    """
+    del context_size
     t = tfds.features.Tensor
     return tfds.features.FeaturesDict({
-        "image": t(shape=(crop_size, crop_size, 3), dtype=np.uint8, encoding="zlib"),
+        "image": t(shape=(), dtype=np.object_),
+        "K_image": t(shape=(3, 3), dtype=np.float32),
+        "crop_side": tfds.features.Scalar(dtype=np.float32),
         "keypoints_3d": t(shape=(NUM_KEYPOINTS, 3), dtype=np.float32),
         "keypoints_2d": t(shape=(NUM_KEYPOINTS, 2), dtype=np.float32),
         "visible": t(shape=(NUM_KEYPOINTS,), dtype=np.float32),
         "root": t(shape=(3,), dtype=np.float32),
         "scale": tfds.features.Scalar(dtype=np.float32),
-        "points": t(shape=(None, 3), dtype=np.float32),
+        "points": t(shape=(None, 3), dtype=np.float16),
         "num_points": tfds.features.Scalar(dtype=np.int32),
-        "K_crop": t(shape=(3, 3), dtype=np.float32),
         "view_rotation": t(shape=(3, 3), dtype=np.float32),
         "side": tfds.features.Scalar(dtype=np.int32),
         "frame": tfds.features.Text(),

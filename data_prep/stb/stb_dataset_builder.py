@@ -12,12 +12,15 @@ One example per SK frame (RealSense F200 colour + depth), processed by
   the crop box comes from those points projected into the colour image;
 * STB shows left hands only; all are mirrored to right hands (``side`` = 0 records it).
 
-Splits follow the hand3d protocol: ``test`` = B1Counting + B1Random, ``train`` = the ten other
-sequences. Configs ``real`` and ``synthetic`` (``python -m data_prep.synthetic --format stb``).
+Splits follow the hand3d protocol: ``test`` = B1Counting + B1Random, ``validation`` = B6Random
+(held out for model selection), ``train`` = the nine other sequences. Configs ``real`` and
+``synthetic`` (``python -m data_prep.synthetic --format stb``), and ``*_plain`` variants without
+view correction.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -50,6 +53,8 @@ ALL_SEQUENCES = tuple(f"B{b}{kind}" for b in range(1, 7) for kind in ("Counting"
 HAND_RADIUS_MM = 20.0      # depth points this close to a bone are "hand"
 BOX_MARGIN_PX = 40         # depth-image search window around the projected keypoints
 LEFT = 0
+VALIDATION_SEQUENCE = "B6Random"   # the held-out training sequence
+VALIDATION_SHARE = 0.05            # only when there is a single training sequence
 
 
 def labels_to_keypoints(hand_para: np.ndarray) -> np.ndarray:
@@ -103,44 +108,143 @@ def hand_points_from_depth(depth_mm: np.ndarray, keypoints_color_m: np.ndarray,
     return points_color[near] / 1000.0
 
 
-def frame_example(key: str, image: np.ndarray, depth_mm: np.ndarray,
-                  keypoints_color_m: np.ndarray, crop_size: int = feature_lib.CROP_SIZE
-                  ) -> dict[str, np.ndarray]:
+def frame_example(key: str, image: np.ndarray, depth_mm: np.ndarray | None,
+                  keypoints_color_m: np.ndarray, *,
+                  context_size: int = feature_lib.CONTEXT_SIZE, view_correction: bool = True,
+                  strict: bool = True) -> dict[str, np.ndarray]:
     """One STB SK frame → one example (pure; no file access).
 
     Args:
       key: example key, e.g. ``"B1Counting/0042"``.
       image: [480, 640, 3] uint8 colour image.
-      depth_mm: [480, 640] depth-camera depth, millimetres.
+      depth_mm: [480, 640] depth-camera depth, millimetres; None if unreadable (test frames).
       keypoints_color_m: [21, 3] from :func:`labels_to_keypoints`.
-      crop_size: stored crop side, pixels.
+      context_size: stored image side C, pixels.
+      view_correction, strict: see :func:`data_prep.features.process_frame`.
 
     Raises:
-      features.SkipFrame: too few hand points, keypoints outside the image.
+      features.SkipFrame: (strict) too few hand points, keypoints outside the image.
     """
-    hand_points = hand_points_from_depth(depth_mm, keypoints_color_m)
+    if depth_mm is None or not np.isfinite(keypoints_color_m).all():
+        hand_points = np.zeros((0, 3))
+    else:
+        hand_points = hand_points_from_depth(depth_mm, keypoints_color_m)
     hand_uv = camera.project(hand_points, camera.STB_SK_COLOR_K) if len(hand_points) else \
         np.zeros((0, 2))
     example = feature_lib.process_frame(
         key=key, image=image, K=camera.STB_SK_COLOR_K, keypoints_3d=keypoints_color_m,
-        hand_points=hand_points, hand_uv=hand_uv, mirror=True, crop_size=crop_size)
+        hand_points=hand_points, hand_uv=hand_uv, mirror=True, context_size=context_size,
+        view_correction=view_correction, strict=strict)
     example["side"] = np.int32(LEFT)
     example["frame"] = key
     return example
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
-    """STB (SK camera); configs ``real`` and ``synthetic``."""
+def load_frame(task: feature_lib.FrameTask, view_correction: bool = True
+               ) -> dict[str, np.ndarray]:
+    """Reads and processes one STB frame (runs in a build worker; see ``frame_tasks``)."""
+    folder, index, keypoints = task.payload
+    folder = epath.Path(folder)
+    image = feature_lib.read_png(folder / f"SK_color_{index}.png")[..., :3]
+    try:
+        depth = decode_depth(feature_lib.read_png(folder / f"SK_depth_{index}.png"))
+    except (feature_lib.SkipFrame, ValueError) as e:
+        if task.strict:
+            raise feature_lib.SkipFrame(f"{task.key}: {e}", "missing or bad depth") from None
+        log.warning("STB: test frame %s kept without depth points: %s", task.key, e)
+        depth = None
+    return frame_example(task.key, image, depth, keypoints, view_correction=view_correction,
+                         strict=task.strict)
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release: view-corrected crops, surface point pools."}
+
+def frame_tasks(manual_dir) -> tuple[dict[str, list[feature_lib.FrameTask]], dict[str, dict],
+                                     list[epath.Path]]:
+    """Every STB SK frame as a task, by split, in sorted key order.
+
+    Splits (hand3d protocol): ``test`` = B1Counting + B1Random (``strict=False``);
+    ``validation`` = the held-out training sequence ``VALIDATION_SEQUENCE`` (or, if absent,
+    the last training sequence in sorted order; ``strict=False``); ``train`` = the others. With
+    a single training sequence (tiny synthetic sets) validation is a fixed
+    ``VALIDATION_SHARE`` of its frames (:func:`data_prep.features.validation_keys`).
+
+    Returns:
+      (tasks by split; per split ``{"defined": n, "skipped": {}}``; the label files).
+
+    Raises:
+      FileNotFoundError: ``manual_dir`` is not an STB folder.
+    """
+    root = epath.Path(manual_dir)
+    labels = root / "labels"
+    found = sorted(p.name[:-len("_SK.mat")] for p in labels.glob("*_SK.mat")) \
+        if labels.exists() else []
+    if not found:
+        raise FileNotFoundError(
+            f"STB: expected label files such as {labels / 'B1Counting_SK.mat'} and images "
+            f"under {root / 'images'}; none found, so manual_dir={root} is not an STB "
+            "folder.\n" + MANUAL_DOWNLOAD_INSTRUCTIONS)
+    missing = sorted(set(ALL_SEQUENCES) - set(found))
+    if missing:
+        log.warning("STB: sequences %s are missing under %s", missing, labels)
+    test = [s for s in found if s in TEST_SEQUENCES]
+    train = [s for s in found if s not in TEST_SEQUENCES]
+    if not test or not train:
+        raise FileNotFoundError(
+            f"STB: need label files of both splits under {labels} (test: {TEST_SEQUENCES}, "
+            f"train: the others); found {found}.\n" + MANUAL_DOWNLOAD_INSTRUCTIONS)
+    if len(train) >= 2:
+        held_out = VALIDATION_SEQUENCE if VALIDATION_SEQUENCE in train else train[-1]
+        splits = {"train": [s for s in train if s != held_out], "validation": [held_out],
+                  "test": test}
+    else:   # a tiny synthetic set with one training sequence: hold out a share of its frames
+        log.warning("STB: only one training sequence (%s); validation holds out %.0f %% of its "
+                    "frames instead of a sequence", train[0], 100 * VALIDATION_SHARE)
+        splits = {"train": train, "validation": [], "test": test}
+    tasks: dict[str, list[feature_lib.FrameTask]] = {}
+    files = []
+    for split, sequences in splits.items():
+        tasks[split] = tasks.get(split, [])
+        for sequence in sequences:
+            label_file = labels / f"{sequence}_SK.mat"
+            files.append(label_file)
+            with label_file.open("rb") as f:
+                mat = scipy.io.loadmat(f)
+            if "handPara" not in mat:
+                raise ValueError(f"{label_file}: no 'handPara' variable (found "
+                                 f"{sorted(k for k in mat if not k.startswith('__'))})")
+            keypoints = labels_to_keypoints(mat["handPara"])
+            folder = str(root / "images" / sequence)
+            tasks[split].extend(
+                feature_lib.FrameTask(key=f"{sequence}/{index:04d}", split=split,
+                                      strict=split == "train",
+                                      payload=(folder, index, keypoints[index]))
+                for index in range(len(keypoints)))
+        if len(train) == 1 and split == "train":
+            held = feature_lib.validation_keys([t.key for t in tasks[split]], VALIDATION_SHARE)
+            tasks["validation"] = [dataclasses.replace(t, split="validation", strict=False)
+                                   for t in tasks[split] if t.key in held]
+            tasks[split] = [t for t in tasks[split] if t.key not in held]
+        tasks[split].sort(key=lambda t: t.key)
+    counts = {split: {"defined": len(t), "skipped": {}} for split, t in tasks.items()}
+    return tasks, counts, files
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+    """STB (SK camera); configs ``real``, ``synthetic`` and their ``*_plain`` variants."""
+
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release: view-corrected crops, surface point pools.",
+        "2.0.0": "512-px JPEG image of a window 2× the crop box (K_image, crop_side), float16 "
+                 "points (≤ 1024), a validation split (sequence B6Random), test frames never "
+                 "skipped, *_plain configs without view correction.",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-    BUILDER_CONFIGS = [
-        tfds.core.BuilderConfig(name="real", description="The published STB (manual download)."),
-        tfds.core.BuilderConfig(
-            name="synthetic", description="STB-format data from data_prep.synthetic."),
-    ]
+    BUILDER_CONFIGS = feature_lib.hand_configs(
+        real="The published STB (manual download).",
+        synthetic="STB-format data from data_prep.synthetic.")
     DEFAULT_CONFIG_NAME = "real"
+    frame_tasks = staticmethod(frame_tasks)
+    load_frame = staticmethod(load_frame)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -151,47 +255,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        root = epath.Path(dl_manager.manual_dir)
-        labels = root / "labels"
-        found = sorted(p.name[:-len("_SK.mat")] for p in labels.glob("*_SK.mat")) \
-            if labels.exists() else []
-        if not found:
-            raise FileNotFoundError(
-                f"STB: expected label files such as {labels / 'B1Counting_SK.mat'} and images "
-                f"under {root / 'images'}; none found, so manual_dir={root} is not an STB "
-                "folder.\n" + MANUAL_DOWNLOAD_INSTRUCTIONS)
-        missing = sorted(set(ALL_SEQUENCES) - set(found))
-        if missing and self.builder_config.name == "real":
-            log.warning("STB: sequences %s are missing under %s", missing, labels)
-        test = [s for s in found if s in TEST_SEQUENCES]
-        train = [s for s in found if s not in TEST_SEQUENCES]
-        if not test or not train:
-            raise FileNotFoundError(
-                f"STB: need label files of both splits under {labels} (test: "
-                f"{TEST_SEQUENCES}, train: the others); found {found}.\n"
-                + MANUAL_DOWNLOAD_INSTRUCTIONS)
-        return {"train": self._generate_examples(root, train),
-                "test": self._generate_examples(root, test)}
+        tasks, _, _ = frame_tasks(dl_manager.manual_dir)
+        return {split: self._generate_examples(split_tasks)
+                for split, split_tasks in tasks.items()}
 
-    def _generate_examples(self, root: epath.Path, sequences: list[str]):
-        for sequence in sequences:
-            label_file = root / "labels" / f"{sequence}_SK.mat"
-            with label_file.open("rb") as f:
-                mat = scipy.io.loadmat(f)
-            if "handPara" not in mat:
-                raise ValueError(f"{label_file}: no 'handPara' variable (found "
-                                 f"{sorted(k for k in mat if not k.startswith('__'))})")
-            keypoints = labels_to_keypoints(mat["handPara"])
-            skipped = 0
-            for index in range(len(keypoints)):
-                key = f"{sequence}/{index:04d}"
-                folder = root / "images" / sequence
-                try:
-                    image = feature_lib.read_png(folder / f"SK_color_{index}.png")[..., :3]
-                    depth = decode_depth(feature_lib.read_png(folder / f"SK_depth_{index}.png"))
-                    yield key, frame_example(key, image, depth, keypoints[index])
-                except feature_lib.SkipFrame as e:
-                    skipped += 1
-                    log.warning("STB: skipping %s (%s/SK_*_%d.png): %s", key, folder, index, e)
-            log.log(logging.WARNING if skipped else logging.INFO,
-                    "STB %s: %d frames, %d skipped", sequence, len(keypoints), skipped)
+    def _generate_examples(self, tasks: list[feature_lib.FrameTask]):
+        # TFDS's own writer (small sets only); the TensorFlow-free build is data_prep.build.
+        for task in tasks:
+            try:
+                yield task.key, feature_lib.to_stored(
+                    load_frame(task, self.builder_config.view_correction))
+            except feature_lib.SkipFrame as e:
+                log.warning("STB: skipping %s: %s", task.key, e)

@@ -14,6 +14,7 @@ the stream started at 0 or resumed with ``start_step=k``.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import os
 import queue
 import threading
@@ -46,8 +47,8 @@ def example_to_features(example: dict, data_config: Any, rng: np.random.Generato
     """One stored example → one batch row (the spec's keys without the batch axis).
 
     Args:
-      example: a stored example (``image`` [S0, S0, 3] uint8, ``keypoints_3d``,
-        ``keypoints_2d``, ``visible``, ``root``, ``scale``, ``points``, ``K_crop``, ...).
+      example: a stored example (see ``source_lib.decode_example``: ``image`` [C, C, 3] uint8,
+        ``K_image``, ``crop_side``, ``keypoints_3d``, ``keypoints_2d``, ``points``, ...).
       data_config: ``config.data`` (image_size, num_points, heatmap_size, heatmap_sigma).
       rng: the row's generator; None draws the cloud from a generator fixed by the frame key
         (deterministic evaluation).
@@ -65,8 +66,13 @@ def example_to_features(example: dict, data_config: Any, rng: np.random.Generato
     example = source_lib.decode_example(example)
     size = int(data_config.image_size)
     params = augment_lib.sample_params(rng, size) if augment else augment_lib.IDENTITY
+    # The stored image shows a window 2x the crop box; the crop is its central ``crop_side``
+    # pixels, so the warp's window scale is relative to that (minimal adaptation to the
+    # 2.0.0 storage; see source_lib.decode_example).
+    params = dataclasses.replace(
+        params, scale=params.scale * float(example["crop_side"]) / example["image"].shape[0])
     image, keypoints_2d, rot, _ = augment_lib.augment(
-        example["image"], example["keypoints_2d"], example["K_crop"], params, size)
+        example["image"], example["keypoints_2d"], example["K_image"], params, size)
     cloud, resampled = cloud_lib.sample_cloud(example["points"], int(data_config.num_points),
                                               rng)
     rot32 = rot.T.astype(np.float32)

@@ -1,5 +1,7 @@
 """handvae.data.pipeline on the dummy synthetic RHD set (built once per session by conftest)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -80,11 +82,13 @@ def test_eval_batches_are_finite_ordered_and_unaugmented(rhd_synthetic_data_dir)
     assert [len(b["rgb"]) for b in batches] == [len(source) - 1, 1]
     again = list(pipeline.eval_batches(config, len(source) - 1, split="test"))
     np.testing.assert_array_equal(batches[0]["cloud"], again[0]["cloud"])
-    example = source[0]
+    example = source_lib.decode_example(source[0])
     rgb = batches[0]["rgb"][0] * spec.RGB_STD + spec.RGB_MEAN
-    np.testing.assert_allclose(rgb * 255, example["image"], atol=1e-3)
+    # the 256-px crop is the central window of the stored 512-px image
+    np.testing.assert_allclose(rgb * 255, example["image"][128:384, 128:384], atol=1e-3)
     np.testing.assert_allclose(batches[0]["pose"][0], example["keypoints_3d"], atol=1e-6)
-    np.testing.assert_allclose(batches[0]["keypoints_2d"][0], example["keypoints_2d"])
+    np.testing.assert_allclose(batches[0]["keypoints_2d"][0], example["keypoints_2d"] - 128,
+                               atol=1e-4)
     assert batches[0]["labelled"].all()
     short = list(pipeline.eval_batches(config, 4, split="test", num_examples=1))
     assert [len(b["rgb"]) for b in short] == [1]
@@ -96,12 +100,14 @@ def test_augmented_row_is_self_consistent(rhd_synthetic_data_dir):
     from handvae.ops import camera
 
     config = _config(rhd_synthetic_data_dir, image_size=96)
-    example = source_lib.load_source(config, "train")[0]
+    example = source_lib.decode_example(source_lib.load_source(config, "train")[0])
+    window = example["crop_side"] / example["image"].shape[0]
     for seed in range(5):
         rng = np.random.default_rng(seed)
         params = augment.sample_params(rng, 96)
+        params = dataclasses.replace(params, scale=params.scale * window)
         image, kp2d, rot, k_out = augment.augment(example["image"], example["keypoints_2d"],
-                                                  example["K_crop"], params, 96)
+                                                  example["K_image"], params, 96)
         metric = example["keypoints_3d"] * example["scale"] + example["root"]
         np.testing.assert_allclose(camera.project(metric @ rot.T, k_out), kp2d, atol=1e-3)
         assert abs(k_out[0, 1]) < 1e-9 and abs(k_out[1, 0]) < 1e-9   # a pinhole K

@@ -4,6 +4,7 @@
 """
 
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import scipy.io
 from data_prep import build
 from data_prep import features as feature_lib
 from data_prep.stb import stb_dataset_builder as stb
+from handvae.data.source import decode_example
 from handvae.ops import camera, skeleton
 
 DUMMY = pathlib.Path(__file__).resolve().parents[2] / "data_prep" / "stb" / "dummy_data"
@@ -53,28 +55,55 @@ def test_depth_frame_round_trip():
 
 def test_build_dummy_data(tmp_path):
     builder = build.build("stb", "synthetic", DUMMY, tmp_path)
-    for split, sequences in (("train", ["B2Counting"]), ("test", ["B1Counting"])):
+    # one training sequence in dummy_data: validation holds out one of its two frames
+    expected = (("train", ["B2Counting"], 1), ("validation", ["B2Counting"], 1),
+                ("test", ["B1Counting"], 2))
+    for split, sequences, count in expected:
         labels = {s: scipy.io.loadmat(DUMMY / "labels" / f"{s}_SK.mat")["handPara"]
                   for s in sequences}
-        assert builder.info.splits[split].num_examples == sum(v.shape[2] for v in labels.values())
+        assert builder.info.splits[split].num_examples == count
         source = builder.as_data_source(split=split)
-        frames = [source[i]["frame"].decode() for i in range(len(source))]
-        assert frames == sorted(frames)
-        for i in range(len(source)):
-            example = source[i]
-            sequence, index = example["frame"].decode().split("/")
-            expected = stb.labels_to_keypoints(labels[sequence])[int(index)]
+        examples = [decode_example(source[i]) for i in range(len(source))]
+        frames = [ex["frame"] for ex in examples]
+        assert frames == sorted(frames) and {f.split("/")[0] for f in frames} == set(sequences)
+        for example in examples:
+            sequence, index = example["frame"].split("/")
+            expected_kp = stb.labels_to_keypoints(labels[sequence])[int(index)]
             assert example["side"] == stb.LEFT
             rotation = example["view_rotation"].astype(np.float64)
             unmirror = np.array([-1.0, 1, 1])
             metric = example["keypoints_3d"] * example["scale"] + example["root"]
-            np.testing.assert_allclose((metric * unmirror) @ rotation, expected, atol=2e-5)
-            np.testing.assert_allclose(camera.project(metric, example["K_crop"]),
+            np.testing.assert_allclose((metric * unmirror) @ rotation, expected_kp, atol=2e-5)
+            np.testing.assert_allclose(camera.project(metric, example["K_image"]),
                                        example["keypoints_2d"], atol=2e-3)
             points = ((example["points"] * example["scale"] + example["root"]) * unmirror) \
                 @ rotation
-            near = feature_lib.points_near_skeleton(points, expected, 0.0201)
+            near = feature_lib.points_near_skeleton(points, expected_kp, 0.0205)
             assert near.all() and len(points) >= feature_lib.MIN_HAND_POINTS
+
+
+def test_test_frame_without_depth_is_kept_with_no_points(tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(DUMMY, raw)
+    (raw / "images" / "B1Counting" / "SK_depth_1.png").unlink()
+    builder = build.build("stb", "synthetic", raw, tmp_path / "tfds")
+    assert builder.info.splits["test"].num_examples == 2
+    example = decode_example(builder.as_data_source(split="test")[1])
+    assert example["frame"] == "B1Counting/0001" and example["points"].shape == (0, 3)
+
+
+def test_validation_is_the_held_out_sequence(tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(DUMMY, raw)
+    for sequence in ("B6Random", "B3Counting"):
+        shutil.copytree(raw / "images" / "B2Counting", raw / "images" / sequence)
+        shutil.copy(raw / "labels" / "B2Counting_SK.mat", raw / "labels" / f"{sequence}_SK.mat")
+    builder = build.build("stb", "synthetic", raw, tmp_path / "tfds")
+    for split, sequences in (("train", {"B2Counting", "B3Counting"}),
+                             ("validation", {"B6Random"}), ("test", {"B1Counting"})):
+        source = builder.as_data_source(split=split)
+        assert {decode_example(source[i])["frame"].split("/")[0]
+                for i in range(len(source))} == sequences
 
 
 def test_hand_segmentation_keeps_points_near_bones_only():
