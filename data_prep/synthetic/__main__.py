@@ -88,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         output.check_count("--num-eval", args.num_eval)
         if args.workers is not None:
             output.check_count("--workers", args.workers)
+        output.check_size(args.out, args.num_train + args.num_eval)
     except ValueError as error:
         parser.error(str(error))
     writer = rhd_writer.write_rhd if args.format == "rhd" else stb_writer.write_stb

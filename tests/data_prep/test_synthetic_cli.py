@@ -99,3 +99,10 @@ def test_sigterm_and_sigkill_leave_no_partial_folder(tmp_path):
     assert len(list(tmp_path.glob(".rhd.partial-*"))) == 1  # SIGKILL cannot clean up...
     assert cli.main(TINY + ["--out", str(out)]) == 0
     assert [p.name for p in tmp_path.iterdir()] == ["rhd"]  # ...the next run does
+
+
+def test_a_huge_count_is_refused_with_the_sizes(tmp_path, capsys):
+    err = _refused(capsys, ["--format", "rhd", "--out", str(tmp_path / "big"),
+                            "--num-train", str(10**13), "--num-eval", "1"])
+    assert "frames need about" in err and "GB" in err and "--out" in err
+    assert not (tmp_path / "big").exists()
