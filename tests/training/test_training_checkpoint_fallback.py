@@ -13,7 +13,6 @@ import textwrap
 
 import jax
 import numpy as np
-import pytest
 
 import training_standins as standins
 from handvae.training import checkpoint as checkpoint_lib
@@ -33,7 +32,7 @@ def _write_checkpoints(workdir, steps=(1, 2, 3), best=None):
     for step in steps:
         # A distinct value per step, so the test can tell which one was read.
         checkpoints.save(step, state.replace(step=step, params=jax.tree.map(
-            lambda x: x * 0 + step, state.params)))
+            lambda x, step=step: x * 0 + step, state.params)))
     if best is not None:
         checkpoints.save_best(best, state.replace(step=best), {"mean_epe_mm": 1.0})
     checkpoints.wait()
@@ -105,7 +104,8 @@ def test_all_damaged_ends_with_one_clear_line(tmp_path):
             sharding.make_mesh(jax.devices()[:1]))
         checkpoint.Checkpoints({str(tmp_path)!r}).restore(abstract)
     """)
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+    result = subprocess.run([sys.executable, "-c", script], check=False, cwd=ROOT,
+                            capture_output=True,
                             text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
