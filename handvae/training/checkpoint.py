@@ -83,6 +83,16 @@ def short_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+def _barrier_prefix(name: str) -> ocp.options.MultiprocessingOptions:
+    """Distinct barrier names per manager.
+
+    On several processes both managers may save the same step at once (the final step is
+    evaluated and saved); with orbax's default names their ``_async_write_complete.<step>``
+    barriers collide ("Barrier ... is already ongoing") and the job aborts.
+    """
+    return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
+
+
 class Checkpoints:
     """The two checkpoint managers of a work directory.
 
@@ -105,6 +115,7 @@ class Checkpoints:
             os.path.join(workdir, LATEST_DIR),
             options=ocp.CheckpointManagerOptions(
                 read_only=read_only, enable_async_checkpointing=async_save,
+                multiprocessing_options=_barrier_prefix("latest"),
                 **({} if read_only else {"max_to_keep": keep}), **writing))
         self.best = ocp.CheckpointManager(
             os.path.join(workdir, BEST_DIR),
@@ -112,6 +123,7 @@ class Checkpoints:
                 best_fn=lambda metrics: metrics[BEST_METRIC], best_mode="min",
                 keep_checkpoints_without_metrics=False, read_only=read_only,
                 enable_async_checkpointing=async_save,
+                multiprocessing_options=_barrier_prefix("best"),
                 **({} if read_only else {"max_to_keep": 1}), **writing))
 
     def latest_step(self) -> int | None:
