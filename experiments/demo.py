@@ -307,10 +307,13 @@ def run_demo(out: str, *, num_train: int, num_eval: int, steps: int, seed: int =
     else:
         require("generate")
         record.start("generate")
+        # Inside the demo's own (marked) folder; also clears data of a demo version that
+        # predates the generator's marker.
+        shutil.rmtree(raw, ignore_errors=True)
         timings["generate_s"] = _run(
             [py, "-m", "data_prep.synthetic", "--format", "rhd", "--out", raw,
-             "--num-train", str(num_train), "--num-eval", str(num_eval), "--seed", str(seed),
-             "--overwrite"], "generate")
+             "--num-train", str(num_train), "--num-eval", str(num_eval), "--seed", str(seed)],
+            "generate")
         record.finish("generate", data_inputs)
 
     # 2. Build.
