@@ -186,6 +186,8 @@ class Checkpoints:
             raise ValueError(f"which must be one of {WHICH}, got {which!r}")
         manager = self.latest if which == "latest" else self.best
         candidates = [step] if step is not None else self._candidates(which)
+        # Before the first read: a failed read's noise starts in other threads at once.
+        quiet_closed_loop_noise()
         if not candidates:
             raise FileNotFoundError(f"no {which} checkpoint in {manager.directory}; train "
                                     f"first with `python -m experiments.train --workdir "
@@ -196,7 +198,6 @@ class Checkpoints:
                 state = manager.restore(candidate,
                                         args=ocp.args.StandardRestore(abstract_state))
             except Exception as error:  # noqa: BLE001 - orbax/tensorstore raise many types
-                quiet_closed_loop_noise()
                 reason = short_reason(error)
                 failures.append(f"step {candidate}: {reason}")
                 self.unreadable[which].add(candidate)
