@@ -10,17 +10,22 @@ r"""``make demo``: the whole mission on synthetic data, on a laptop CPU, in unde
 5. writes ``<out>/report.md``: a Table-1-style comparison, the PCK plot of both and the
    paper-style figures (poses, Fig. 3 reconstructions, Figs. 1/4 interpolations).
 
-Every step skips work whose outputs already exist, so a re-run resumes (training itself
-resumes from its newest checkpoint). ``--force`` redoes everything. Layout under ``--out``::
+Each step records its inputs (sizes, seed, strategy, steps, the config file's hash) in
+``<out>/steps.json`` and is skipped when they are unchanged; a step whose inputs changed is
+redone, and so is every step after it (a model trained on other data is trained afresh;
+more ``--steps`` resume from the newest checkpoint). Arguments are checked before anything is
+written. ``--force`` deletes ``--out`` (only a folder the demo wrote: it carries
+``.handvae-demo``) and redoes everything. Works from any folder. Layout under ``--out``::
 
     data/synthetic/rhd/   raw RHD-format data      data/tfds/   the built TFDS data set
-    workdirs/S1_R2P/, workdirs/S4_RC2CHP_poe/      (config.json, checkpoints, eval/)
-    report.md, pck.png, figures/, timings.json
+    workdirs/S1_R2P/, workdirs/S4_RC2CHP_poe/  (config.json, checkpoints, eval/test_best/)
+    report.md, pck.png, figures/, timings.json, steps.json
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -34,7 +39,17 @@ from typing import Any
 from handvae.evaluation import report
 
 MODELS = (("S1", "R2P"), ("S4", "RC2CHP_poe"))
-DONE_MARKER = ".demo_complete"
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_CONFIG = os.path.join(PROJECT_ROOT, "experiments", "configs", "demo.py")
+DEMO_MARKER = ".handvae-demo"  # marks --out as a demo folder (only such folders are deleted)
+STEPS_FILE = "steps.json"  # each finished step's inputs; a step whose inputs change is redone
+LAYOUT = {"data", "workdirs", "report.md", "pck.png", "figures", "timings.json", STEPS_FILE,
+          DEMO_MARKER}
+# Disk per frame (raw PNGs ≈ 220 kB + built TFDS records ≈ 180 kB, measured on 50 frames)
+# and host memory per frame while generating and building (job lists, annotations).
+DISK_BYTES_PER_FRAME = 450_000
+HOST_BYTES_PER_FRAME = 4_000
+SPLIT, WHICH = "test", "best"
 # Modules each step needs (written by other parts of the project).
 NEEDS = {
     "generate": ("data_prep.synthetic",),
@@ -47,6 +62,10 @@ NEEDS = {
 
 class StepFailed(RuntimeError):
     """A demo step failed; the message names the step and the command to rerun."""
+
+
+class DemoArgumentError(ValueError):
+    """A demo argument is out of range, or ``--out`` is not a folder the demo may use."""
 
 
 def missing_modules(step: str) -> list[str]:
@@ -66,27 +85,146 @@ def _banner(index: int, total: int, text: str, start: float) -> None:
 
 
 def _run(cmd: Sequence[str], step: str) -> float:
-    """Runs ``cmd`` with its output on this terminal; returns seconds; StepFailed on error."""
+    """Runs ``cmd`` from the project root (so ``-m experiments...`` resolves from any folder)
+    with its output on this terminal; returns seconds; StepFailed on error."""
     print("  $ " + " ".join(cmd), flush=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PROJECT_ROOT, env.get("PYTHONPATH")) if p)
     begin = time.perf_counter()
-    result = subprocess.run(list(cmd), check=False)
+    result = subprocess.run(list(cmd), check=False, cwd=PROJECT_ROOT, env=env)
     if result.returncode != 0:
         raise StepFailed(f"step {step!r} failed (exit {result.returncode}); rerun it alone "
-                         f"with:\n  {' '.join(cmd)}")
+                         f"from {PROJECT_ROOT} with:\n  {' '.join(cmd)}")
     return time.perf_counter() - begin
 
 
-def _marker_matches(folder: str, params: dict[str, Any]) -> bool:
-    path = os.path.join(folder, DONE_MARKER)
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        return json.load(f) == params
+def check_arguments(*, num_train: int, num_eval: int, steps: int, seed: int,
+                    eval_examples: int) -> None:
+    """Raises DemoArgumentError naming the first bad argument (before anything is touched)."""
+    for flag, value, low in (("--num-train", num_train, 1), ("--num-eval", num_eval, 1),
+                             ("--steps", steps, 1), ("--seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise DemoArgumentError(f"{flag} must be an integer ≥ {low}, got {value!r}")
+    if isinstance(eval_examples, bool) or not isinstance(eval_examples, int) or not (
+            eval_examples == -1 or eval_examples >= 1):
+        raise DemoArgumentError(f"--eval-examples must be -1 (all) or ≥ 1, got "
+                                f"{eval_examples!r}")
 
 
-def _write_marker(folder: str, params: dict[str, Any]) -> None:
-    with open(os.path.join(folder, DONE_MARKER), "w") as f:
-        json.dump(params, f)
+def _existing_ancestor(path: str) -> str:
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def available_memory_bytes() -> int | None:
+    """Memory available to new allocations (Linux ``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_size(out: str, num_frames: int) -> None:
+    """Raises DemoArgumentError when ``num_frames`` would not fit the free disk or memory."""
+    disk = num_frames * DISK_BYTES_PER_FRAME
+    free = shutil.disk_usage(_existing_ancestor(out)).free
+    if disk > free:
+        raise DemoArgumentError(
+            f"--num-train + --num-eval = {num_frames} frames need about {disk / 1e9:.3g} GB "
+            f"of disk under {out} ({DISK_BYTES_PER_FRAME / 1e3:.0f} kB a frame), but only "
+            f"{free / 1e9:.3g} GB are free; lower --num-train/--num-eval or choose another "
+            "--out")
+    memory, available = num_frames * HOST_BYTES_PER_FRAME, available_memory_bytes()
+    if available is not None and memory > available:
+        raise DemoArgumentError(
+            f"--num-train + --num-eval = {num_frames} frames need about {memory / 1e9:.3g} GB "
+            f"of memory to generate and build, but {available / 1e9:.3g} GB are available; "
+            "lower --num-train/--num-eval")
+
+
+def _is_demo_folder(out: str) -> bool:
+    if os.path.isfile(os.path.join(out, DEMO_MARKER)):
+        return True
+    # A demo folder written before the marker existed: only the demo's own entries.
+    entries = set(os.listdir(out))
+    return bool(entries) and entries <= LAYOUT and "data" in entries
+
+
+def prepare_out(out: str, force: bool) -> None:
+    """Makes ``out`` (marked as a demo folder); with ``force`` deletes a demo folder first.
+
+    Raises:
+      DemoArgumentError: ``out`` is a file, the working directory or one of its parents, or
+        a non-empty folder that the demo did not write (nothing is deleted then).
+    """
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise DemoArgumentError(f"--out {out} is a file; choose a folder")
+    real, cwd = os.path.realpath(out), os.path.realpath(os.getcwd())
+    if os.path.isdir(out) and os.listdir(out):
+        if real == cwd or cwd.startswith(real.rstrip(os.sep) + os.sep):
+            raise DemoArgumentError(f"--out {out} is the working directory or one of its "
+                                    "parents; choose a new folder, e.g. results/demo")
+        if not _is_demo_folder(out):
+            raise DemoArgumentError(
+                f"--out {out} is not empty and was not written by the demo (no {DEMO_MARKER} "
+                "marker); the demo will neither write into it nor delete it: choose another "
+                "--out")
+        if force:
+            shutil.rmtree(out)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, DEMO_MARKER), "w") as f:
+        f.write("Written by `python -m experiments.demo`; --force may delete this folder.\n")
+
+
+def _read_steps(out: str) -> dict[str, Any]:
+    try:
+        with open(os.path.join(out, STEPS_FILE)) as f:
+            steps = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return steps if isinstance(steps, dict) else {}
+
+
+class StepRecord:
+    """``<out>/steps.json``: the inputs each finished step ran with.
+
+    A step is done when its recorded inputs equal its current inputs (and its outputs
+    exist); each step's inputs include those of the steps it reads, so a change anywhere
+    redoes that step and every step after it.
+    """
+
+    def __init__(self, out: str):
+        self.path = os.path.join(out, STEPS_FILE)
+        self.steps = _read_steps(out)
+
+    def done(self, step: str, inputs: dict[str, Any]) -> bool:
+        return self.steps.get(step) == inputs
+
+    def recorded(self, step: str) -> Any:
+        return self.steps.get(step)
+
+    def _save(self) -> None:
+        with open(self.path, "w") as f:
+            json.dump(self.steps, f, indent=2, sort_keys=True)
+
+    def start(self, step: str) -> None:
+        """Forgets ``step`` (it is being redone; an interruption leaves it not done)."""
+        if self.steps.pop(step, None) is not None:
+            self._save()
+
+    def finish(self, step: str, inputs: dict[str, Any]) -> None:
+        self.steps[step] = inputs
+        self._save()
+
+
+def _file_digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
 
 
 def _earlier(out: str, key: str) -> Any:
@@ -109,30 +247,48 @@ def _trained(workdir: str, steps: int) -> bool:
         return int(json.load(f).get("step", -1)) >= steps
 
 
-def _evaluated(workdir: str) -> bool:
-    metrics = os.path.join(workdir, "eval", "metrics.json")
-    final = os.path.join(workdir, "final_metrics.json")
-    return (os.path.exists(metrics) and os.path.exists(final)
-            and os.path.getmtime(metrics) >= os.path.getmtime(final))
+def eval_dir(workdir: str) -> str:
+    """The folder of the demo's evaluation of ``workdir`` (metrics.json and figures).
+
+    The one place that knows where evaluation files live:
+    ``<workdir>/eval/<split>_<which>`` (the split and checkpoint of :data:`SPLIT`,
+    :data:`WHICH`).
+    """
+    return os.path.join(workdir, "eval", f"{SPLIT}_{WHICH}")
+
+
+def read_evaluation(workdir: str) -> dict[str, Any] | None:
+    """The metrics of the demo's evaluation of ``workdir``, or None when absent."""
+    try:
+        with open(os.path.join(eval_dir(workdir), "metrics.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def run_demo(out: str, *, num_train: int, num_eval: int, steps: int, seed: int = 0,
              force: bool = False, eval_examples: int = -1) -> dict[str, Any]:
     """Runs the five steps; returns ``{"results": {label: metrics}, "timings": {...}}``.
 
+    Every argument is checked before anything is written or deleted.
+
     Raises:
+      DemoArgumentError: a bad argument, too many frames for the free disk or memory, or an
+        ``out`` the demo may not use.
       StepFailed: a step failed or a part of the project it needs is missing.
     """
-    start = time.perf_counter()
+    check_arguments(num_train=num_train, num_eval=num_eval, steps=steps, seed=seed,
+                    eval_examples=eval_examples)
     out = os.path.abspath(out)
+    check_size(out, num_train + num_eval)
+    start = time.perf_counter()
     raw = os.path.join(out, "data", "synthetic", "rhd")
     tfds_dir = os.path.join(out, "data", "tfds")
     timings: dict[str, Any] = {}
     total = 5
     py = sys.executable
-    if force and os.path.isdir(out):
-        shutil.rmtree(out)
-    os.makedirs(out, exist_ok=True)
+    prepare_out(out, force)
+    record = StepRecord(out)
 
     def require(step: str) -> None:
         missing = missing_modules(step)
@@ -142,72 +298,98 @@ def run_demo(out: str, *, num_train: int, num_eval: int, steps: int, seed: int =
                              "before it are done and a re-run resumes from here")
 
     # 1. Generate.
-    data_params = {"num_train": num_train, "num_eval": num_eval, "seed": seed}
+    data_inputs = {"num_train": num_train, "num_eval": num_eval, "seed": seed}
     _banner(1, total, f"synthetic RHD-format data: {num_train} train / {num_eval} eval "
                       f"frames → {raw}", start)
-    if _marker_matches(raw, data_params):
-        print("  exists, skipped")
+    if record.done("generate", data_inputs) and os.path.isdir(raw):
+        print("  same inputs, skipped")
         timings["generate_s"] = _earlier(out, "generate_s")
     else:
         require("generate")
+        record.start("generate")
+        # Inside the demo's own (marked) folder; also clears data of a demo version that
+        # predates the generator's marker.
+        shutil.rmtree(raw, ignore_errors=True)
         timings["generate_s"] = _run(
             [py, "-m", "data_prep.synthetic", "--format", "rhd", "--out", raw,
-             "--num-train", str(num_train), "--num-eval", str(num_eval), "--seed", str(seed),
-             "--overwrite"], "generate")
-        _write_marker(raw, data_params)
-        shutil.rmtree(tfds_dir, ignore_errors=True)  # new raw data: rebuild
+             "--num-train", str(num_train), "--num-eval", str(num_eval), "--seed", str(seed)],
+            "generate")
+        record.finish("generate", data_inputs)
 
     # 2. Build.
+    build_inputs = {"data": data_inputs}
     _banner(2, total, f"TFDS build (rhd/synthetic, array_record) → {tfds_dir}", start)
-    if _marker_matches(tfds_dir, data_params):
-        print("  exists, skipped")
+    if record.done("build", build_inputs) and os.path.isdir(tfds_dir):
+        print("  same inputs, skipped")
         timings["build_s"] = _earlier(out, "build_s")
     else:
         require("build")
-        shutil.rmtree(tfds_dir, ignore_errors=True)
+        record.start("build")
+        shutil.rmtree(tfds_dir, ignore_errors=True)  # inside the demo's own folder
         timings["build_s"] = _run(
             [py, "-m", "data_prep.build", "--dataset", "rhd", "--config", "synthetic",
              "--manual_dir", raw, "--data_dir", tfds_dir], "build")
-        _write_marker(tfds_dir, data_params)
+        record.finish("build", build_inputs)
 
-    # 3. Train.
-    workdirs = {}
+    # 3. Train. Inputs: the data, the strategy and the config file; more steps resume.
+    config_digest = _file_digest(DEMO_CONFIG)
+    workdirs, train_inputs = {}, {}
     for label, strategy in MODELS:
         workdir = os.path.join(out, "workdirs", f"{label}_{strategy}")
         workdirs[label] = (strategy, workdir)
+        key = f"train_{label}"
+        inputs = {"build": build_inputs, "strategy": strategy, "config": config_digest,
+                  "steps": steps}
+        train_inputs[label] = inputs
         _banner(3, total, f"train {label} ({strategy}), {steps} steps → {workdir}", start)
-        if _trained(workdir, steps):
-            print("  trained, skipped")
-            timings[f"train_{label}_s"] = _earlier(out, f"train_{label}_s")
+        if record.done(key, inputs) and _trained(workdir, steps):
+            print("  same inputs, skipped")
+            timings[f"{key}_s"] = _earlier(out, f"{key}_s")
             continue
         require("train")
-        timings[f"train_{label}_s"] = _run(
+        before = record.recorded(key)
+        record.start(key)
+        same_run = (isinstance(before, dict) and before.get("steps", steps + 1) <= steps
+                    and {**before, "steps": steps} == inputs)
+        if not same_run:  # other data, config or fewer steps: train from scratch
+            shutil.rmtree(workdir, ignore_errors=True)
+        timings[f"{key}_s"] = _run(
             [py, "-m", "experiments.train",
-             "--config", f"experiments/configs/demo.py:strategy={strategy},steps={steps}",
+             "--config", f"{DEMO_CONFIG}:strategy={strategy},steps={steps}",
              "--workdir", workdir, f"--config.data.data_dir={tfds_dir}",
              "--verbosity=-1"],  # absl: warnings only; the progress bar stays
             f"train {label}")
+        record.finish(key, inputs)
 
     # 4. Evaluate (in this process; the figures come with it).
     results = {}
     for label, (strategy, workdir) in workdirs.items():
         name = f"{label} ({strategy})"
-        _banner(4, total, f"evaluate {name} from RGB only (test split)", start)
-        metrics_path = os.path.join(workdir, "eval", "metrics.json")
-        if _evaluated(workdir):
-            print("  evaluated, skipped")
-            timings[f"evaluate_{label}_s"] = _earlier(out, f"evaluate_{label}_s")
+        key = f"evaluate_{label}"
+        inputs = {"train": train_inputs[label], "split": SPLIT, "which": WHICH,
+                  "eval_examples": eval_examples}
+        _banner(4, total, f"evaluate {name} from RGB only ({SPLIT} split)", start)
+        metrics = read_evaluation(workdir)
+        if record.done(key, inputs) and metrics is not None:
+            print("  same inputs, skipped")
+            timings[f"{key}_s"] = _earlier(out, f"{key}_s")
         else:
             require("evaluate")
+            record.start(key)
+            shutil.rmtree(eval_dir(workdir), ignore_errors=True)
             from experiments import evaluate
             begin = time.perf_counter()
-            evaluate.evaluate_workdir(workdir, split="test", which="best",
-                                      num_examples=eval_examples, data_dir=tfds_dir, name=name)
-            timings[f"evaluate_{label}_s"] = time.perf_counter() - begin
-        with open(metrics_path) as f:
-            results[name] = json.load(f)
-        print(f"  {name}: mean EPE {results[name]['mean_epe_mm']:.2f} mm, "
-              f"AUC 20–50 {results[name]['auc_20_50']:.3f}")
+            evaluate.evaluate_workdir(workdir, split=SPLIT, which=WHICH,
+                                      num_examples=eval_examples, data_dir=tfds_dir,
+                                      name=name, out_dir=eval_dir(workdir))
+            timings[f"{key}_s"] = time.perf_counter() - begin
+            record.finish(key, inputs)
+            metrics = read_evaluation(workdir)
+            if metrics is None:
+                raise StepFailed(f"step {key!r} wrote no metrics.json in {eval_dir(workdir)}")
+        results[name] = metrics
+        print(f"  {name}: mean EPE {metrics['mean_epe_mm']:.2f} mm, "
+              f"AUC 20–50 {metrics['auc_20_50']:.3f}")
 
     # 5. Report.
     _banner(5, total, f"report → {os.path.join(out, 'report.md')}", start)
@@ -251,7 +433,7 @@ def write_report(out: str, results: dict[str, dict[str, Any]],
       out: the demo's output folder.
       results: model name ("S1 (R2P)") → the evaluation's metrics.json dict.
       workdirs: label ("S1") → (strategy, workdir); figures are copied from
-        ``<workdir>/eval``.
+        :func:`eval_dir`.
       timings: step → seconds (or "skipped (exists)").
       info: data/run sizes shown in the report.
 
@@ -265,7 +447,7 @@ def write_report(out: str, results: dict[str, dict[str, Any]],
     figure_lines = []
     for label, (strategy, workdir) in workdirs.items():
         for filename, caption in FIGURES:
-            src = os.path.join(workdir, "eval", filename)
+            src = os.path.join(eval_dir(workdir), filename)
             if not os.path.exists(src):
                 continue
             dst = f"{label}_{strategy}_{filename}"
@@ -316,11 +498,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eval-examples", type=int, default=-1,
                         help="test examples to evaluate (-1: all)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--force", action="store_true", help="delete --out and redo all")
+    parser.add_argument("--force", action="store_true",
+                        help="delete --out (only a folder the demo wrote) and redo all")
     args = parser.parse_args(argv)
     try:
         run_demo(args.out, num_train=args.num_train, num_eval=args.num_eval, steps=args.steps,
                  seed=args.seed, force=args.force, eval_examples=args.eval_examples)
+    except DemoArgumentError as error:
+        parser.error(str(error))
     except StepFailed as error:
         print(f"\ndemo stopped: {error}", file=sys.stderr)
         return 1

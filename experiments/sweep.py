@@ -10,7 +10,8 @@ Example (2 × 3 = 6 runs, sequential here)::
 cluster's job array). ``--config.<field>=value`` overrides apply to every run. Afterwards
 ``<root>/sweep.csv`` and ``<root>/sweep.md`` hold, per run, the swept values, the status and
 the final metrics (``final_metrics.json`` of each work directory). Runs already finished are
-resumed (a no-op) rather than redone.
+resumed (a no-op) rather than redone. A run that fails (any exception) is recorded in the
+tables with its error and the sweep goes on to the next run; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -105,7 +106,14 @@ def apply_assignment(config: ml_collections.ConfigDict, assignment: dict[str, st
             current = node[leaf]
         except (KeyError, AttributeError, TypeError):
             raise ValueError(f"--sweep {key}: no such config field") from None
-        node[leaf] = _convert(key, current, text)
+        try:
+            node[leaf] = _convert(key, current, text)
+        except (ValueError, TypeError, OverflowError) as error:
+            message = str(error)
+            if not message.startswith(f"--sweep {key}:"):
+                message = (f"--sweep {key}: {text!r} does not fit the field (a "
+                           f"{type(current).__name__}, now {current!r}): {message}")
+            raise ValueError(message) from None
     return config
 
 
@@ -176,8 +184,13 @@ def run_sweep(config: ml_collections.ConfigDict, root: str, specs: Sequence[str]
         try:
             metrics = train_fn(run_config, os.path.join(root, name))
             row.update({"status": "ok", **{k: metrics.get(k, "") for k in METRIC_COLUMNS}})
-        except (FloatingPointError, ValueError) as error:
-            row["status"] = f"failed: {error}".replace("\n", " ")[:200]
+        except Exception as error:  # noqa: BLE001 - one failed run must not end the sweep
+            # The whole traceback goes to the log; the table gets the type and the message.
+            logging.exception("sweep run %s failed", name)
+            print(f"[sweep] run {name} failed ({type(error).__name__}: {error}); going on",
+                  file=sys.stderr, flush=True)
+            row["status"] = (f"failed: {type(error).__name__}: {error}"
+                             .replace("\n", " ").replace("|", "/")[:300])
         rows.append(row)
         write_tables(root, rows, keys)  # partial tables survive an interrupted sweep
     with open(os.path.join(root, "sweep.json"), "w") as f:

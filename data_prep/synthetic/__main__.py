@@ -7,6 +7,9 @@
     python -m data_prep.synthetic --dummy-data    # regenerate the builders' dummy_data/
 
 Frames depend only on (seed, split, index), so the bytes written do not depend on --workers.
+Every argument is checked before anything is written or deleted. ``--overwrite`` replaces only
+a folder this generator wrote (it carries the marker file ``.handvae-synthetic``), never the
+working directory or one of its parents.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import pathlib
 import sys
 from typing import Sequence
 
-from data_prep.synthetic import rhd_writer, stb_writer
+from data_prep.synthetic import output, rhd_writer, stb_writer
 
 FORMATS = ("rhd", "stb")
 _DATA_PREP = pathlib.Path(__file__).resolve().parent.parent
@@ -31,6 +34,11 @@ def write_dummy_data(progress: bool = False) -> tuple[pathlib.Path, pathlib.Path
     RHD: 3 training and 2 evaluation frames. STB: 2 frames in B2Counting (train) and 2 in
     B1Counting (test).
     """
+    for folder in (DUMMY_RHD_DIR, DUMMY_STB_DIR):
+        # These two fixed folders are this project's own (committed before the marker
+        # existed): mark them so that they may be replaced.
+        if folder.is_dir() and not output.is_generated(folder):
+            output.write_marker(folder)
     rhd = rhd_writer.write_rhd(DUMMY_RHD_DIR, num_train=3, num_eval=2, seed=DUMMY_SEED,
                                workers=1, overwrite=True, plain=True, progress=progress)
     stb = stb_writer.write_stb(DUMMY_STB_DIR, num_train=2, num_eval=2, seed=DUMMY_SEED,
@@ -52,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=None,
                         help="processes (default: all cores)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace a non-empty --out")
+                        help="replace --out if this generator wrote it (marker .handvae-synthetic)")
     parser.add_argument("--plain", action="store_true",
                         help="smooth backgrounds, no sensor noise (small files)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -75,6 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         ("--num-eval", args.num_eval)) if value is None]
     if missing:
         parser.error(f"missing {', '.join(missing)} (see --help)")
+    try:
+        output.check_count("--num-train", args.num_train)
+        output.check_count("--num-eval", args.num_eval)
+        if args.workers is not None:
+            output.check_count("--workers", args.workers)
+        output.check_size(args.out, args.num_train + args.num_eval)
+    except ValueError as error:
+        parser.error(str(error))
     writer = rhd_writer.write_rhd if args.format == "rhd" else stb_writer.write_stb
     try:
         out = writer(args.out, num_train=args.num_train, num_eval=args.num_eval,

@@ -2,7 +2,8 @@
 
 A data set is written into a hidden temporary folder beside ``--out`` and renamed into place
 only when every frame and label file is written, so an interrupted run never leaves a
-half-written data set under the requested name.
+half-written data set under the requested name. Every data set carries the marker file
+:data:`MARKER_FILE`; ``--overwrite`` deletes only folders that carry it.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import contextlib
 import multiprocessing
 import os
 import pathlib
+import secrets
 import shutil
+import signal
 import sys
-import tempfile
+import threading
 import zlib
 from typing import Any, Callable, Iterator, Sequence
 
@@ -30,6 +33,38 @@ def check_count(name: str, value: int) -> int:
     return int(value)
 
 
+# Disk per frame (RHD layout: colour, mask and depth PNGs; measured ≈ 220 kB with noise) and
+# host memory per frame while writing (job list and annotations).
+DISK_BYTES_PER_FRAME = 250_000
+HOST_BYTES_PER_FRAME = 2_000
+
+
+def check_size(out: str | os.PathLike, num_frames: int) -> None:
+    """Raises a ValueError when ``num_frames`` would not fit the free disk or memory.
+
+    Args:
+      out: the output folder (it need not exist yet).
+      num_frames: training plus evaluation frames.
+    """
+    where = pathlib.Path(out).absolute()
+    while not where.exists():
+        where = where.parent
+    disk, free = num_frames * DISK_BYTES_PER_FRAME, shutil.disk_usage(where).free
+    if disk > free:
+        raise ValueError(f"--num-train + --num-eval = {num_frames} frames need about "
+                         f"{disk / 1e9:.3g} GB of disk, but {where} has {free / 1e9:.3g} GB "
+                         "free; lower the counts or choose another --out")
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    memory = num_frames * HOST_BYTES_PER_FRAME
+    if memory > available:
+        raise ValueError(f"--num-train + --num-eval = {num_frames} frames need about "
+                         f"{memory / 1e9:.3g} GB of memory, but {available / 1e9:.3g} GB are "
+                         "free; lower the counts")
+
+
 def frame_seed(seed: int, split: str, index: int) -> np.random.SeedSequence:
     """The seed of one frame, derived from (seed, split, index) only.
 
@@ -44,29 +79,137 @@ def frame_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(frame_seed(seed, split, index))
 
 
+MARKER_FILE = ".handvae-synthetic"
+MARKER_TEXT = ("Written by `python -m data_prep.synthetic` (handvae). This marker lets "
+               "--overwrite replace this folder; without it the generator refuses to delete.\n")
+_PARTIAL = ".partial-"
+
+
+class UnsafeOverwriteError(FileExistsError):
+    """``--overwrite`` was asked to delete a folder this project did not make."""
+
+
+def is_generated(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` carries the generator's marker file (so it may be replaced)."""
+    return (pathlib.Path(folder) / MARKER_FILE).is_file()
+
+
+def write_marker(folder: str | os.PathLike) -> None:
+    """Marks ``folder`` as a data set written by this generator (deterministic bytes)."""
+    (pathlib.Path(folder) / MARKER_FILE).write_text(MARKER_TEXT)
+
+
+def check_replaceable(out: pathlib.Path, what: str = "--out") -> None:
+    """Raises when deleting ``out`` could lose data that this project did not write.
+
+    Refuses the working directory and its ancestors, and any folder without
+    :data:`MARKER_FILE`.
+    """
+    resolved = out.resolve()
+    cwd = pathlib.Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise UnsafeOverwriteError(
+            f"{what} {out} is the working directory or one of its parents; refusing to "
+            "replace it (choose a new folder below it, e.g. data/synthetic/rhd)")
+    if not is_generated(resolved):
+        raise UnsafeOverwriteError(
+            f"{what} {out} was not written by `python -m data_prep.synthetic` (it has no "
+            f"{MARKER_FILE} marker), so --overwrite will not delete it; delete it yourself "
+            "or choose another folder")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_partials(out: pathlib.Path) -> list[pathlib.Path]:
+    """Deletes hidden ``.<name>.partial-<pid>-*`` folders left by killed runs.
+
+    Only folders that carry :data:`MARKER_FILE` and whose writing process is gone are
+    deleted. Returns the deleted paths.
+    """
+    removed = []
+    for path in out.parent.glob(f".{out.name}{_PARTIAL}*"):
+        pid_text = path.name[len(f".{out.name}{_PARTIAL}"):].split("-")[0]
+        if (path.is_dir() and not path.is_symlink() and pid_text.isdigit()
+                and is_generated(path) and not _pid_alive(int(pid_text))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Turns SIGTERM into SystemExit in this (main) process, so clean-up code runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:  # a forked worker: die as SIGTERM would
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out: str | os.PathLike, overwrite: bool) -> Iterator[pathlib.Path]:
     """Yields a temporary folder that replaces ``out`` when the block succeeds.
 
+    Every argument is checked before anything is deleted. The temporary folder
+    ``.<name>.partial-<pid>-<random>`` carries :data:`MARKER_FILE` from the start, is made
+    with the user's umask, and is removed on an error, Ctrl-C or SIGTERM; one left by a
+    SIGKILL is removed by the next run.
+
     Raises:
       FileExistsError: ``out`` exists, is not an empty folder, and ``overwrite`` is False.
+      UnsafeOverwriteError: ``overwrite`` would delete the working directory, one of its
+        parents, or a folder without this generator's marker.
       NotADirectoryError: ``out`` exists and is a file.
     """
     out = pathlib.Path(out).absolute()
+    resolved = out.resolve()
+    cwd = pathlib.Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise UnsafeOverwriteError(
+            f"--out {out} is the working directory or one of its parents; choose a new "
+            "folder below it (e.g. data/synthetic/rhd)")
     if out.exists():
         if not out.is_dir():
             raise NotADirectoryError(f"--out {out} exists and is not a folder; choose another "
                                      "path")
-        if any(out.iterdir()) and not overwrite:
-            raise FileExistsError(f"--out {out} exists and is not empty; pass --overwrite to "
-                                  "replace it or choose an empty folder")
+        if any(out.iterdir()):
+            if not overwrite:
+                hint = ("pass --overwrite to replace it" if is_generated(out) else
+                        "it was not written by this generator, so delete it yourself")
+                raise FileExistsError(f"--out {out} exists and is not empty; {hint} or "
+                                      "choose an empty folder")
+            check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    clean_stale_partials(out)
+    temporary = out.parent / f".{out.name}{_PARTIAL}{os.getpid()}-{secrets.token_hex(4)}"
+    temporary.mkdir(mode=0o777)  # the umask applies, unlike tempfile.mkdtemp's 0o700
     try:
-        yield temporary
-        if out.exists():
-            shutil.rmtree(out)
-        temporary.rename(out)
+        with _sigterm_as_exit():
+            write_marker(temporary)
+            yield temporary
+            if out.exists():
+                shutil.rmtree(out)
+            temporary.rename(out)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

@@ -9,6 +9,11 @@ Layout (see WORKSPACE.md, "Work directories")::
 Both are whole :class:`~handvae.training.state.TrainState` pytrees written by
 ``ocp.args.StandardSave``; a step's directory appears atomically (orbax writes to a
 temporary name and renames), so a run killed mid-save leaves the previous checkpoint intact.
+
+A checkpoint damaged afterwards (a truncated or corrupt file) does not block a resume:
+:meth:`Checkpoints.restore` tries the newest, logs one line naming the unreadable one and
+the reason, and falls back to the next older one; :func:`restore_for_inference` does the same
+for the best checkpoint and then falls back to the periodic ones.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from typing import Any
 
 import jax
@@ -32,6 +38,59 @@ LATEST_DIR = "checkpoints"
 BEST_DIR = "checkpoints_best"
 BEST_METRIC = "mean_epe_mm"  # lower is better
 WHICH = ("best", "latest")
+_REASON_CHARS = 300
+
+
+def _is_closed_loop_noise(unraisable: Any) -> bool:
+    error = unraisable.exc_value
+    return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+
+
+def quiet_closed_loop_noise() -> None:
+    """Drops the "Event loop is closed" tracebacks a failed orbax read leaves behind.
+
+    When tensorstore fails to read a checkpoint, orbax closes its asyncio loop while
+    tensorstore's other reads still complete into it; each prints an "Exception ignored"
+    traceback through ``sys.unraisablehook`` (dozens, some at exit, after the real error).
+    This wraps the hook once to drop exactly those; everything else goes through.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_handvae_quiet", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if not _is_closed_loop_noise(unraisable):
+            previous(unraisable)
+
+    hook._handvae_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+class CheckpointReadError(RuntimeError):
+    """No checkpoint of the requested kind could be read; the message names each and why."""
+
+
+def short_reason(error: BaseException) -> str:
+    """One line naming ``error``'s type and the start of its message.
+
+    Drops tensorstore's multi-kilobyte ``[tensorstore_spec=...]`` tail, so the cause of a
+    damaged checkpoint fits one log line.
+    """
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = text.split(" [tensorstore_spec", 1)[0]
+    if len(text) > _REASON_CHARS:
+        text = text[:_REASON_CHARS] + " …"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _barrier_prefix(name: str) -> ocp.options.MultiprocessingOptions:
+    """Distinct barrier names per manager.
+
+    On several processes both managers may save the same step at once (the final step is
+    evaluated and saved); with orbax's default names their ``_async_write_complete.<step>``
+    barriers collide ("Barrier ... is already ongoing") and the job aborts.
+    """
+    return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
 
 
 class Checkpoints:
@@ -47,12 +106,16 @@ class Checkpoints:
                  read_only: bool = False):
         workdir = os.path.abspath(workdir)
         self.workdir = workdir
+        # Steps a restore found unreadable: skipped as resume points, replaced when saved anew.
+        self.unreadable: dict[str, set[int]] = {"latest": set(), "best": set()}
+        self.restored_step: int | None = None  # the step the last restore read
         # Read-only managers get no retention options (orbax warns that it ignores them).
         writing = {"create": False, "save_interval_steps": 0} if read_only else {"create": True}
         self.latest = ocp.CheckpointManager(
             os.path.join(workdir, LATEST_DIR),
             options=ocp.CheckpointManagerOptions(
                 read_only=read_only, enable_async_checkpointing=async_save,
+                multiprocessing_options=_barrier_prefix("latest"),
                 **({} if read_only else {"max_to_keep": keep}), **writing))
         self.best = ocp.CheckpointManager(
             os.path.join(workdir, BEST_DIR),
@@ -60,11 +123,13 @@ class Checkpoints:
                 best_fn=lambda metrics: metrics[BEST_METRIC], best_mode="min",
                 keep_checkpoints_without_metrics=False, read_only=read_only,
                 enable_async_checkpointing=async_save,
+                multiprocessing_options=_barrier_prefix("best"),
                 **({} if read_only else {"max_to_keep": 1}), **writing))
 
     def latest_step(self) -> int | None:
-        """Step of the newest periodic checkpoint, or None."""
-        return self.latest.latest_step()
+        """Step of the newest periodic checkpoint (not one found unreadable), or None."""
+        steps = [s for s in self.latest.all_steps() if s not in self.unreadable["latest"]]
+        return max(steps) if steps else None
 
     def best_step(self) -> int | None:
         """Step of the checkpoint with the lowest validation EPE, or None."""
@@ -73,7 +138,10 @@ class Checkpoints:
     def save(self, step: int, state: TrainState) -> None:
         """Saves ``state`` as periodic checkpoint ``step`` (skips a step already saved)."""
         if step in self.latest.all_steps():
-            return
+            if step not in self.unreadable["latest"]:
+                return
+            self.latest.delete(step)  # a damaged copy of this step: replace it
+            self.unreadable["latest"].discard(step)
         self.latest.save(step, args=ocp.args.StandardSave(state), force=True)
 
     def save_best(self, step: int, state: TrainState, metrics: dict[str, float]) -> None:
@@ -81,32 +149,73 @@ class Checkpoints:
         if BEST_METRIC not in metrics:
             raise ValueError(f"save_best needs metrics[{BEST_METRIC!r}], got {sorted(metrics)}")
         if step in self.best.all_steps():
-            return
+            if step not in self.unreadable["best"]:
+                return
+            self.best.delete(step)
+            self.unreadable["best"].discard(step)
         self.best.save(step, args=ocp.args.StandardSave(state),
                        metrics={k: float(v) for k, v in metrics.items()}, force=True)
+
+    def _candidates(self, which: str) -> list[int]:
+        """Steps to try, most wanted first: newest first, or best metric first."""
+        manager = self.latest if which == "latest" else self.best
+        steps = sorted(manager.all_steps(), reverse=True)
+        if which == "best":
+            best = manager.best_step()
+            steps = ([best] if best is not None else []) + [s for s in steps if s != best]
+        return steps
 
     def restore(self, abstract_state: TrainState, which: str = "latest",
                 step: int | None = None) -> TrainState:
         """Reads a checkpoint into the shapes, dtypes and shardings of ``abstract_state``.
 
+        Without ``step``, tries the newest (or the best) checkpoint and, when it cannot be
+        read (truncated or corrupt files), logs one line naming it and the reason and falls
+        back to the next older one; :attr:`restored_step` is the step it read.
+
         Args:
           abstract_state: pytree of ``jax.ShapeDtypeStruct`` (with shardings) or arrays.
           which: "latest" (periodic checkpoints) or "best" (lowest validation EPE).
-          step: a specific step; default the newest (or the best).
+          step: a specific step (no fallback); default the newest (or the best).
 
         Raises:
           FileNotFoundError: when the work directory holds no such checkpoint.
+          CheckpointReadError: when none of them can be read (each named with its reason).
         """
         if which not in WHICH:
             raise ValueError(f"which must be one of {WHICH}, got {which!r}")
         manager = self.latest if which == "latest" else self.best
-        if step is None:
-            step = manager.latest_step() if which == "latest" else manager.best_step()
-        if step is None:
+        candidates = [step] if step is not None else self._candidates(which)
+        # Before the first read: a failed read's noise starts in other threads at once.
+        quiet_closed_loop_noise()
+        if not candidates:
             raise FileNotFoundError(f"no {which} checkpoint in {manager.directory}; train "
                                     f"first with `python -m experiments.train --workdir "
                                     f"{self.workdir}`")
-        return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        failures = []
+        for index, candidate in enumerate(candidates):
+            try:
+                state = manager.restore(candidate,
+                                        args=ocp.args.StandardRestore(abstract_state))
+            except Exception as error:  # noqa: BLE001 - orbax/tensorstore raise many types
+                reason = short_reason(error)
+                failures.append(f"step {candidate}: {reason}")
+                self.unreadable[which].add(candidate)
+                following = (f"falling back to step {candidates[index + 1]}"
+                             if index + 1 < len(candidates) else "no older one to try")
+                logging.warning("checkpoint %s unreadable (%s); %s",
+                                os.path.join(str(manager.directory), str(candidate)), reason,
+                                following)
+                continue
+            self.restored_step = candidate
+            if failures:
+                logging.warning("restored %s checkpoint step %d of %s (newer ones unreadable)",
+                                which, candidate, manager.directory)
+            return state
+        raise CheckpointReadError(
+            f"no readable {which} checkpoint in {manager.directory}: " + "; ".join(failures)
+            + ". If every step fails the same way the config may not match the checkpoints "
+            "(compare with config.json).")
 
     def wait(self) -> None:
         """Blocks until background saves have finished."""
@@ -168,7 +277,14 @@ def restore_for_inference(workdir: str, which: str = "best", *, step: int | None
             which = "latest"
         mesh = sharding.make_mesh(jax.local_devices()[:1])
         abstract = sharded_abstract(abstract_train_state(config, model), mesh)
-        state = checkpoints.restore(abstract, which=which, step=step)
+        try:
+            state = checkpoints.restore(abstract, which=which, step=step)
+        except CheckpointReadError:
+            if which != "best" or step is not None or checkpoints.latest_step() is None:
+                raise
+            logging.warning("%s: no readable best checkpoint; using the newest readable "
+                            "periodic one", workdir)
+            state = checkpoints.restore(abstract, which="latest")
     finally:
         checkpoints.close()
     return config, model, state.variables()

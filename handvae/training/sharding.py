@@ -35,17 +35,23 @@ def maybe_initialize_distributed(environ: Mapping[str, str] | None = None) -> bo
     Must run before any other JAX call. Returns whether it initialised.
     """
     env = os.environ if environ is None else environ
+    multi = ("JAX_COORDINATOR_ADDRESS" in env or int(env.get("SLURM_NTASKS", "1")) > 1
+             or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+             or env.get("HANDVAE_DISTRIBUTED", "0") == "1")
+    if not multi:
+        return False
+    # CPU devices of several processes talk through gloo (over TCP); without it a CPU mesh
+    # spanning processes cannot run collectives. Accelerators use their own (NCCL, ICI).
+    jax.config.update("jax_cpu_collectives_implementation",
+                      env.get("HANDVAE_CPU_COLLECTIVES", "gloo"))
     if "JAX_COORDINATOR_ADDRESS" in env:
         jax.distributed.initialize(
             coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
             num_processes=int(env["JAX_NUM_PROCESSES"]) if "JAX_NUM_PROCESSES" in env else None,
             process_id=int(env["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in env else None)
         return True
-    if (int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
-            or env.get("HANDVAE_DISTRIBUTED", "0") == "1"):
-        jax.distributed.initialize()
-        return True
-    return False
+    jax.distributed.initialize()
+    return True
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -40,7 +40,7 @@ def test_rhd_layout(rhd_dir):
         for kind in ("color", "mask", "depth"):
             for i in range(count):
                 assert f"{RHD_ROOT}/{split}/{kind}/{i:05d}.png" in names
-    assert len(names) == 2 + 3 * 5
+    assert len(names) == 2 + 3 * 5 + 1  # + the generator's marker, .handvae-synthetic
     assert not list(rhd_dir.parent.glob(".*partial*"))  # the temporary folder is gone
 
 
@@ -141,7 +141,7 @@ def test_same_seed_same_bytes_regardless_of_workers(rhd_dir, tmp_path):
 
 
 def test_stb_layout_and_labels(stb_dir):
-    names = set(_files(stb_dir))
+    names = set(_files(stb_dir)) - {".handvae-synthetic"}  # the generator's marker
     assert names == {"images/B2Counting/SK_color_0.png", "images/B2Counting/SK_depth_0.png",
                      "images/B2Random/SK_color_0.png", "images/B2Random/SK_depth_0.png",
                      "images/B1Counting/SK_color_0.png", "images/B1Counting/SK_depth_0.png",

@@ -3,7 +3,6 @@
 import json
 import os
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -12,25 +11,13 @@ from experiments import demo
 from handvae.evaluation import metrics
 
 
-def test_markers_and_resume_checks(tmp_path):
-    params = {"num_train": 4, "num_eval": 2, "seed": 0}
-    assert not demo._marker_matches(str(tmp_path), params)
-    demo._write_marker(str(tmp_path), params)
-    assert demo._marker_matches(str(tmp_path), params)
-    assert not demo._marker_matches(str(tmp_path), {**params, "seed": 1})  # redo on change
-
+def test_trained_check(tmp_path):
     workdir = tmp_path / "w"
-    (workdir / "eval").mkdir(parents=True)
+    workdir.mkdir()
     assert not demo._trained(str(workdir), 10)
     (workdir / "final_metrics.json").write_text(json.dumps({"step": 5.0}))
     assert not demo._trained(str(workdir), 10)  # a shorter run resumes, not skips
     assert demo._trained(str(workdir), 5)
-    assert not demo._evaluated(str(workdir))
-    (workdir / "eval" / "metrics.json").write_text("{}")
-    assert demo._evaluated(str(workdir))
-    later = time.time() + 10
-    os.utime(workdir / "final_metrics.json", (later, later))  # retrained since: re-evaluate
-    assert not demo._evaluated(str(workdir))
 
 
 def test_missing_parts_and_failed_steps_are_named(monkeypatch):
@@ -46,8 +33,9 @@ def test_write_report(tmp_path):
                "S4 (RC2CHP_poe)": metrics.summarize_errors(rng.gamma(2.0, 9.0, (8, 21)))}
     results["S1 (R2P)"]["constant_pose_baseline"] = {"mean_epe_mm": 53.25, "auc_20_50": 0.1}
     workdir = tmp_path / "workdirs" / "S4_RC2CHP_poe"
-    (workdir / "eval").mkdir(parents=True)
-    (workdir / "eval" / "reconstruction.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    os.makedirs(demo.eval_dir(str(workdir)))
+    with open(os.path.join(demo.eval_dir(str(workdir)), "reconstruction.png"), "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\nfake")
     path = demo.write_report(
         str(tmp_path), results, {"S1": ("R2P", str(tmp_path / "none")),
                                  "S4": ("RC2CHP_poe", str(workdir))},
@@ -71,3 +59,124 @@ def test_skipped_steps_keep_the_time_measured_by_the_run_that_did_them(tmp_path)
     assert demo._earlier(str(tmp_path), "train_S1_s") == "skipped (exists)"
     (tmp_path / "timings.json").write_text(json.dumps({"build_s": "81 s (earlier run)"}))
     assert demo._earlier(str(tmp_path), "build_s") == "81 s (earlier run)"
+
+
+# --- Safety: arguments first, delete only demo folders (issue 14, items 1 and 7) ---------
+
+def _main_refuses(capsys, argv):
+    with pytest.raises(SystemExit) as error:
+        demo.main(argv)
+    assert error.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_force_checks_arguments_first_and_deletes_only_demo_folders(tmp_path, monkeypatch,
+                                                                    capsys):
+    earlier = tmp_path / "demo"
+    demo.prepare_out(str(earlier), force=False)
+    (earlier / "report.md").write_text("earlier results")
+    for bad in (["--num-train", "0"], ["--num-eval", "-1"], ["--steps", "0"],
+                ["--eval-examples", "0"]):
+        err = _main_refuses(capsys, ["--out", str(earlier), "--force", *bad])
+        assert bad[0] in err
+        assert (earlier / "report.md").read_text() == "earlier results"  # nothing deleted
+
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("precious")
+    for force in ([], ["--force"]):
+        err = _main_refuses(capsys, ["--out", str(user), *force])
+        assert "not written by the demo" in err
+    assert (user / "notes.txt").read_text() == "precious"
+    monkeypatch.chdir(earlier)
+    for out in (".", str(tmp_path)):
+        assert "working directory" in _main_refuses(capsys, ["--out", out, "--force"])
+    assert (earlier / "report.md").exists()
+
+
+def test_a_huge_num_train_is_refused_with_the_sizes(tmp_path, capsys):
+    err = _main_refuses(capsys, ["--out", str(tmp_path / "d"), "--num-train", str(10**12)])
+    assert "--num-train + --num-eval" in err and "GB" in err
+    assert not (tmp_path / "d").exists()
+
+
+class _FakeSteps:
+    """Stands in for the subprocess steps and the evaluation: records what ran."""
+
+    def __init__(self, monkeypatch):
+        self.ran: list[str] = []
+        monkeypatch.setattr(demo, "_run", self.run)
+        monkeypatch.setattr(demo, "missing_modules", lambda step: [])
+        from experiments import evaluate
+        monkeypatch.setattr(evaluate, "evaluate_workdir", self.evaluate)
+
+    def run(self, cmd, step):
+        self.ran.append(step)
+        module = cmd[2]
+        if module == "experiments.train":
+            config = cmd[cmd.index("--config") + 1]
+            assert os.path.isabs(config) and os.path.exists(config.split(":")[0])
+            workdir = cmd[cmd.index("--workdir") + 1]
+            os.makedirs(workdir, exist_ok=True)
+            steps = int(config.rsplit("steps=", 1)[1])
+            with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+                json.dump({"step": steps}, f)
+            with open(os.path.join(workdir, "runs"), "a") as f:
+                f.write("run\n")  # one line per training run in this work directory
+        else:
+            out = cmd[cmd.index("--out" if module == "data_prep.synthetic" else "--data_dir")
+                      + 1]
+            os.makedirs(out, exist_ok=True)
+        return 1.0
+
+    def evaluate(self, workdir, *, out_dir, name, **kwargs):
+        self.ran.append(f"evaluate {name.split()[0]}")
+        os.makedirs(out_dir, exist_ok=True)
+        result = {"mean_epe_mm": 20.0, "auc_20_50": 0.5, "name": name, **kwargs}
+        with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+            json.dump(result, f)
+        return result
+
+
+def test_steps_whose_inputs_changed_are_redone_with_everything_after_them(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "write_report", lambda *args: None)
+    fake = _FakeSteps(monkeypatch)
+    out = str(tmp_path / "demo")
+    everything = ["generate", "build", "train S1", "train S4", "evaluate S1", "evaluate S4"]
+
+    def run(**changes):
+        fake.ran.clear()
+        args = {"num_train": 8, "num_eval": 4, "steps": 3, **changes}
+        return demo.run_demo(out, **args)
+
+    run()
+    assert fake.ran == everything
+    run()
+    assert fake.ran == []  # same inputs: nothing redone
+
+    def runs_in_s1_workdir():
+        with open(os.path.join(out, "workdirs", "S1_R2P", "runs")) as f:
+            return len(f.readlines())
+
+    run(steps=5)  # more steps: training resumes (same work directory), evaluation redone
+    assert fake.ran == ["train S1", "train S4", "evaluate S1", "evaluate S4"]
+    assert runs_in_s1_workdir() == 2
+    result = run(steps=5, num_train=16)  # new data: every step, models trained afresh
+    assert fake.ran == everything and runs_in_s1_workdir() == 1
+    assert result["results"]["S1 (R2P)"]["num_examples"] == -1
+    run(steps=5, num_train=16, eval_examples=2)  # only the evaluation's input changed
+    assert fake.ran == ["evaluate S1", "evaluate S4"]
+    run(steps=2, num_train=16, eval_examples=2)  # fewer steps: retrain from scratch
+    assert fake.ran[:2] == ["train S1", "train S4"] and runs_in_s1_workdir() == 1
+    with open(os.path.join(out, demo.STEPS_FILE)) as f:
+        assert json.load(f)["generate"] == {"num_train": 16, "num_eval": 4, "seed": 0}
+
+
+def test_steps_run_from_the_project_root_whatever_the_working_directory(tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    script = ("import os, experiments; "
+              "assert os.path.dirname(os.path.dirname(experiments.__file__)) == os.getcwd()")
+    demo._run([sys.executable, "-c", script], "check")
+    assert os.path.isabs(demo.DEMO_CONFIG) and os.path.exists(demo.DEMO_CONFIG)

@@ -78,3 +78,29 @@ def test_two_by_two_sweep_trains_four_runs_and_gathers_a_table(tmp_path):
 def checkpoint_config(workdir):
     from handvae.training import checkpoint
     return checkpoint.read_config(str(workdir))
+
+
+def test_a_bad_value_names_the_field():
+    config = standins.tiny_config()
+    for key, text in (("model.beta_max", "abc"), ("seed", "1e999"), ("seed", "x")):
+        with pytest.raises(ValueError, match=f"--sweep {key}: '{text}'"):
+            sweep.apply_assignment(config, {key: text})
+
+
+def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path):
+    def train_fn(config, workdir):
+        if config.seed == 1:
+            raise TypeError("unsupported operand type(s) for *: 'NoneType' and 'float'")
+        if config.seed == 2:
+            raise RuntimeError("XLA out of memory")
+        return {"mean_epe_mm": 10.0 + config.seed, "step": 2.0}
+
+    rows = sweep.run_sweep(standins.tiny_config(), str(tmp_path), ["seed=0,1,2,3"],
+                           train_fn=train_fn)
+    assert [r["status"] for r in rows] == [
+        "ok", "failed: TypeError: unsupported operand type(s) for *: 'NoneType' and 'float'",
+        "failed: RuntimeError: XLA out of memory", "ok"]
+    with open(tmp_path / "sweep.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["mean_epe_mm"] for r in table] == ["10.0", "", "", "13.0"]
+    assert "failed: RuntimeError: XLA out of memory" in (tmp_path / "sweep.md").read_text()
