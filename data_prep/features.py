@@ -31,10 +31,15 @@ from PIL import Image
 
 from handvae.ops import camera, rotation, skeleton
 from handvae.ops.image_warp import warp_perspective
+from handvae.ops.view_crop import (  # noqa: F401 (re-exported: builders and tests use them)
+    CROP_MARGIN,
+    MIN_CROP_SIDE,
+    crop_box,
+    crop_homography,
+    crop_intrinsics,
+)
 
 CROP_SIZE = 256          # stored crop side, pixels
-CROP_MARGIN = 1.3        # crop side / side of the hand's bounding square
-MIN_CROP_SIDE = 24.0     # pixels of the source image; avoids absurd magnification
 MAX_POINTS = 4000        # surface points kept per example
 MIN_HAND_POINTS = 32     # fewer valid hand depth points → the frame is skipped
 NUM_KEYPOINTS = skeleton.NUM_JOINTS
@@ -42,39 +47,6 @@ NUM_KEYPOINTS = skeleton.NUM_JOINTS
 
 class SkipFrame(ValueError):
     """A frame that cannot give a correct example (the message says why)."""
-
-
-def crop_box(hand_uv: np.ndarray, keypoints_uv: np.ndarray, margin: float = CROP_MARGIN
-             ) -> tuple[np.ndarray, float]:
-    """Square crop box around a hand.
-
-    Args:
-      hand_uv: [M, 2] pixels (u, v) of the hand (mask pixels or projected surface points).
-      keypoints_uv: [21, 2] projected keypoints, pixels.
-      margin: side of the box divided by the side of the hand's bounding square.
-
-    Returns:
-      (centre [2] pixels, side in pixels).
-    """
-    uv = np.concatenate([np.asarray(hand_uv, np.float64).reshape(-1, 2),
-                         np.asarray(keypoints_uv, np.float64).reshape(-1, 2)])
-    lo, hi = uv.min(axis=0), uv.max(axis=0)
-    center = (lo + hi) / 2
-    side = max(float(np.max(hi - lo)) * margin, MIN_CROP_SIDE)
-    return center, side
-
-
-def crop_intrinsics(K: np.ndarray, side: float, crop_size: int = CROP_SIZE) -> np.ndarray:
-    """[3, 3] intrinsics of the view-corrected crop camera.
-
-    The focal length is the mean of ``K``'s magnified by ``crop_size / side``; the principal point
-    is the crop centre ``(crop_size − 1) / 2`` (pixel centres at integer coordinates).
-    """
-    # One focal length for both axes (square pixels): an in-plane rotation of the crop is then
-    # exactly a rotation of the camera about z, which the augmentation relies on.
-    focal = (K[0, 0] + K[1, 1]) / 2 * crop_size / side
-    c = (crop_size - 1) / 2
-    return np.array([[focal, 0.0, c], [0.0, focal, c], [0.0, 0.0, 1.0]])
 
 
 def _subsample_indices(count: int, max_count: int, key: str) -> np.ndarray:
@@ -145,7 +117,7 @@ def process_frame(
     center, side = crop_box(hand_uv, keypoints_uv)
     view_rotation = rotation.view_correction_rotation(center, K)
     k_crop = crop_intrinsics(K, side, crop_size)
-    crop = warp_perspective(image, K @ view_rotation.T @ np.linalg.inv(k_crop), crop_size)
+    crop = warp_perspective(image, crop_homography(K, view_rotation, k_crop), crop_size)
 
     keypoints_c = keypoints_3d @ view_rotation.T
     points_c = hand_points @ view_rotation.T
