@@ -60,13 +60,14 @@ def metadata(predictor: Predictor) -> dict[str, Any]:
     }
 
 
-def write_exported(predictor: Predictor, path: str) -> tuple[int, str]:
+def write_exported(predictor: Predictor, path: str, *, platforms: tuple[str, ...] = ("cpu",)
+                   ) -> tuple[int, str]:
     """Writes ``path`` (the serialised function) and ``path + '.json'`` (metadata).
 
     Returns:
       (size of ``path`` in bytes, the metadata path).
     """
-    blob = export_predictor(predictor).serialize()
+    blob = export_predictor(predictor, platforms=platforms).serialize()
     with open(path, "wb") as f:
         f.write(blob)
     meta_path = path + ".json"
