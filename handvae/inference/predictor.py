@@ -50,8 +50,9 @@ class Prediction:
     """One hand's prediction.
 
     Attributes:
-      pose_3d: [21, 3] root-relative (middle MCP at 0) pose in the camera frame, in units of
-        the reference bone (middle MCP→PIP), RHD joint order (``skeleton.JOINT_NAMES``).
+      pose_3d: [21, 3] root-relative pose in the camera frame, in units of the reference bone
+        (middle MCP→PIP), RHD joint order (``skeleton.JOINT_NAMES``). It is the pose decoder's
+        output as evaluated (trained to put the middle MCP at 0; not forced there).
       pose_3d_m: [21, 3] the same in metres when a hand scale was given, else None.
       keypoints_2d: [21, 2] (u, v) image pixels (pixel centres at integers).
       keypoints_2d_source: "heatmaps" (heat-map decoder) or "projection" (3-D pose projected
