@@ -1,5 +1,4 @@
 import pytest
-
 from inference_helpers import trained_workdir
 
 

@@ -28,8 +28,9 @@ BLOCKER = textwrap.dedent("""
 
 
 def _loader_snippet() -> str:
-    text = open(README).read()
-    match = re.search(r"<!-- exported-loader -->\s*```python\n(.*?)```", text, re.S)
+    with open(README) as f:
+        text = f.read()
+    match = re.search(r"<!-- exported-loader -->\s*```python\n(.*?)```", text, re.DOTALL)
     assert match, "README.md lost its exported-loader block"
     return match.group(1)
 
@@ -67,8 +68,8 @@ def test_readme_loader_runs_with_jax_and_numpy_only(tmp_path, exported_file, tin
         os.symlink(exported_file + suffix, tmp_path / ("model.jaxexport" + suffix))
     script = BLOCKER + _loader_snippet() + (
         "\nnp.savez('out.npz', **{k: np.asarray(v) for k, v in out.items()})\n")
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=300,
+    result = subprocess.run([sys.executable, "-c", script], check=False, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300,
                             env={**os.environ, "PYTHONPATH": "", "JAX_PLATFORMS": "cpu"})
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = dict(np.load(tmp_path / "out.npz"))
