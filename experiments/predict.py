@@ -12,6 +12,8 @@ loaded.
 ``--boxes`` is a JSON object keyed by image path or file name; a value is a box
 ``[x0, y0, x1, y1]`` (pixels) or an object with ``box`` and optional ``hand_side``,
 ``focal`` (pixels), ``K`` (3×3) and ``hand_scale`` (metres, the middle MCP→PIP bone).
+``--rhd-annotations anno_evaluation.pickle`` takes boxes, sides and K from an RHD-layout
+annotation file (real RHD or the synthetic set).
 Without a box the whole image is the crop; without ``K``/``focal`` the intrinsics assume a
 55° field of view across the longer side (``handvae.inference.geometry``).
 """
@@ -65,6 +67,34 @@ def read_boxes(path: str) -> dict[str, dict[str, Any]]:
             raise ValueError(f"--boxes {path}: entry {key!r} has unknown fields "
                              f"{sorted(unknown)}; allowed: {sorted(allowed)}")
         entries[key] = entry
+    return entries
+
+
+def boxes_from_rhd_annotations(path: str) -> dict[str, dict[str, Any]]:
+    """Per-frame entries from an RHD-layout ``anno_*.pickle`` (real RHD or the synthetic set).
+
+    For each frame ``%05d.png``: ``K``, the side with more visible keypoints and the tight
+    box around its visible keypoints (``uv_vis``), so predictions are made as the builders
+    crop (``data_prep/rhd``: keypoints 0–20 left hand, 21–41 right hand).
+    """
+    import numpy as np
+
+    from data_prep import safe_pickle
+
+    with open(path, "rb") as f:
+        annotations = safe_pickle.load(f)
+    entries = {}
+    for frame, annotation in annotations.items():
+        uv_vis = np.asarray(annotation["uv_vis"], np.float64).reshape(42, 3)
+        visible = uv_vis[:, 2] > 0
+        left, right = visible[:21].sum(), visible[21:].sum()
+        side, offset = ("left", 0) if left > right else ("right", 21)
+        hand = uv_vis[offset:offset + 21][visible[offset:offset + 21]]
+        if len(hand) < 2:
+            continue  # no visible hand: the frame is predicted without a box
+        entries[f"{int(frame):05d}.png"] = {
+            "box": [*hand[:, :2].min(0).tolist(), *hand[:, :2].max(0).tolist()],
+            "hand_side": side, "K": np.asarray(annotation["K"], np.float64).tolist()}
     return entries
 
 
@@ -164,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--boxes", help="JSON {image path or name: [x0,y0,x1,y1] | {...}}")
     where.add_argument("--box", type=parse_box, help="x0,y0,x1,y1 for every image (pixels)")
+    where.add_argument("--rhd-annotations", help="an RHD anno_*.pickle: boxes, sides and K "
+                       "of its frames (e.g. the demo's synthetic test set)")
     parser.add_argument("--focal", type=float, help="focal length in pixels (default: 55° fov)")
     parser.add_argument("--hand-side", choices=("right", "left"), default=None,
                         help="side of the hands (default right; --boxes may set it per image)")
@@ -176,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     begin = time.perf_counter()
     try:
         boxes = read_boxes(args.boxes) if args.boxes else None
+        if args.rhd_annotations:
+            boxes = boxes_from_rhd_annotations(args.rhd_annotations)
         predictor = Predictor.from_workdir(args.workdir, args.which, batch_size=args.batch_size)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -138,10 +138,10 @@ def write_overlay(image: np.ndarray, prediction: Prediction, path: str, title: s
         setter(-radius, radius)
     ax3.invert_yaxis()
     ax3.view_init(elev=VIEW_ELEVATION, azim=VIEW_AZIMUTH)
-    ax3.set_xlabel("x")
-    ax3.set_ylabel("y")
-    ax3.set_zlabel("z")
-    ax3.set_title("3-D, camera frame (bone units)", fontsize=9)
+    for axis, label in ((ax3.xaxis, "x"), (ax3.yaxis, "y"), (ax3.zaxis, "z")):
+        axis.set_ticklabels([])
+        axis.set_label_text(label)
+    ax3.set_title(f"3-D, camera frame (±{radius:.2g} bone units)", fontsize=9)
     if title:
         figure.suptitle(title, fontsize=9)
     figure.tight_layout()

@@ -95,3 +95,14 @@ def test_export_cli_writes_the_model(tmp_path, workdir, capsys):
     meta = json.loads((tmp_path / "model.jaxexport.json").read_text())
     assert meta["image_size"] == 32 and meta["strategy"] == "R2HP"
     assert "exported R2HP" in capsys.readouterr().out
+
+
+def test_boxes_from_rhd_annotations_match_the_dummy_frames():
+    folder = os.path.join(os.path.dirname(predict.__file__), "..", "data_prep", "rhd",
+                          "dummy_data", "RHD_published_v2", "evaluation")
+    entries = predict.boxes_from_rhd_annotations(os.path.join(folder, "anno_evaluation.pickle"))
+    assert sorted(entries) == sorted(n for n in os.listdir(os.path.join(folder, "color")))
+    for entry in entries.values():
+        x0, y0, x1, y1 = entry["box"]
+        assert 0 <= x0 < x1 <= 320 and 0 <= y0 < y1 <= 320
+        assert entry["hand_side"] in ("left", "right") and np.asarray(entry["K"]).shape == (3, 3)
