@@ -141,7 +141,7 @@ def write_overlay(image: np.ndarray, prediction: Prediction, path: str, title: s
     for axis, label in ((ax3.xaxis, "x"), (ax3.yaxis, "y"), (ax3.zaxis, "z")):
         axis.set_ticklabels([])
         axis.set_label_text(label)
-    ax3.set_title(f"3-D, camera frame (±{radius:.2g} bone units)", fontsize=9)
+    ax3.set_title(f"3-D, camera frame (±{radius:.2g} bone units)", fontsize=9, pad=14)
     if title:
         figure.suptitle(title, fontsize=9)
     figure.tight_layout()
