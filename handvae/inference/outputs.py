@@ -144,7 +144,8 @@ def write_overlay(image: np.ndarray, prediction: Prediction, path: str, title: s
     ax3.set_title(f"3-D, camera frame (±{radius:.2g} bone units)", fontsize=9, pad=14)
     if title:
         figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
+    # Fixed margins: tight_layout would render the figure once more just to measure it.
+    figure.subplots_adjust(left=0.01, right=0.97, bottom=0.02, top=0.88, wspace=0.05)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path)
     plt.close(figure)
