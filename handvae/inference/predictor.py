@@ -187,7 +187,7 @@ class Predictor:
                 hand_side: str = "right", name: str | None = None
                 ) -> tuple[geometry.Crop, str | None]:
         """Reads/converts one image and makes its crop (raises ``ValueError`` naming it)."""
-        if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
+        if isinstance(image, str) or hasattr(image, "__fspath__"):
             name = name or str(image)
             array, conversion = images.read_image(str(image))
         else:
