@@ -38,11 +38,16 @@ from PIL import Image
 
 from handvae.ops import camera, rotation, skeleton
 from handvae.ops.image_warp import warp_perspective
+from handvae.ops.view_crop import (  # noqa: F401 (re-exported: builders and tests use them)
+    CROP_MARGIN,
+    MIN_CROP_SIDE,
+    crop_box,
+    crop_homography,
+    crop_intrinsics,
+)
 
 CONTEXT_SIZE = 512       # stored image side C, pixels: a window 2× the crop box
 CONTEXT_FACTOR = 2.0     # stored window side / crop box side
-CROP_MARGIN = 1.3        # crop side / side of the hand's bounding square
-MIN_CROP_SIDE = 24.0     # pixels of the source image; avoids absurd magnification
 MAX_POINTS = 1024        # surface points kept per example (the pipeline samples 256 per step)
 MIN_HAND_POINTS = 32     # fewer valid hand depth points → a training frame is skipped
 JPEG_QUALITY = 90        # stored image encoding (see WORKSPACE.md "Stored examples")
@@ -108,39 +113,6 @@ def validation_keys(keys: list[str], share: float) -> set[str]:
         return set()
     num = max(1, round(share * count))
     return set(sorted(keys, key=lambda k: (zlib.crc32(k.encode()), k))[:num])
-
-
-def crop_box(hand_uv: np.ndarray, keypoints_uv: np.ndarray, margin: float = CROP_MARGIN
-             ) -> tuple[np.ndarray, float]:
-    """Square crop box around a hand.
-
-    Args:
-      hand_uv: [M, 2] pixels (u, v) of the hand (mask pixels or projected surface points).
-      keypoints_uv: [21, 2] projected keypoints, pixels.
-      margin: side of the box divided by the side of the hand's bounding square.
-
-    Returns:
-      (centre [2] pixels, side in pixels).
-    """
-    uv = np.concatenate([np.asarray(hand_uv, np.float64).reshape(-1, 2),
-                         np.asarray(keypoints_uv, np.float64).reshape(-1, 2)])
-    lo, hi = uv.min(axis=0), uv.max(axis=0)
-    center = (lo + hi) / 2
-    side = max(float(np.max(hi - lo)) * margin, MIN_CROP_SIDE)
-    return center, side
-
-
-def crop_intrinsics(K: np.ndarray, side: float, crop_size: int) -> np.ndarray:
-    """[3, 3] intrinsics of a view-corrected image of ``crop_size`` px showing ``side`` px.
-
-    The focal length is the mean of ``K``'s magnified by ``crop_size / side``; the principal point
-    is the image centre ``(crop_size − 1) / 2`` (pixel centres at integer coordinates).
-    """
-    # One focal length for both axes (square pixels): an in-plane rotation of the image is then
-    # exactly a rotation of the camera about z, which the augmentation relies on.
-    focal = (K[0, 0] + K[1, 1]) / 2 * crop_size / side
-    c = (crop_size - 1) / 2
-    return np.array([[focal, 0.0, c], [0.0, focal, c], [0.0, 0.0, 1.0]])
 
 
 def plain_crop_transform(center: np.ndarray, side: float, crop_size: int) -> np.ndarray:
@@ -237,7 +209,7 @@ def process_frame(
     if view_correction:
         view_rotation = rotation.view_correction_rotation(center, K)
         k_image = crop_intrinsics(K, CONTEXT_FACTOR * side, context_size)
-        dst_to_src = K @ view_rotation.T @ np.linalg.inv(k_image)
+        dst_to_src = crop_homography(K, view_rotation, k_image)
     else:
         view_rotation = np.eye(3)
         transform = plain_crop_transform(center, CONTEXT_FACTOR * side, context_size)

@@ -7,7 +7,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-LAYERS = ("ops", "data", "models", "losses", "evaluation", "training")
+LAYERS = ("ops", "data", "models", "losses", "evaluation", "training", "inference")
 
 
 def _imports(path: pathlib.Path) -> set[str]:
