@@ -1,0 +1,94 @@
+"""Sec. 5.3 / Fig. 8: train_fraction (supervised on m%) and labelled/unlabelled streams."""
+
+import numpy as np
+import pytest
+
+from experiments.configs.common import get_base_config
+from handvae.data import pipeline, streams
+from contract_fixtures import toy_source
+
+N = 40
+KEYS = ("rgb", "labelled", "scale", "cloud", "cloud_resampled")
+
+
+def _config(**overrides):
+    data = get_base_config("synthetic").data
+    data.image_size, data.num_points, data.augment = 8, 4, False
+    data.update(overrides)
+    return data
+
+
+def _batches(config, batch_size, count, *, seed=0, start_step=0, source=None, **kwargs):
+    iterator = pipeline.train_batches(config, batch_size, seed=seed, start_step=start_step,
+                                      source=source or toy_source(N), keys=KEYS, **kwargs)
+    try:
+        return [next(iterator) for _ in range(count)]
+    finally:
+        iterator.close()
+
+
+def _indices(batch):
+    return batch["scale"].astype(int) - 1        # toy example i has scale i + 1
+
+
+def test_every_weak_batch_mixes_a_fixed_number_of_labelled_rows():
+    config = _config(labelled_fraction=0.05, labelled_per_batch=0)   # 2 of 40 labelled
+    batches = _batches(config, 8, 6)
+    for batch in batches:
+        index, labelled = _indices(batch), batch["labelled"]
+        assert labelled.sum() == 1                        # max(1, round(0.05·8))
+        assert np.all(index[labelled == 1] < 2) and np.all(index[labelled == 0] >= 2)
+    seen = np.concatenate([_indices(b)[b["labelled"] == 0] for b in batches[:5]])
+    assert len(np.unique(seen)) == len(seen) == 35        # one unlabelled epoch, no repeats
+    config.labelled_per_batch = 3
+    assert all(b["labelled"].sum() == 3 for b in _batches(config, 8, 2))
+
+
+def test_weak_stream_resumes_exactly_and_splits_over_processes():
+    config = _config(labelled_fraction=0.25, labelled_per_batch=3)
+    first = _batches(config, 6, 3, seed=2)
+    resumed = _batches(config, 6, 1, seed=2, start_step=2)[0]
+    for key in KEYS:
+        np.testing.assert_array_equal(first[2][key], resumed[key], err_msg=key)
+    halves = [_batches(config, 3, 1, seed=2, process_index=i, process_count=2)[0]
+              for i in range(2)]
+    for key in ("scale", "labelled"):
+        np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), first[0][key])
+
+
+def test_train_fraction_keeps_the_first_examples_all_labelled():
+    batches = _batches(_config(train_fraction=0.25), 5, 4)      # first 10 examples, 2 epochs
+    index = np.concatenate([_indices(b) for b in batches])
+    assert index.max() < 10 and sorted(index[:10]) == list(range(10))
+    assert all(b["labelled"].all() for b in batches)
+
+
+def test_empty_cloud_gives_a_flagged_zero_cloud():
+    example = toy_source(1)[0]                                  # example 0 has no points
+    row = pipeline.example_to_features(example, _config(), None, augment=False, keys=KEYS)
+    assert row["cloud_resampled"] == 1 and not row["cloud"].any()
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("train_fraction", 0.0, "data.train_fraction"),
+    ("train_fraction", 1.5, "data.train_fraction"),
+    ("labelled_fraction", 0.0, "data.labelled_fraction"),
+    ("labelled_fraction", 0.99, "no unlabelled frame"),      # round(0.99·40) = 40
+    ("labelled_per_batch", 8, "data.labelled_per_batch"),
+])
+def test_bad_weak_supervision_fields_name_the_field(field, value, match):
+    config = _config(**{"labelled_fraction": 0.5, field: value})
+    with pytest.raises(ValueError, match=match):
+        streams.make_plan(config, N, 8)
+
+
+def test_weak_config_settings():
+    from experiments.configs import weak
+
+    supervised = weak.get_config("labelled=0.05,setting=supervised")
+    assert (supervised.data.train_fraction, supervised.data.labelled_fraction) == (0.05, 1.0)
+    mixed = weak.get_config("labelled=0.05")
+    assert (mixed.data.train_fraction, mixed.data.labelled_fraction) == (1.0, 0.05)
+    assert mixed.model.strategy == "RC2CHP_poe"
+    with pytest.raises(ValueError, match="setting"):
+        weak.get_config("setting=semi")
