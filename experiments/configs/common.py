@@ -42,6 +42,7 @@ def get_base_config(dataset: str = "rhd") -> ml_collections.ConfigDict:
     c.data.labelled_fraction = 1.0
     c.data.labelled_per_batch = 0
     c.data.num_workers = 2
+    c.data.cache_mb = 1024        # per-process cache of prepared training examples
 
     # Model.
     c.model = ml_collections.ConfigDict()

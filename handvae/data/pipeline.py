@@ -28,6 +28,7 @@ from handvae.data import augment as augment_lib
 from handvae.data import cloud as cloud_lib
 from handvae.data import heatmaps as heatmaps_lib
 from handvae.data import prefetch
+from handvae.data import prepared as prepared_lib
 from handvae.data import source as source_lib
 from handvae.data import spec
 from handvae.data import streams
@@ -41,20 +42,6 @@ def _frame_rng(example: dict) -> np.random.Generator:
     frame = example.get("frame", b"")
     frame = frame.encode() if isinstance(frame, str) else bytes(frame)
     return np.random.default_rng(zlib.crc32(frame))
-
-
-def _decoded(example: dict) -> dict:
-    """``source.decode_example``'s contract (``image`` [C, C, 3], ``K_image``, ``crop_side``).
-
-    Examples stored before the context change (``K_crop``, a 256² crop and no ``crop_side``)
-    are read as a stored image without context: the crop is the whole image, so augmentation
-    samples outside it (black fill) exactly as it did then. Rebuild the data to avoid that.
-    """
-    example = source_lib.decode_example(example)
-    if "K_image" not in example and "K_crop" in example:
-        example = dict(example, K_image=example["K_crop"],
-                       crop_side=np.float32(np.shape(example["image"])[0]))
-    return example
 
 
 def _check_keys(keys: Collection[str] | None) -> tuple[str, ...]:
@@ -94,14 +81,13 @@ def example_to_features(example: dict, data_config: Any, rng: np.random.Generato
     keys = _check_keys(keys)
     if rng is None:
         rng = _frame_rng(example)
-    example = _decoded(example)
     size = int(data_config.image_size)
+    example = prepared_lib.prepare(example, size)
     params = augment_lib.sample_params(rng) if augment else augment_lib.IDENTITY
     zoom = data_config.get("augment_zoom", "out")
-    k_image = np.asarray(example["K_image"], np.float64)
-    crop_side = float(example["crop_side"])
-    side = np.shape(example["image"])[0]
-    matrix = augment_lib.crop_transform(params, side, crop_side, k_image, size, zoom)
+    side = example["image"].shape[0]
+    matrix = augment_lib.crop_transform(params, side, example["crop_side"], example["K_image"],
+                                        size, zoom)
     rot32 = rotation.rotation_about_z(params.angle).T.astype(np.float32)
     out: dict[str, np.ndarray] = {}
     if "rgb" in keys:
@@ -110,7 +96,7 @@ def example_to_features(example: dict, data_config: Any, rng: np.random.Generato
         rgb -= _RGB_OFFSET
         out["rgb"] = rgb
     if "pose" in keys:
-        out["pose"] = np.asarray(example["keypoints_3d"], np.float32) @ rot32
+        out["pose"] = example["keypoints_3d"] @ rot32
     if "heatmaps" in keys or "keypoints_2d" in keys:
         keypoints_2d = image_warp.apply_affine(matrix, example["keypoints_2d"])
         if "heatmaps" in keys:
@@ -122,14 +108,14 @@ def example_to_features(example: dict, data_config: Any, rng: np.random.Generato
     if "labelled" in keys:
         out["labelled"] = np.float32(1.0)
     if "visible" in keys:
-        out["visible"] = np.asarray(example["visible"], np.float32)
+        out["visible"] = example["visible"]
     if "root" in keys:
-        out["root"] = np.asarray(example["root"], np.float32) @ rot32
+        out["root"] = example["root"] @ rot32
     if "scale" in keys:
-        out["scale"] = np.float32(example["scale"])
+        out["scale"] = example["scale"]
     if "cloud" in keys or "cloud_resampled" in keys:  # last draw: keys never shift others
         num_points = int(data_config.num_points)
-        points = np.asarray(example["points"], np.float32).reshape(-1, 3)
+        points = example["points"]
         if len(points) == 0:
             cloud, resampled = np.zeros((num_points, 3), np.float32), True
         else:
@@ -190,6 +176,8 @@ def train_batches(data_config: Any, batch_size: int, *, seed: int, start_step: i
     if source is None:
         source = source_lib.load_source(data_config, data_config.get("train_split", "train"))
     size = _check_source(source, "train_batches")
+    source = prepared_lib.ExampleCache(source, int(data_config.image_size),
+                                       int(data_config.get("cache_mb", 1024)) << 20)
     plan = streams.make_plan(data_config, size, batch_size * process_count)
     row_index = streams.RowIndex(plan, seed)
     do_augment = bool(data_config.get("augment", True))

@@ -92,3 +92,32 @@ def test_weak_config_settings():
     assert mixed.model.strategy == "RC2CHP_poe"
     with pytest.raises(ValueError, match="setting"):
         weak.get_config("setting=semi")
+
+
+def test_prepared_image_keeps_keypoints_on_their_pixels():
+    """The box-reduced stored image (k = 4 for 256 → 64) keeps a dot where keypoints_2d says."""
+    from handvae.data import prepared
+
+    example = toy_source(1, image_side=512)[0]
+    example["image"] = np.zeros((512, 512, 3), np.uint8)
+    example["image"][197:205, 297:305] = 255                       # centre (300.5, 200.5)
+    example["keypoints_2d"] = np.tile([[300.5, 200.5]], (21, 1)).astype(np.float32)
+    example["crop_side"] = np.float32(256)
+    config = _config(image_size=64, heatmap_size=16)
+    ready = prepared.prepare(example, 64)
+    assert ready["image"].shape == (128, 128, 3) and ready["crop_side"] == 64
+    for params_seed in (None, 3):
+        rng = None if params_seed is None else np.random.default_rng(params_seed)
+        row = pipeline.example_to_features(example, config, rng, augment=rng is not None,
+                                           keys=("rgb", "keypoints_2d"))
+        weights = row["rgb"].sum(-1) - row["rgb"].sum(-1).min()
+        v, u = np.mgrid[:64, :64]
+        peak = np.array([(weights * u).sum(), (weights * v).sum()]) / weights.sum()
+        np.testing.assert_allclose(peak, row["keypoints_2d"][0], atol=0.35)
+    cache = prepared.ExampleCache([example], 64, max_bytes=1 << 30)
+    again = pipeline.example_to_features(cache[0], config, np.random.default_rng(3),
+                                         augment=True, keys=("rgb",))
+    first = pipeline.example_to_features(example, config, np.random.default_rng(3),
+                                         augment=True, keys=("rgb",))
+    np.testing.assert_array_equal(again["rgb"], first["rgb"])
+    assert cache[0] is cache[0]                                     # kept
