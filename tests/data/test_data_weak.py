@@ -121,3 +121,24 @@ def test_prepared_image_keeps_keypoints_on_their_pixels():
                                          augment=True, keys=("rgb",))
     np.testing.assert_array_equal(again["rgb"], first["rgb"])
     assert cache[0] is cache[0]                                     # kept
+
+
+def test_jpeg_image_is_decoded_at_reduced_size():
+    """An encoded JPEG ``image`` decodes through draft mode to the same geometry (k = 4)."""
+    import io
+
+    from PIL import Image
+
+    from handvae.data import prepared
+
+    example = toy_source(1, image_side=512)[0]
+    yy, xx = np.mgrid[:512, :512]
+    smooth = np.stack([xx // 2, yy // 2, (xx + yy) // 4], -1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(smooth).save(buffer, format="JPEG", quality=95)
+    example["crop_side"] = np.float32(256)
+    raw = prepared.prepare(dict(example, image=smooth), 64)
+    jpeg = prepared.prepare(dict(example, image=buffer.getvalue()), 64)
+    assert jpeg["image"].shape == raw["image"].shape == (128, 128, 3)
+    assert np.abs(jpeg["image"].astype(int) - raw["image"]).mean() < 3
+    np.testing.assert_allclose(jpeg["K_image"], raw["K_image"])
