@@ -195,7 +195,19 @@ def train_batches(data_config: Any, batch_size: int, *, seed: int, start_step: i
     def make_batch(step: int, pool) -> dict[str, np.ndarray]:
         return _stack(list(pool.map(make_row, [step] * batch_size, rows)))
 
-    return prefetch.Prefetcher(make_batch, start_step, int(data_config.get("num_workers", 2)))
+    def read_ahead(stop) -> None:
+        # Prepares the examples of the coming steps into the cache (the first epoch is the
+        # only one that reads from disk); overlaps with compiling the step. Values never
+        # depend on it: a row reads the same prepared example either way.
+        ahead = streams.RowIndex(plan, seed)      # its own permutation memo (not shared)
+        for step in range(start_step, start_step + 2 * plan.num_train // batch_size + 2):
+            for row in rows:
+                if stop.is_set() or source.full or source.cached() >= plan.num_train:
+                    return
+                source[ahead(step, row)[0]]
+
+    return prefetch.Prefetcher(make_batch, start_step, int(data_config.get("num_workers", 2)),
+                               read_ahead=read_ahead)
 
 
 def eval_batches(data_config: Any, batch_size: int, *, split: str, num_examples: int = -1,

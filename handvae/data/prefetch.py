@@ -14,13 +14,17 @@ PREFETCH_BATCHES = 4
 class Prefetcher:
     """Runs ``make_batch(step)`` for step = start, start+1, ... in a background thread."""
 
-    def __init__(self, make_batch, start_step: int, num_workers: int):
+    def __init__(self, make_batch, start_step: int, num_workers: int, read_ahead=None):
+        """``read_ahead(stop_event)``, if given, runs in its own daemon thread until it
+        returns or ``close()`` sets the event (e.g. filling a cache ahead of the batches)."""
         self._make_batch = make_batch
         self._queue: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
         self._stop = threading.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(max(1, num_workers))
         self._thread = threading.Thread(target=self._run, args=(start_step,), daemon=True)
         self._thread.start()
+        if read_ahead is not None:
+            threading.Thread(target=read_ahead, args=(self._stop,), daemon=True).start()
 
     def _run(self, step: int) -> None:
         while not self._stop.is_set():

@@ -123,6 +123,11 @@ class ExampleCache:
         self._items: dict[int, dict] = {}
         self._bytes = 0
         self._lock = threading.Lock()
+        self.full = False   # an example did not fit
+
+    def cached(self) -> int:
+        """How many examples are kept."""
+        return len(self._items)
 
     def __len__(self) -> int:
         return len(self._source)
@@ -137,4 +142,6 @@ class ExampleCache:
             if index not in self._items and self._bytes + size <= self._max:
                 self._items[index] = item
                 self._bytes += size
+            elif index not in self._items:
+                self.full = True
         return item
