@@ -1,21 +1,31 @@
-"""Input-pipeline throughput: examples/s from a built data set through the whole pipeline.
+"""Input-pipeline throughput per strategy key set, and how long a train step waits on it.
 
     python -m data_prep.synthetic --format rhd --out data/synthetic/rhd --num-train 1000 \\
         --num-eval 100 --seed 0
     python -m data_prep.build --dataset rhd --config synthetic \\
         --manual_dir data/synthetic/rhd --data_dir data/tfds
-    python benchmarks/input_pipeline.py --data_dir data/tfds [--train_step_examples_per_s X]
+    python benchmarks/input_pipeline.py --data_dir data/tfds [--strategies R2P,RC2CHP_poe]
 
-Measures (i) random-access reads alone, (ii) ``example_to_features`` with augmentation on one
-thread, (iii) ``train_batches`` (prefetch thread + ``num_workers`` threads) at the paper's
-batch 32 and 256² crops, and reports whether TensorFlow was imported. With
-``--train_step_examples_per_s`` (what the S4 train step consumes, from the training benchmark)
-it also prints the ratio (target ≥ 3). Results go to results/benchmarks/input_pipeline.json.
+On the demo config (``experiments/configs/demo.py``, augmentation ON), for each strategy:
+
+* ``pipeline_examples_per_s``: ``train_batches`` with the strategy's keys
+  (:func:`handvae.data.spec.required_keys`), batches 1…N of a fresh stream (first epoch: every
+  example is read from disk once), and again after one epoch (``_warm``, per-example caches
+  filled) — the step is not running;
+* with ``--steps K`` (default 120): the strategy's jitted train step (random init) consumes the
+  same stream for K steps as ``experiments.train`` does (``next`` → shard → step → block); the
+  share of wall time spent inside ``next`` is ``data_wait_fraction`` (the trainer's metric), the
+  target being ≤ 0.05; ``step_examples_per_s`` is what the step alone consumes (timed on one
+  resident batch in the same run).
+
+Results go to ``results/benchmarks/input_pipeline.json``. Report ``uptime`` with the figures:
+the machine is shared.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import pathlib
@@ -26,72 +36,123 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from experiments.configs.common import get_base_config  # noqa: E402
-from handvae.data import pipeline  # noqa: E402
+from experiments.configs import demo  # noqa: E402
+from handvae.data import pipeline, spec  # noqa: E402
 from handvae.data import source as source_lib  # noqa: E402
+from handvae.models import registry  # noqa: E402
 
 
-def _folder_size(path: str) -> int:
-    return sum(f.stat().st_size for f in pathlib.Path(path).rglob("*") if f.is_file())
+def strategy_keys(strategy: str) -> tuple[str, ...] | None:
+    """The strategy's training keys, or None (all keys) where the pipeline predates ``keys``."""
+    if not hasattr(spec, "required_keys"):
+        return None
+    record = registry.get_strategy(strategy)
+    return spec.required_keys(tuple(record.targets), bool(record.uses_cloud_input),
+                              evaluation=False)
+
+
+def _stream(config, keys, start_step: int = 0):
+    kwargs = {"keys": keys} if "keys" in inspect.signature(pipeline.train_batches).parameters \
+        else {}
+    return pipeline.train_batches(config.data, config.batch_size, seed=0, start_step=start_step,
+                                  **kwargs)
+
+
+def pipeline_rate(config, keys, num_batches: int, warm_batches: int) -> dict:
+    """examples/s over batches 1..num_batches, then over the next batches after ``warm``."""
+    iterator = _stream(config, keys)
+    try:
+        next(iterator)
+        start = time.perf_counter()
+        for _ in range(num_batches):
+            next(iterator)
+        cold = num_batches * config.batch_size / (time.perf_counter() - start)
+        for _ in range(max(0, warm_batches - num_batches - 1)):
+            next(iterator)
+        start = time.perf_counter()
+        for _ in range(num_batches):
+            next(iterator)
+        warm = num_batches * config.batch_size / (time.perf_counter() - start)
+    finally:
+        iterator.close()
+    return {"pipeline_examples_per_s": round(cold, 1),
+            "pipeline_examples_per_s_warm": round(warm, 1)}
+
+
+def step_wait(config, keys, steps: int, epoch_steps: int) -> dict:
+    """The trainer's loop on this stream: data_wait_fraction, and the step's own rate."""
+    import jax
+
+    from handvae.models import vae
+    from handvae.training import sharding
+    from handvae.training import state as state_lib
+    from handvae.training import step as step_lib
+
+    mesh = sharding.make_mesh()
+    model = vae.build_model(config.model)
+    state = sharding.replicate(state_lib.create_train_state(config, model), mesh)
+    train_step = step_lib.make_train_step(config, model, mesh)
+    iterator = _stream(config, keys)
+    try:
+        first = sharding.shard_batch(next(iterator), mesh)
+        state, metrics = train_step(state, first)       # compile
+        jax.block_until_ready(metrics)
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            state, metrics = train_step(state, first)
+            jax.block_until_ready(metrics)
+            times.append(time.perf_counter() - start)
+        step_seconds = float(np.median(times))
+        waits, totals = [], []
+        for _ in range(steps):
+            start = time.perf_counter()
+            batch = next(iterator)
+            waits.append(time.perf_counter() - start)
+            state, metrics = train_step(state, sharding.shard_batch(batch, mesh))
+            jax.block_until_ready(metrics)
+            totals.append(time.perf_counter() - start)
+    finally:
+        iterator.close()
+    waits, totals = np.array(waits), np.array(totals)
+    after = slice(min(epoch_steps, steps - 1), None)
+    return {"step_examples_per_s": round(config.batch_size / step_seconds, 1),
+            "steps": steps,
+            "data_wait_fraction": round(float(waits.sum() / totals.sum()), 4),
+            "data_wait_fraction_after_first_epoch": round(
+                float(waits[after].sum() / totals[after].sum()), 4),
+            "loop_steps_per_s": round(steps / float(totals.sum()), 2)}
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", default=os.environ.get("HANDVAE_DATA_DIR", "data/tfds"))
-    parser.add_argument("--dataset", default="synthetic", choices=sorted(source_lib.TFDS_NAMES))
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--image_size", type=int, default=256)
+    parser.add_argument("--strategies", default=",".join(registry.STRATEGIES))
     parser.add_argument("--num_batches", type=int, default=20)
-    parser.add_argument("--num_workers", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=120, help="0: pipeline rates only")
+    parser.add_argument("--num_workers", type=int, default=None)
     parser.add_argument("--no_augment", action="store_true")
-    parser.add_argument("--train_step_examples_per_s", type=float, default=None)
     parser.add_argument("--out", default="results/benchmarks/input_pipeline.json")
     args = parser.parse_args(argv)
 
-    config = get_base_config(args.dataset).data
-    config.data_dir, config.image_size = args.data_dir, args.image_size
-    config.num_workers, config.augment = args.num_workers, not args.no_augment
-    source = source_lib.load_source(config, "train")
-    n = len(source)
-
-    start = time.perf_counter()
-    for i in range(min(n, 200)):
-        source[i]
-    read_per_s = min(n, 200) / (time.perf_counter() - start)
-
-    rng = np.random.default_rng(0)
-    examples = [source[i] for i in range(min(n, 50))]
-    start = time.perf_counter()
-    for example in examples:
-        pipeline.example_to_features(example, config, rng, augment=config.augment)
-    features_per_s = len(examples) / (time.perf_counter() - start)
-
-    batches = pipeline.train_batches(config, args.batch_size, seed=0)
-    try:
-        next(batches)  # warm-up: thread start, first permutation
-        start = time.perf_counter()
-        for _ in range(args.num_batches):
-            next(batches)
-        pipeline_per_s = args.num_batches * args.batch_size / (time.perf_counter() - start)
-    finally:
-        batches.close()
-
-    name = source_lib.TFDS_NAMES[args.dataset]
-    result = {
-        "dataset": name, "train_examples": n, "batch_size": args.batch_size,
-        "image_size": args.image_size, "augment": config.augment,
-        "num_workers": args.num_workers, "cpu_count": os.cpu_count(),
-        "read_examples_per_s": round(read_per_s, 1),
-        "features_examples_per_s_one_thread": round(features_per_s, 1),
-        "pipeline_examples_per_s": round(pipeline_per_s, 1),
-        "tensorflow_imported": "tensorflow" in sys.modules,
-        "built_bytes_per_example": round(
-            _folder_size(os.path.join(args.data_dir, name)) / max(n, 1)),
-    }
-    if args.train_step_examples_per_s:
-        result["train_step_examples_per_s"] = args.train_step_examples_per_s
-        result["ratio_to_train_step"] = round(pipeline_per_s / args.train_step_examples_per_s, 2)
-    print(json.dumps(result, indent=2))
+    result: dict = {"cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
+                    "augment": not args.no_augment, "strategies": {}}
+    for strategy in args.strategies.split(","):
+        config = demo.get_config(f"strategy={strategy}")
+        config.data.data_dir, config.data.augment = args.data_dir, not args.no_augment
+        if args.num_workers is not None:
+            config.data.num_workers = args.num_workers
+        size = len(source_lib.load_source(config.data, config.data.train_split))
+        epoch_steps = -(-size // config.batch_size)
+        keys = strategy_keys(strategy)
+        figures = {"keys": list(keys) if keys else "all", "batch_size": config.batch_size,
+                   "image_size": config.data.image_size, "train_examples": size}
+        figures.update(pipeline_rate(config, keys, args.num_batches, epoch_steps + 1))
+        if args.steps:
+            figures.update(step_wait(config, keys, args.steps, epoch_steps))
+        figures["load_average_1min"] = round(os.getloadavg()[0], 2)
+        result["strategies"][strategy] = figures
+        print(strategy, json.dumps(figures), flush=True)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -39,9 +39,15 @@ def get_base_config(dataset: str = "rhd") -> ml_collections.ConfigDict:
     c.data.heatmap_size = 64      # heat-map side, pixels
     c.data.heatmap_sigma = 2.0    # Gaussian std, heat-map pixels
     c.data.augment = True
-    c.data.labelled_fraction = 1.0  # weak supervision: first m% of the train split labelled
-    c.data.shuffle_buffer = 1024
+    c.data.augment_zoom = "out"   # scale s: window crop_side·s ("out") or crop_side/s ("in")
+    # Sec. 5.3 / Fig. 8 (handvae.data.streams): train on the first train_fraction of the split
+    # (supervised baseline at m%); label its first labelled_fraction (weak supervision at m%:
+    # labelled_per_batch labelled rows per global batch, 0 = max(1, round(m·B))).
+    c.data.train_fraction = 1.0
+    c.data.labelled_fraction = 1.0
+    c.data.labelled_per_batch = 0
     c.data.num_workers = 2
+    c.data.cache_mb = 1024        # per-process cache of prepared training examples
 
     # Model: exactly the fields of handvae.models.HandVAE. Sizes shared with the data are
     # references to config.data's (one value; setting either side sets both).

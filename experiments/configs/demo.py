@@ -34,7 +34,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 64 points and a coarser auction ε keep S4's EMD (the dearest part of its step on a CPU)
     # at a third of the step time: ~6 S4 steps/s on 2 busy cores instead of ~2 at 128 points.
     config.data.num_points = 64
-    config.data.shuffle_buffer = 256
     # With the pipeline's augmentation on, 1500 demo steps of R2P learned nothing (train pose
     # term 33.9 → 33.1, test EPE 54 → 53 mm, the mean-pose level); without it 33 → 19 and
     # 53 → 48 mm. Off until the augmentation is checked (see the training report).

@@ -1,25 +1,25 @@
 """From a built TFDS data set to batches of the contract in :mod:`handvae.data.spec`.
 
 Reading is random access on array_record files (``builder.as_data_source``): no TensorFlow.
-Randomness is a pure function of ``(seed, step, row)``: the example order is a fresh
-permutation per epoch drawn from ``(seed, epoch)``, and each row's augmentation and point
-sample come from ``default_rng([seed, step, row])``. Batch ``k`` is therefore the same whether
-the stream started at 0 or resumed with ``start_step=k``.
+Randomness is a pure function of ``(seed, step, row)``: which example a row reads comes from
+:mod:`handvae.data.streams` (per-epoch permutations drawn from the seed; a labelled and an
+unlabelled stream under weak supervision), and each row's augmentation and point sample come
+from ``default_rng([seed, step, row])``. Batch ``k`` is therefore the same whether the stream
+started at 0 or resumed with ``start_step=k``.
 
+Only the requested ``keys`` are computed (:func:`handvae.data.spec.required_keys` gives a
+strategy's): R2P's batches carry neither heat maps nor clouds.
+
+    keys = spec.required_keys(("pose",), False, evaluation=False)
     for batch in train_batches(config.data, config.batch_size, seed=config.seed,
-                               start_step=step):
+                               start_step=step, keys=keys):
         ...
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import dataclasses
-import os
-import queue
-import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import numpy as np
@@ -27,11 +27,13 @@ import numpy as np
 from handvae.data import augment as augment_lib
 from handvae.data import cloud as cloud_lib
 from handvae.data import heatmaps as heatmaps_lib
+from handvae.data import prefetch
+from handvae.data import prepared as prepared_lib
 from handvae.data import source as source_lib
 from handvae.data import spec
+from handvae.data import streams
+from handvae.ops import image_warp, rotation
 
-PREFETCH_BATCHES = 2
-_EPOCH_SALT = 0x5EED
 _RGB_SCALE = (1 / (255 * spec.RGB_STD)).astype(np.float32)   # (x/255 − mean)/std, fused
 _RGB_OFFSET = (spec.RGB_MEAN / spec.RGB_STD).astype(np.float32)
 
@@ -42,58 +44,93 @@ def _frame_rng(example: dict) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(frame))
 
 
+def _check_keys(keys: Collection[str] | None) -> tuple[str, ...]:
+    if keys is None:
+        return spec.BATCH_KEYS
+    unknown = sorted(set(keys) - set(spec.BATCH_KEYS))
+    if unknown:
+        raise ValueError(f"keys: unknown batch keys {unknown}; known: {spec.BATCH_KEYS}")
+    return tuple(k for k in spec.BATCH_KEYS if k in keys)
+
+
 def example_to_features(example: dict, data_config: Any, rng: np.random.Generator | None, *,
-                        augment: bool) -> dict[str, np.ndarray]:
+                        augment: bool, keys: Collection[str] | None = None
+                        ) -> dict[str, np.ndarray]:
     """One stored example → one batch row (the spec's keys without the batch axis).
 
     Args:
-      example: a stored example (see ``source_lib.decode_example``: ``image`` [C, C, 3] uint8,
-        ``K_image``, ``crop_side``, ``keypoints_3d``, ``keypoints_2d``, ``points``, ...).
-      data_config: ``config.data`` (image_size, num_points, heatmap_size, heatmap_sigma).
+      example: a stored example; :func:`handvae.data.source.decode_example` gives ``image``
+        [C, C, 3] uint8, ``K_image`` [3, 3], ``crop_side``, ``keypoints_2d`` (stored-image
+        pixels), ``keypoints_3d``, ``visible``, ``root``, ``scale``, ``points`` [M, 3] (M ≥ 0).
+      data_config: ``config.data`` (image_size, num_points, heatmap_size, heatmap_sigma,
+        augment_zoom).
       rng: the row's generator; None draws the cloud from a generator fixed by the frame key
         (deterministic evaluation).
       augment: apply the paper's augmentation (needs ``rng``).
+      keys: the batch keys to compute (None: all of ``spec.BATCH_KEYS``). The draws do not
+        depend on it: a key's value is the same whatever else is requested.
 
     Returns:
-      dict with ``rgb`` [S, S, 3], ``pose`` [21, 3], ``heatmaps`` [Hm, Hm, 21], ``cloud``
-      [N, 3], ``labelled`` (1.0), ``keypoints_2d`` [21, 2], ``visible`` [21], ``root`` [3],
-      ``scale``, ``cloud_resampled``; all float32.
+      dict with the requested keys among ``rgb`` [S, S, 3], ``pose`` [21, 3], ``heatmaps``
+      [Hm, Hm, 21], ``cloud`` [N, 3] (zeros and ``cloud_resampled`` = 1 when M = 0),
+      ``labelled`` (1.0), ``keypoints_2d`` [21, 2] output pixels, ``visible`` [21], ``root``
+      [3], ``scale``, ``cloud_resampled``; all float32.
     """
     if augment and rng is None:
         raise ValueError("example_to_features: augment=True needs an rng")
+    keys = _check_keys(keys)
     if rng is None:
         rng = _frame_rng(example)
-    example = source_lib.decode_example(example)
     size = int(data_config.image_size)
-    params = augment_lib.sample_params(rng, size) if augment else augment_lib.IDENTITY
-    # The stored image shows a window 2x the crop box; the crop is its central ``crop_side``
-    # pixels, so the warp's window scale is relative to that (minimal adaptation to the
-    # 2.0.0 storage; see source_lib.decode_example).
-    params = dataclasses.replace(
-        params, scale=params.scale * float(example["crop_side"]) / example["image"].shape[0])
-    image, keypoints_2d, rot, _ = augment_lib.augment(
-        example["image"], example["keypoints_2d"], example["K_image"], params, size)
-    cloud, resampled = cloud_lib.sample_cloud(example["points"], int(data_config.num_points),
-                                              rng)
-    rot32 = rot.T.astype(np.float32)
-    rgb = image.astype(np.float32) * _RGB_SCALE - _RGB_OFFSET
-    return {
-        "rgb": rgb,
-        "pose": np.asarray(example["keypoints_3d"], np.float32) @ rot32,
-        "heatmaps": heatmaps_lib.keypoint_heatmaps(
-            keypoints_2d, size, int(data_config.heatmap_size), float(data_config.heatmap_sigma)),
-        "cloud": cloud @ rot32,
-        "labelled": np.float32(1.0),
-        "keypoints_2d": keypoints_2d.astype(np.float32),
-        "visible": np.asarray(example["visible"], np.float32),
-        "root": np.asarray(example["root"], np.float32) @ rot32,
-        "scale": np.float32(example["scale"]),
-        "cloud_resampled": np.float32(resampled),
-    }
+    example = prepared_lib.prepare(example, size)
+    params = augment_lib.sample_params(rng) if augment else augment_lib.IDENTITY
+    zoom = data_config.get("augment_zoom", "out")
+    side = example["image"].shape[0]
+    matrix = augment_lib.crop_transform(params, side, example["crop_side"], example["K_image"],
+                                        size, zoom)
+    rot32 = rotation.rotation_about_z(params.angle).T.astype(np.float32)
+    out: dict[str, np.ndarray] = {}
+    if "rgb" in keys:
+        rgb = augment_lib.render(example["image"], matrix, size, params.hue).astype(np.float32)
+        rgb *= _RGB_SCALE
+        rgb -= _RGB_OFFSET
+        out["rgb"] = rgb
+    if "pose" in keys:
+        out["pose"] = example["keypoints_3d"] @ rot32
+    if "heatmaps" in keys or "keypoints_2d" in keys:
+        keypoints_2d = image_warp.apply_affine(matrix, example["keypoints_2d"])
+        if "heatmaps" in keys:
+            out["heatmaps"] = heatmaps_lib.keypoint_heatmaps(
+                keypoints_2d, size, int(data_config.heatmap_size),
+                float(data_config.heatmap_sigma))
+        if "keypoints_2d" in keys:
+            out["keypoints_2d"] = keypoints_2d.astype(np.float32)
+    if "labelled" in keys:
+        out["labelled"] = np.float32(1.0)
+    if "visible" in keys:
+        out["visible"] = example["visible"]
+    if "root" in keys:
+        out["root"] = example["root"] @ rot32
+    if "scale" in keys:
+        out["scale"] = example["scale"]
+    if "cloud" in keys or "cloud_resampled" in keys:  # last draw: keys never shift others
+        num_points = int(data_config.num_points)
+        points = example["points"]
+        if len(points) == 0:
+            cloud, resampled = np.zeros((num_points, 3), np.float32), True
+        else:
+            cloud, resampled = cloud_lib.sample_cloud(points, num_points, rng)
+            cloud = cloud @ rot32
+        if "cloud" in keys:
+            out["cloud"] = cloud
+        if "cloud_resampled" in keys:
+            out["cloud_resampled"] = np.float32(resampled)
+    return out
 
 
 def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {key: np.stack([row[key] for row in rows]).astype(np.float32) for key in rows[0]}
+    return {key: np.stack([row[key] for row in rows]).astype(np.float32, copy=False)
+            for key in rows[0]}
 
 
 def _check_source(source, what: str) -> int:
@@ -103,69 +140,14 @@ def _check_source(source, what: str) -> int:
     return size
 
 
-class _Prefetcher:
-    """Runs ``make_batch(step)`` for step = start, start+1, ... in a background thread."""
-
-    def __init__(self, make_batch, start_step: int, num_workers: int):
-        self._make_batch = make_batch
-        self._queue: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
-        self._stop = threading.Event()
-        self._pool = concurrent.futures.ThreadPoolExecutor(max(1, num_workers))
-        self._thread = threading.Thread(target=self._run, args=(start_step,), daemon=True)
-        self._thread.start()
-
-    def _run(self, step: int) -> None:
-        while not self._stop.is_set():
-            try:
-                item = self._make_batch(step, self._pool)
-            except BaseException as e:  # handed to the consumer, raised there
-                item = e
-            while not self._stop.is_set():
-                try:
-                    self._queue.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(item, BaseException):
-                return
-            step += 1
-
-    def __iter__(self) -> "_Prefetcher":
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        while True:
-            try:
-                item = self._queue.get(timeout=0.5)
-                break
-            except queue.Empty:
-                if not self._thread.is_alive():
-                    raise RuntimeError("input pipeline thread died") from None
-        if isinstance(item, BaseException):
-            self.close()
-            raise item
-        return item
-
-    def close(self) -> None:
-        """Stops the background thread (also called when the iterator is garbage collected)."""
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def __enter__(self) -> "_Prefetcher":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
 def train_batches(data_config: Any, batch_size: int, *, seed: int, start_step: int = 0,
-                  process_index: int = 0, process_count: int = 1, source=None
-                  ) -> Iterator[dict[str, np.ndarray]]:
+                  process_index: int = 0, process_count: int = 1, source=None,
+                  keys: Collection[str] | None = None) -> prefetch.Prefetcher:
     """Infinite, shuffled, augmented (if ``data_config.augment``) training batches.
 
     Args:
-      data_config: ``config.data``.
+      data_config: ``config.data`` (also ``train_fraction``, ``labelled_fraction``,
+        ``labelled_per_batch``: see :mod:`handvae.data.streams`).
       batch_size: rows per batch on THIS process (the global batch is
         ``batch_size · process_count``; process p yields rows ``[p·batch_size, (p+1)·batch_size)``
         of every global batch, so the union over processes does not depend on the split).
@@ -173,54 +155,64 @@ def train_batches(data_config: Any, batch_size: int, *, seed: int, start_step: i
       start_step: first batch index; batch k depends only on (seed, k), so resuming at k
         reproduces the uninterrupted stream from k on.
       process_index, process_count: multi-host sharding.
-      source: a random-access source (``len``, ``[i]``); default ``source_lib.load_source(train_split)``.
+      source: a random-access source (``len``, ``[i]``); default
+        ``source_lib.load_source(data_config, data_config.train_split)``.
+      keys: batch keys to compute and ship (None: all); see :func:`spec.required_keys`.
 
     Returns:
-      An iterator of batches of :mod:`handvae.data.spec`. ``labelled`` is 1
-      for the first ``round(labelled_fraction · n)`` examples of the (sorted) split. Call
+      An iterator of batches of :mod:`handvae.data.spec`; ``labelled`` is 1 for rows from the
+      first ``round(labelled_fraction · n_train)`` examples of the (sorted) split. Call
       ``close()`` (or use it as a context manager) to stop its background thread.
+
+    Raises:
+      ValueError: bad batch/process numbers, an empty source, or a weak-supervision field out
+        of range (the message names it).
     """
     if batch_size <= 0 or not 0 <= process_index < process_count:
         raise ValueError(f"need batch_size > 0 and 0 <= process_index < process_count, got "
                          f"batch_size={batch_size}, process_index={process_index}, "
                          f"process_count={process_count}")
+    keys = _check_keys(keys)
     if source is None:
         source = source_lib.load_source(data_config, data_config.get("train_split", "train"))
     size = _check_source(source, "train_batches")
-    fraction = float(data_config.get("labelled_fraction", 1.0))
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"data.labelled_fraction must be in [0, 1], got {fraction}")
-    num_labelled = int(round(fraction * size))
+    source = prepared_lib.ExampleCache(source, int(data_config.image_size),
+                                       int(data_config.get("cache_mb", 1024)) << 20)
+    plan = streams.make_plan(data_config, size, batch_size * process_count)
+    row_index = streams.RowIndex(plan, seed)
     do_augment = bool(data_config.get("augment", True))
-    local, global_batch = batch_size, batch_size * process_count
-    rows = range(process_index * local, (process_index + 1) * local)
-    permutations: dict[int, np.ndarray] = {}
+    rows = range(process_index * batch_size, (process_index + 1) * batch_size)
 
-    def index_of(position: int) -> int:
-        epoch = position // size
-        if epoch not in permutations:
-            if len(permutations) > 2:
-                permutations.pop(min(permutations))
-            permutations[epoch] = np.random.default_rng(
-                [seed, epoch, _EPOCH_SALT]).permutation(size)
-        return int(permutations[epoch][position % size])
-
-    def make_row(step: int, row: int, index: int) -> dict[str, np.ndarray]:
+    def make_row(step: int, row: int) -> dict[str, np.ndarray]:
+        index, labelled = row_index(step, row)
         features = example_to_features(source[index], data_config,
                                        np.random.default_rng([seed, step, row]),
-                                       augment=do_augment)
-        features["labelled"] = np.float32(index < num_labelled)
+                                       augment=do_augment, keys=keys)
+        if "labelled" in features:
+            features["labelled"] = np.float32(labelled)
         return features
 
     def make_batch(step: int, pool) -> dict[str, np.ndarray]:
-        indices = [index_of(step * global_batch + row) for row in rows]
-        return _stack(list(pool.map(make_row, [step] * local, rows, indices)))
+        return _stack(list(pool.map(make_row, [step] * batch_size, rows)))
 
-    return _Prefetcher(make_batch, start_step, int(data_config.get("num_workers", 2)))
+    def read_ahead(stop) -> None:
+        # Prepares the examples of the coming steps into the cache (the first epoch is the
+        # only one that reads from disk); overlaps with compiling the step. Values never
+        # depend on it: a row reads the same prepared example either way.
+        ahead = streams.RowIndex(plan, seed)      # its own permutation memo (not shared)
+        for step in range(start_step, start_step + 2 * plan.num_train // batch_size + 2):
+            for row in rows:
+                if stop.is_set() or source.full or source.cached() >= plan.num_train:
+                    return
+                source[ahead(step, row)[0]]
+
+    return prefetch.Prefetcher(make_batch, start_step, int(data_config.get("num_workers", 2)),
+                               read_ahead=read_ahead)
 
 
 def eval_batches(data_config: Any, batch_size: int, *, split: str, num_examples: int = -1,
-                 source=None) -> Iterator[dict[str, np.ndarray]]:
+                 source=None, keys: Collection[str] | None = None
+                 ) -> Iterator[dict[str, np.ndarray]]:
     """Finite, ordered, un-augmented batches of ``split`` (the last one may be smaller).
 
     Args:
@@ -229,17 +221,19 @@ def eval_batches(data_config: Any, batch_size: int, *, split: str, num_examples:
       split: e.g. ``data_config.eval_split``.
       num_examples: the first ``num_examples`` examples; -1 for all.
       source: a random-access source; default ``source_lib.load_source(data_config, split)``.
+      keys: batch keys to compute (None: all); see :func:`spec.required_keys`.
 
     Yields:
       Batches of :mod:`handvae.data.spec` with ``labelled`` = 1.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    keys = _check_keys(keys)
     if source is None:
         source = source_lib.load_source(data_config, split)
     size = _check_source(source, f"eval_batches({split!r})")
     total = size if num_examples < 0 else min(num_examples, size)
     for start in range(0, total, batch_size):
-        rows = [example_to_features(source[i], data_config, None, augment=False)
+        rows = [example_to_features(source[i], data_config, None, augment=False, keys=keys)
                 for i in range(start, min(start + batch_size, total))]
         yield _stack(rows)

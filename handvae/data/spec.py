@@ -75,3 +75,40 @@ def dummy_batch(batch_size: int = 2, image_size: int = 64, num_points: int = 256
     batch["cloud_resampled"] = np.zeros((batch_size,), np.float32)
     batch["pose"][:, 12] = 0.0  # root joint is the origin
     return batch
+
+
+TARGETS = ("pose", "heatmaps", "cloud")
+EVALUATION_KEYS = ("pose", "keypoints_2d", "visible", "root", "scale")
+
+
+def required_keys(targets: tuple[str, ...], uses_cloud_input: bool, *, evaluation: bool
+                  ) -> tuple[str, ...]:
+    """The batch keys a strategy reads, in ``BATCH_KEYS`` order (pass them as ``keys=``).
+
+    Training reads ``rgb``, ``labelled`` (the supervision mask), each decoded target
+    (``pose``, ``heatmaps``, ``cloud``) and ``cloud`` when an encoder reads it; ``cloud``
+    brings ``cloud_resampled``. Evaluation adds what metrics and figures read: ``pose``,
+    ``keypoints_2d``, ``visible``, ``root`` and ``scale``. For example R2P trains on
+    ``("rgb", "pose", "labelled")``, with neither heat maps nor clouds.
+
+    Args:
+      targets: the strategy's decoded modalities (``registry.Strategy.targets``), a subset
+        of ``TARGETS``.
+      uses_cloud_input: whether its encoders read ``batch["cloud"]``
+        (``registry.Strategy.uses_cloud_input``).
+      evaluation: add the keys of evaluation and figures.
+
+    Raises:
+      ValueError: an unknown target.
+    """
+    unknown = sorted(set(targets) - set(TARGETS))
+    if unknown:
+        raise ValueError(f"targets: unknown {unknown}; known: {TARGETS}")
+    wanted = {"rgb", "labelled", *targets}
+    if uses_cloud_input:
+        wanted.add("cloud")
+    if "cloud" in wanted:
+        wanted.add("cloud_resampled")
+    if evaluation:
+        wanted.update(EVALUATION_KEYS)
+    return tuple(key for key in BATCH_KEYS if key in wanted)

@@ -23,9 +23,10 @@ def _peak(image):
 def test_warp_affine_moves_a_dot_where_apply_affine_says():
     image = _dot_image(64, 20, 40)
     rng = np.random.default_rng(0)
+    k = np.array([[80.0, 0, 31.5], [0, 80.0, 31.5], [0, 0, 1]])
     for _ in range(3):
-        params = augment.sample_params(rng, 48)
-        matrix = augment.crop_transform(params, 64, 48)
+        params = augment.sample_params(rng)
+        matrix = augment.crop_transform(params, 64, 32, k, 48)
         out = crop.warp_affine(image, matrix, 48)
         np.testing.assert_allclose(_peak(out), crop.apply_affine(matrix, [20, 40]), atol=0.3)
 
@@ -33,26 +34,66 @@ def test_warp_affine_moves_a_dot_where_apply_affine_says():
 def test_identity_and_resize():
     image = np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)
     np.testing.assert_array_equal(crop.warp_affine(image, np.eye(3), 32), image)
-    np.testing.assert_allclose(augment.crop_transform(augment.IDENTITY, 32, 16),
-                               crop.resize_matrix(32, 16))
+    k = np.array([[40.0, 0, 3.0], [0, 40.0, 20.0], [0, 0, 1]])   # principal point anywhere
+    np.testing.assert_allclose(augment.crop_transform(augment.IDENTITY, 32, 32, k, 16),
+                               crop.resize_matrix(32, 16), atol=1e-12)
+    # the central crop_side window of a larger stored image, resized
+    np.testing.assert_allclose(augment.crop_transform(augment.IDENTITY, 64, 32, k, 16),
+                               crop.resize_matrix(32, 16) @ crop.translation(-16, -16),
+                               atol=1e-12)
     with pytest.raises(ValueError, match="uint8"):
         crop.warp_affine(image.astype(np.float32), np.eye(3), 32)
 
 
-def test_augmented_intrinsics_keep_2d_and_3d_consistent():
-    k_crop = np.array([[400.0, 0, 127.5], [0, 400.0, 127.5], [0, 0, 1]])
+@pytest.mark.parametrize("principal_point", [(255.5, 255.5), (300.0, 140.0)])
+def test_augmented_intrinsics_keep_2d_and_3d_consistent(principal_point):
+    """Rotated points through the output K land on the warped keypoints, for view-corrected
+    (centred principal point) and plain (off-centre) stored images alike."""
+    k_image = np.array([[400.0, 0, principal_point[0]], [0, 400.0, principal_point[1]],
+                        [0, 0, 1]])
     points = np.random.default_rng(2).normal(0, 0.03, (21, 3)) + [0, 0, 0.5]
-    uv = camera.project(points, k_crop)
+    uv = camera.project(points, k_image)
     rng = np.random.default_rng(3)
+    image = np.zeros((512, 512, 3), np.uint8)
     for _ in range(5):
-        params = augment.sample_params(rng, 64)
+        params = augment.sample_params(rng)
         assert 1.0 <= params.scale <= 1.2 and abs(params.angle) <= np.pi
-        assert np.all(np.abs(params.shift) <= 20 * 64 / 256) and abs(params.hue) <= 0.1
-        image = np.zeros((256, 256, 3), np.uint8)
-        _, uv_out, rot, k_out = augment.augment(image, uv, k_crop, params, 64)
+        assert np.all(np.abs(params.shift) <= 20) and abs(params.hue) <= 0.1
+        _, uv_out, rot, k_out = augment.augment(image, uv, k_image, 256.0, params, 64)
         np.testing.assert_allclose(rot, rotation.rotation_about_z(params.angle))
         np.testing.assert_allclose(camera.project(points @ rot.T, k_out), uv_out, atol=1e-6)
         np.testing.assert_allclose(k_out[[0, 1, 1], [1, 0, 2]] * [1, 1, 0], 0, atol=1e-9)
+        np.testing.assert_allclose(k_out[0, 0], k_out[1, 1])
+
+
+def _worst_cases():
+    for zoom in augment.ZOOMS:
+        for du in (-20.0, 20.0):
+            for dv in (-20.0, 20.0):
+                for angle in np.linspace(-np.pi, np.pi, 17):
+                    yield zoom, augment.AugmentParams(1.2, (du, dv), float(angle), 0.0)
+
+
+@pytest.mark.parametrize("principal_point", [(255.5, 255.5), (300.0, 140.0)])
+def test_augmentation_never_samples_outside_the_stored_image(principal_point):
+    """Scale 1.2, shift ±20 px and every 22.5° of rotation stay inside a 2×-context image."""
+    k_image = np.array([[400.0, 0, principal_point[0]], [0, 400.0, principal_point[1]],
+                        [0, 0, 1]])
+    grey = np.full((512, 512, 3), 200, np.uint8)
+    for zoom, params in _worst_cases():
+        matrix = augment.crop_transform(params, 512, 256.0, k_image, 64, zoom)
+        corners = augment.sample_positions(matrix, 64)
+        assert corners.min() >= 0 and corners.max() <= 511, (zoom, params)
+        radius = np.abs(corners - 255.5).max()
+        assert radius <= augment.max_extent(256.0, zoom) + 1e-6
+        out = augment.render(grey, matrix, 64)
+        assert out.min() == 200, (zoom, params)          # no black fill anywhere
+    # the old storage (the crop box is the whole image) does sample outside: black corners
+    params = augment.AugmentParams(1.2, (20.0, 20.0), np.pi / 4, 0.0)
+    old = augment.crop_transform(params, 256, 256.0, np.eye(3), 64)
+    assert augment.render(grey[:256, :256], old, 64).min() == 0
+    with pytest.raises(ValueError, match="augment_zoom"):
+        augment.window_side(params, 256.0, "sideways")
 
 
 def test_hue_shift_keeps_greys_and_turns_colours():

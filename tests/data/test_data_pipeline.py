@@ -1,7 +1,5 @@
 """handvae.data.pipeline on the dummy synthetic RHD set (built once per session by conftest)."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -63,18 +61,6 @@ def test_processes_split_the_global_batch(rhd_synthetic_data_dir):
         pipeline.train_batches(config, 3, seed=1, process_index=2, process_count=2)
 
 
-def test_labelled_flag_marks_the_first_fraction(rhd_synthetic_data_dir):
-    config = _config(rhd_synthetic_data_dir, labelled_fraction=0.34, augment=False)
-    source = source_lib.load_source(config, "train")
-    n = len(source)
-    batch = _take(pipeline.train_batches(config, n, seed=0), 1)[0]  # epoch 0: each once
-    assert batch["labelled"].sum() == round(0.34 * n)
-    # the labelled row is the first example of the sorted split
-    first = pipeline.example_to_features(source[0], config, None, augment=False)
-    row = int(np.argmax(batch["labelled"]))
-    np.testing.assert_allclose(batch["pose"][row], first["pose"], atol=1e-6)
-
-
 def test_eval_batches_are_finite_ordered_and_unaugmented(rhd_synthetic_data_dir):
     config = _config(rhd_synthetic_data_dir, image_size=256, heatmap_size=64)
     source = source_lib.load_source(config, "test")
@@ -82,32 +68,29 @@ def test_eval_batches_are_finite_ordered_and_unaugmented(rhd_synthetic_data_dir)
     assert [len(b["rgb"]) for b in batches] == [len(source) - 1, 1]
     again = list(pipeline.eval_batches(config, len(source) - 1, split="test"))
     np.testing.assert_array_equal(batches[0]["cloud"], again[0]["cloud"])
-    example = source_lib.decode_example(source[0])
+    example = source[0]
     rgb = batches[0]["rgb"][0] * spec.RGB_STD + spec.RGB_MEAN
-    # the 256-px crop is the central window of the stored 512-px image
-    np.testing.assert_allclose(rgb * 255, example["image"][128:384, 128:384], atol=1e-3)
+    np.testing.assert_allclose(rgb * 255, example["image"], atol=1e-3)
     np.testing.assert_allclose(batches[0]["pose"][0], example["keypoints_3d"], atol=1e-6)
-    np.testing.assert_allclose(batches[0]["keypoints_2d"][0], example["keypoints_2d"] - 128,
-                               atol=1e-4)
+    np.testing.assert_allclose(batches[0]["keypoints_2d"][0], example["keypoints_2d"])
     assert batches[0]["labelled"].all()
     short = list(pipeline.eval_batches(config, 4, split="test", num_examples=1))
     assert [len(b["rgb"]) for b in short] == [1]
 
 
-def test_augmented_row_is_self_consistent(rhd_synthetic_data_dir):
+def test_augmented_row_is_self_consistent(context_sources, rhd_synthetic_data_dir):
     """Rotated 3-D keypoints, projected with the augmented K, land on the augmented 2-D ones."""
     from handvae.data import augment
     from handvae.ops import camera
 
     config = _config(rhd_synthetic_data_dir, image_size=96)
-    example = source_lib.decode_example(source_lib.load_source(config, "train")[0])
-    window = example["crop_side"] / example["image"].shape[0]
+    example = context_sources["train"][0]
     for seed in range(5):
         rng = np.random.default_rng(seed)
-        params = augment.sample_params(rng, 96)
-        params = dataclasses.replace(params, scale=params.scale * window)
+        params = augment.sample_params(rng)
         image, kp2d, rot, k_out = augment.augment(example["image"], example["keypoints_2d"],
-                                                  example["K_image"], params, 96)
+                                                  example["K_image"], example["crop_side"],
+                                                  params, 96)
         metric = example["keypoints_3d"] * example["scale"] + example["root"]
         np.testing.assert_allclose(camera.project(metric @ rot.T, k_out), kp2d, atol=1e-3)
         assert abs(k_out[0, 1]) < 1e-9 and abs(k_out[1, 0]) < 1e-9   # a pinhole K
@@ -119,6 +102,51 @@ def test_augmented_row_is_self_consistent(rhd_synthetic_data_dir):
             camera.project(row["pose"] * row["scale"] + row["root"], k_out), kp2d, atol=1e-3)
         np.testing.assert_allclose(np.linalg.norm(row["cloud"], axis=-1).max(),
                                    np.linalg.norm(row["cloud"] @ rot, axis=-1).max(), rtol=1e-5)
+        rgb = row["rgb"] * spec.RGB_STD + spec.RGB_MEAN
+        assert rgb.max() > 0.05 and (rgb.max(-1) < 1e-3).mean() < 0.01   # no black fill
+
+
+def test_unaugmented_context_row_is_the_stored_crop(context_sources, rhd_synthetic_data_dir):
+    """Without augmentation the output is the crop box (the old 256² crop), pixel for pixel."""
+    config = _config(rhd_synthetic_data_dir, image_size=256, heatmap_size=64)
+    source = source_lib.load_source(config, "test")
+    row = pipeline.example_to_features(context_sources["test"][0], config, None,
+                                       augment=False)
+    old = pipeline.example_to_features(source[0], config, None, augment=False)
+    for key in spec.BATCH_KEYS:
+        np.testing.assert_allclose(row[key], old[key], atol=1e-4, err_msg=key)
+    np.testing.assert_allclose((row["rgb"] * spec.RGB_STD + spec.RGB_MEAN) * 255,
+                               source[0]["image"], atol=1e-3)
+
+
+@pytest.mark.parametrize("targets,cloud_input", [(("pose",), False),
+                                                 (("pose", "heatmaps", "cloud"), True)])
+def test_batches_carry_only_the_requested_keys(rhd_synthetic_data_dir, targets, cloud_input):
+    config = _config(rhd_synthetic_data_dir)
+    keys = spec.required_keys(targets, cloud_input, evaluation=False)
+    (some,) = _take(pipeline.train_batches(config, 2, seed=5, keys=keys), 1)
+    (every,) = _take(pipeline.train_batches(config, 2, seed=5), 1)
+    assert set(some) == set(keys)
+    for key in keys:   # the same values as in the full batch: the draws ignore `keys`
+        np.testing.assert_array_equal(some[key], every[key], err_msg=key)
+    (evaluation,) = pipeline.eval_batches(config, 2, split="test", keys=spec.required_keys(
+        targets, cloud_input, evaluation=True))
+    assert {"pose", "visible", "root", "scale", "keypoints_2d"} <= set(evaluation)
+    with pytest.raises(ValueError, match="unknown batch keys"):
+        pipeline.train_batches(config, 2, seed=0, keys=("rgb", "depth"))
+
+
+def test_required_keys_per_strategy():
+    assert spec.required_keys(("pose",), False, evaluation=False) == ("rgb", "pose", "labelled")
+    assert spec.required_keys(("pose", "heatmaps"), False, evaluation=False) == (
+        "rgb", "pose", "heatmaps", "labelled")
+    assert spec.required_keys(("pose", "cloud"), False, evaluation=False) == (
+        "rgb", "pose", "cloud", "labelled", "cloud_resampled")
+    assert spec.required_keys(("pose",), True, evaluation=True) == (
+        "rgb", "pose", "cloud", "labelled", "keypoints_2d", "visible", "root", "scale",
+        "cloud_resampled")
+    with pytest.raises(ValueError, match="targets"):
+        spec.required_keys(("depth",), False, evaluation=False)
 
 
 def test_missing_data_set_says_how_to_build_it(tmp_path):

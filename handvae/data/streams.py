@@ -1,0 +1,129 @@
+"""Which example every row of every training batch reads: shuffled index streams.
+
+Two settings of the paper's Sec. 5.3 / Fig. 8 ("we sample the first m% samples as labelled
+data ... In the supervised training setting, we train the networks with only m% samples. In the
+weakly-supervised setting, besides fully supervised training on m% data, we also train the
+'RC2C' sub-parts with the rest (100−m)% samples simultaneously"):
+
+* ``data.train_fraction`` f ∈ (0, 1]: the split is cut to its first ``round(f·n)`` examples
+  (the supervised baseline at m% is f = m, ``labelled_fraction`` = 1);
+* ``data.labelled_fraction`` m ∈ (0, 1]: the first ``round(m·n_f)`` examples are labelled.
+  With m < 1 (weak supervision) every batch holds a fixed number of labelled rows, drawn from
+  a labelled stream, and the rest from an unlabelled stream, so every step sees labels (a
+  uniform draw at m = 5 %, batch 32 leaves 19 % of the steps without one). The number is
+  ``data.labelled_per_batch`` (per global batch), 0 for ``max(1, round(m·B))``. The paper is
+  silent on how batches mix the two; proportional keeps each stream's epoch length ≈ equal.
+
+Each stream is a fresh permutation per epoch drawn from ``(seed, stream, epoch)``; row r of
+global batch k reads a position that depends only on (k, r), so batch k depends only on
+(seed, k) and resuming at k reproduces the uninterrupted stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+_EPOCH_SALT = 0x5EED
+_UNLABELLED_SALT = 0x0F1A
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How one training run draws rows (all counts are examples of the split / global rows).
+
+    Attributes:
+      num_train: examples used (the first ``round(train_fraction · n)``).
+      num_labelled: the first ``num_labelled`` of them are labelled.
+      labelled_per_batch: labelled rows per global batch (= global batch when not weak).
+      global_batch: rows per global batch.
+    """
+    num_train: int
+    num_labelled: int
+    labelled_per_batch: int
+    global_batch: int
+
+    @property
+    def weak(self) -> bool:
+        return self.num_labelled < self.num_train
+
+
+def make_plan(data_config: Any, size: int, global_batch: int) -> Plan:
+    """Validates the weak-supervision fields of ``config.data`` and resolves them.
+
+    Raises:
+      ValueError: naming ``data.train_fraction``, ``data.labelled_fraction`` or
+        ``data.labelled_per_batch`` when it is out of range or leaves a stream empty.
+    """
+    train_fraction = float(data_config.get("train_fraction", 1.0))
+    if not 0.0 < train_fraction <= 1.0:
+        raise ValueError(f"data.train_fraction must be in (0, 1], got {train_fraction}")
+    num_train = int(round(train_fraction * size))
+    if num_train < 1:
+        raise ValueError(f"data.train_fraction={train_fraction} keeps no example of the "
+                         f"{size}-example split; raise it")
+    fraction = float(data_config.get("labelled_fraction", 1.0))
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"data.labelled_fraction must be in (0, 1], got {fraction}")
+    num_labelled = num_train if fraction == 1.0 else int(round(fraction * num_train))
+    if num_labelled < 1:
+        raise ValueError(f"data.labelled_fraction={fraction} labels none of the {num_train} "
+                         "training examples; raise it")
+    if num_labelled == num_train:
+        if fraction < 1.0:
+            raise ValueError(f"data.labelled_fraction={fraction} leaves no unlabelled frame "
+                             f"of {num_train} (weak supervision needs some); use "
+                             "labelled_fraction=1 for fully supervised training")
+        return Plan(num_train, num_labelled, global_batch, global_batch)
+    per_batch = int(data_config.get("labelled_per_batch", 0))
+    if per_batch == 0:
+        per_batch = min(max(1, int(round(fraction * global_batch))), global_batch - 1)
+    if not 1 <= per_batch < global_batch:
+        raise ValueError(f"data.labelled_per_batch must be in [1, batch size − 1] = "
+                         f"[1, {global_batch - 1}] with weak supervision (0: proportional), "
+                         f"got {per_batch}")
+    return Plan(num_train, num_labelled, per_batch, global_batch)
+
+
+class _Stream:
+    """Examples ``[lo, hi)`` in a fresh permutation per epoch: position → example index."""
+
+    def __init__(self, lo: int, hi: int, seed: int, salt: int):
+        self._lo, self._size, self._seed, self._salt = lo, hi - lo, seed, salt
+        self._permutations: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, position: int) -> int:
+        epoch = position // self._size
+        if epoch not in self._permutations:
+            if len(self._permutations) > 2:
+                self._permutations.pop(min(self._permutations))
+            self._permutations[epoch] = np.random.default_rng(
+                [self._seed, epoch, self._salt]).permutation(self._size)
+        return self._lo + int(self._permutations[epoch][position % self._size])
+
+
+class RowIndex:
+    """``(step, row) → (example index, labelled)`` for rows of the global batch."""
+
+    def __init__(self, plan: Plan, seed: int):
+        self.plan = plan
+        if plan.weak:
+            self._labelled = _Stream(0, plan.num_labelled, seed, _EPOCH_SALT)
+            self._unlabelled = _Stream(plan.num_labelled, plan.num_train, seed,
+                                       _UNLABELLED_SALT)
+        else:  # the pre-weak-supervision stream: same permutations, same batches
+            self._labelled = _Stream(0, plan.num_train, seed, _EPOCH_SALT)
+
+    def __call__(self, step: int, row: int) -> tuple[int, bool]:
+        plan = self.plan
+        if not plan.weak:
+            return self._labelled[step * plan.global_batch + row], True
+        # Row r is labelled iff ⌊(r+1)L/G⌋ > ⌊rL/G⌋: L rows spread evenly over the global
+        # batch, independent of how processes split it.
+        g, lab = plan.global_batch, plan.labelled_per_batch
+        before = row * lab // g
+        if (row + 1) * lab // g > before:
+            return self._labelled[step * lab + before], True
+        return self._unlabelled[step * (g - lab) + row - before], False
