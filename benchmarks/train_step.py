@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 from experiments.configs import demo, s4_poe  # noqa: E402
 from handvae.data import source as source_lib  # noqa: E402
 from handvae.data import spec  # noqa: E402
-from handvae.models import vae  # noqa: E402
+from handvae.models import registry, vae  # noqa: E402
 from handvae.training import sharding, state as state_lib, step as step_lib  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,7 +107,9 @@ def pipeline_rate(config, *, batches: int = 20) -> dict:
                     data_dir)
         data_config.data_dir = data_dir
         source_note = "data_prep/rhd/dummy_data (built to a temporary data_dir)"
-    iterator = pipeline.train_batches(data_config, config.batch_size, seed=0)
+    iterator = pipeline.train_batches(
+        data_config, config.batch_size, seed=0,
+        keys=registry.get_strategy(config.model.strategy).batch_keys())
     try:
         next(iterator)  # thread and source start-up
         start = time.perf_counter()

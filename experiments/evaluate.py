@@ -140,6 +140,7 @@ def evaluate_workdir(workdir: str, *, split: str = "test", which: str = "best",
     import jax
 
     from handvae.data import pipeline, source
+    from handvae.models import registry
     from handvae.evaluation import evaluator, figures, report
     from handvae.training import checkpoint, sharding, step
 
@@ -167,8 +168,9 @@ def evaluate_workdir(workdir: str, *, split: str = "test", which: str = "best",
     eval_step = step.make_eval_step(model, mesh)
     variables = sharding.replicate(variables, mesh)
     data = sharding.batch_sharded(mesh)
-    batches = pipeline.eval_batches(config.data, batch_size or config.batch_size, split=split,
-                                    num_examples=num_examples)
+    batches = pipeline.eval_batches(
+        config.data, batch_size or config.batch_size, split=split, num_examples=num_examples,
+        keys=registry.get_strategy(config.model.strategy).batch_keys(evaluation=True))
     result = evaluator.evaluate(
         lambda rgb: jax.device_get(eval_step(variables, jax.device_put(rgb, data))), batches,
         num_devices=mesh.devices.size, num_kept=num_figure_examples if make_figures else 0,

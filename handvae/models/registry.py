@@ -27,14 +27,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from handvae.data import spec as batch_spec
+
 TARGETS = ("pose", "heatmaps", "cloud")
 FUSIONS = ("none", "kl", "poe")
 SOURCES = ("R", "C", "RC")
 SUPERVISED_TARGETS = ("pose", "heatmaps")
-# Batch keys every training batch carries, whatever the strategy.
-_ALWAYS_READ = ("rgb", "labelled")
-# Extra keys the evaluation reads (hand3d metrics: millimetres and visibility).
-_EVALUATION_KEYS = ("pose", "scale", "visible")
 
 
 class StrategySpec(NamedTuple):
@@ -80,18 +78,14 @@ class StrategySpec(NamedTuple):
         return tuple(dict.fromkeys(names))
 
     def batch_keys(self, evaluation: bool = False) -> tuple[str, ...]:
-        """The batch entries this strategy reads (see ``handvae.data.spec``).
+        """The batch entries this strategy reads: ``handvae.data.spec.required_keys``.
 
-        Training reads ``rgb``, ``labelled``, the supervised targets it decodes (``pose``,
-        ``heatmaps``) and ``cloud`` when it encodes or decodes clouds. ``evaluation=True``
-        adds what the hand3d metrics read (``pose``, ``scale``, ``visible``).
+        Training reads ``rgb``, ``labelled``, each decoded target and ``cloud`` when an
+        encoder reads it (with ``cloud_resampled``); ``evaluation=True`` adds what the hand3d
+        metrics and the figures read. Pass the result as ``keys=`` to the input pipeline.
         """
-        keys = list(_ALWAYS_READ) + [t for t in self.targets if t in SUPERVISED_TARGETS]
-        if self.uses_cloud_input or self.decodes_cloud:
-            keys.append("cloud")
-        if evaluation:
-            keys += _EVALUATION_KEYS
-        return tuple(dict.fromkeys(keys))
+        return batch_spec.required_keys(self.targets, self.uses_cloud_input,
+                                        evaluation=evaluation)
 
     def validate(self) -> StrategySpec:
         """Checks the record's internal consistency; returns it (ValueError naming the field)."""

@@ -29,7 +29,7 @@ import tqdm
 from handvae.data import pipeline
 from handvae.evaluation import evaluator
 from handvae.losses import objectives
-from handvae.models import vae
+from handvae.models import registry, vae
 from handvae.training import checkpoint as checkpoint_lib
 from handvae.training import run_config, sharding, step as step_lib
 from handvae.training.state import TrainState, abstract_train_state, create_train_state
@@ -69,7 +69,8 @@ def _train_iterator(config: ml_collections.ConfigDict, batches: BatchSource | No
         return iter(pipeline.train_batches(
             config.data, config.batch_size // jax.process_count(), seed=config.seed,
             start_step=start_step, process_index=jax.process_index(),
-            process_count=jax.process_count()))
+            process_count=jax.process_count(),
+            keys=registry.get_strategy(config.model.strategy).batch_keys()))
     if callable(batches):
         return iter(batches(start_step))
     return iter(batches)
@@ -78,8 +79,9 @@ def _train_iterator(config: ml_collections.ConfigDict, batches: BatchSource | No
 def _eval_iterable(config: ml_collections.ConfigDict, eval_batches: Any, split: str,
                    num_examples: int) -> Iterable[Batch]:
     if eval_batches is None:
-        return pipeline.eval_batches(config.data, config.batch_size, split=split,
-                                     num_examples=num_examples)
+        return pipeline.eval_batches(
+            config.data, config.batch_size, split=split, num_examples=num_examples,
+            keys=registry.get_strategy(config.model.strategy).batch_keys(evaluation=True))
     return eval_batches(split) if callable(eval_batches) else eval_batches
 
 

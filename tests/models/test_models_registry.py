@@ -9,14 +9,15 @@ from handvae.models.registry import STRATEGIES, STRATEGY_SPECS, get_strategy
 @pytest.mark.parametrize("strategy,training", [
     ("R2P", {"rgb", "labelled", "pose"}),
     ("R2HP", {"rgb", "labelled", "pose", "heatmaps"}),
-    ("R2CP", {"rgb", "labelled", "pose", "cloud"}),
-    ("R2CHP", {"rgb", "labelled", "pose", "heatmaps", "cloud"}),
-    ("RC2CHP_kl", {"rgb", "labelled", "pose", "heatmaps", "cloud"}),
-    ("RC2CHP_poe", {"rgb", "labelled", "pose", "heatmaps", "cloud"})])
+    ("R2CP", {"rgb", "labelled", "pose", "cloud", "cloud_resampled"}),
+    ("R2CHP", {"rgb", "labelled", "pose", "heatmaps", "cloud", "cloud_resampled"}),
+    ("RC2CHP_kl", {"rgb", "labelled", "pose", "heatmaps", "cloud", "cloud_resampled"}),
+    ("RC2CHP_poe", {"rgb", "labelled", "pose", "heatmaps", "cloud", "cloud_resampled"})])
 def test_batch_keys_are_what_the_strategy_reads(strategy, training):
     spec = get_strategy(strategy)
     assert set(spec.batch_keys()) == training
-    assert set(spec.batch_keys(evaluation=True)) == training | {"pose", "scale", "visible"}
+    assert set(spec.batch_keys(evaluation=True)) == training | {
+        "pose", "keypoints_2d", "visible", "root", "scale"}
     assert set(spec.batch_keys(evaluation=True)) <= set(BATCH_KEYS)
 
 
