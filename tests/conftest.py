@@ -22,7 +22,8 @@ _REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 def rhd_synthetic_data_dir(tmp_path_factory) -> str:
     """TFDS data_dir with ``rhd/synthetic`` built from ``data_prep/rhd/dummy_data``.
 
-    Built once per session (well under a second; 2 train, 1 validation and 2 test frames). Use it as::
+    Built once per session (well under a second; 2 train, 1 validation and 2 test frames).
+    Use it as::
 
         config.data.dataset = "synthetic"
         config.data.data_dir = rhd_synthetic_data_dir

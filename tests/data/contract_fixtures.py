@@ -1,11 +1,11 @@
 """Fixtures for the input-pipeline tests: the stored-example contract with context.
 
-``handvae.data.source.decode_example`` is to return a stored image of side C = 2 · crop_side
-around the hand's crop box (``K_image``, ``crop_side``, keypoints in stored-image pixels). The builders
+``handvae.data.source.decode_example`` returns a stored image of side C = 2 · crop_side around
+the hand's crop box (``K_image``, ``crop_side``, keypoints in stored-image pixels). The builders
 write it since 2.0.0 (those examples pass through); :class:`ContextSource` turns an example of
-the 1.0.0 storage (a 256²
-crop, ``K_crop``) into that contract: the crop reflected out to 512² (real-looking pixels, no
-black), ``K_image`` = ``K_crop`` moved by 128 px, ``keypoints_2d`` + 128, ``crop_side`` = 256.
+the 1.0.0 storage (a 256² crop, ``K_crop``) into that contract: the crop reflected out to 512²
+(real-looking pixels, no black), ``K_image`` = ``K_crop`` moved by 128 px, ``keypoints_2d`` +
+128, ``crop_side`` = 256.
 """
 
 import numpy as np
