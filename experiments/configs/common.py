@@ -38,6 +38,7 @@ def get_base_config(dataset: str = "rhd") -> ml_collections.ConfigDict:
     c.data.num_points = 256       # points sampled per cloud per step
     c.data.heatmap_size = 64      # heat-map side, pixels
     c.data.heatmap_sigma = 2.0    # Gaussian std, heat-map pixels
+    c.data.view_correction = True  # False: the builders' *_plain crops (Fig. 5, Sec. 4.1)
     c.data.augment = True
     c.data.augment_zoom = "out"   # scale s: window crop_side·s ("out") or crop_side/s ("in")
     # Sec. 5.3 / Fig. 8 (handvae.data.streams): train on the first train_fraction of the split

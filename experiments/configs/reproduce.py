@@ -42,6 +42,8 @@ class Scale(NamedTuple):
     num_points: int       # cloud points per example
     resnet_width: int     # first-stage channels of ResNet-18 (paper: 64)
     respel_width: int
+    heatmap_width: int    # channels of the DC-GAN heat-map decoder's first layer
+    folding_hidden: int   # FoldingNet's fold widths
     batch_size: int
     steps: int
     lr: float
@@ -50,14 +52,16 @@ class Scale(NamedTuple):
 SCALES = {
     # Seconds on a CPU: the reproduce command's test.
     "tiny": Scale(DataSetting(12, 4, 0), image_size=32, heatmap_size=8, num_points=32,
-                  resnet_width=4, respel_width=8, batch_size=4, steps=2, lr=1e-3),
+                  resnet_width=4, respel_width=8, heatmap_width=16, folding_hidden=16,
+                  batch_size=4, steps=2, lr=1e-3),
     # A 2-core machine: Table 1 × 2 seeds in about two hours.
     "cpu": Scale(DataSetting(20_000, 2_000, 0), image_size=64, heatmap_size=16, num_points=64,
-                 resnet_width=16, respel_width=32, batch_size=32, steps=4_000, lr=1e-3),
+                 resnet_width=16, respel_width=32, heatmap_width=64, folding_hidden=128,
+                 batch_size=32, steps=4_000, lr=1e-3),
     # The paper (Sec. 4–5): 256² crops, ResNet-18, 256 points, batch 32, Adam 1e-4.
     "paper": Scale(DataSetting(41_258, 2_728, 0), image_size=256, heatmap_size=64,
-                   num_points=256, resnet_width=64, respel_width=64, batch_size=32,
-                   steps=100_000, lr=1e-4),
+                   num_points=256, resnet_width=64, respel_width=64, heatmap_width=1024,
+                   folding_hidden=512, batch_size=32, steps=100_000, lr=1e-4),
 }
 DEFAULTS = {"strategy": "R2P", "scale": "cpu", "seed": 0, "view_correction": 1,
             "train_fraction": 1.0, "labelled": 1.0}
@@ -76,17 +80,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.train_fraction = args["train_fraction"]
     config.data.labelled_fraction = args["labelled"]
 
-    config.data.image_size = config.model.image_size = scale.image_size
-    config.data.heatmap_size = config.model.heatmap_size = scale.heatmap_size
-    config.data.num_points = config.model.num_points = scale.num_points
+    config.data.image_size = scale.image_size      # the model's sizes are references to these
+    config.data.heatmap_size = scale.heatmap_size
+    config.data.num_points = scale.num_points
     config.model.resnet_width = scale.resnet_width
     config.model.respel_width = scale.respel_width
+    config.model.heatmap_width = scale.heatmap_width
+    config.model.folding_hidden = scale.folding_hidden
     config.batch_size = scale.batch_size
     config.num_train_steps = scale.steps
     config.optimizer.lr = scale.lr
     first = max(1, int(scale.steps * 0.6))  # ÷10 twice, strictly increasing for tiny runs
     config.optimizer.lr_boundaries = (first, max(first + 1, int(scale.steps * 0.85)))
-    config.model.beta_anneal_steps = max(1, scale.steps // 2)
+    config.loss.beta_anneal_steps = max(1, scale.steps // 2)
     config.eval_every = max(1, scale.steps // 8)
     config.checkpoint_every = config.eval_every
     config.log_every = max(1, min(100, scale.steps // 20))
