@@ -239,16 +239,17 @@ def default_variant() -> str:
 def cost_scale(cost: Array) -> Array:
     """[B] per-element cost scale that relative ε is measured in (same unit as the cost).
 
-    max(mean_i min_j cost_ij, mean_j min_i cost_ij, 1e-4 · (max − min cost)). The first two
+    max(mean_i min_j cost_ij, mean_j min_i cost_ij, 1e-3 · (max − min cost)). The first two
     are lower bounds on optimum / N (each row, resp. column, pays at least its minimum), so
     for non-negative costs N·ε_rel·scale ≤ ε_rel·optimum unless the floor applies (optimum
-    below 1e-4 of the cost range per point, e.g. nearly identical clouds). Scaling the costs
+    below 1e-3 of the cost range per point, e.g. nearly identical clouds or many duplicated
+    points; the floor keeps ε from vanishing there, where bids would crawl). Scaling the costs
     by c > 0 scales it by c: an ε relative to it makes the auction's path unit-free.
     """
     rows = jnp.mean(jnp.min(cost, axis=2), axis=1)
     cols = jnp.mean(jnp.min(cost, axis=1), axis=1)
     spread = jnp.max(cost, axis=(1, 2)) - jnp.min(cost, axis=(1, 2))
-    return jnp.maximum(jnp.maximum(rows, cols), 1e-4 * spread)
+    return jnp.maximum(jnp.maximum(rows, cols), 1e-3 * spread)
 
 
 def warm_start(benefit: Array) -> tuple[Array, Array, Array]:

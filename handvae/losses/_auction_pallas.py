@@ -57,7 +57,7 @@ def _kernel(benefit_ref, prices_ref, owner_ref, assignment_ref, params_ref,
     neg = jnp.asarray(-jnp.inf, benefit.dtype)
 
     def round_(carry):
-        prices, owner, assignment, eps, done, it = carry
+        prices, owner, assignment, eps, _, it = carry
         values = benefit - prices[None, :]
         best = jnp.max(values, axis=1)
         best_col = jnp.minimum(jnp.min(jnp.where(values == best[:, None], cols, n), axis=1),

@@ -58,7 +58,7 @@ class AuctionOutput(NamedTuple):
 VARIANTS = ("pooled", "dense", "pallas")
 
 # Defaults, measured on hand-like clouds (benchmarks/losses.py; WORKSPACE.md, "Decisions").
-EPSILON = 1e-3            # final ε relative to the element's cost scale (_auction.cost_scale)
+EPSILON = 5e-3            # final ε relative to the element's cost scale (_auction.cost_scale)
 EPSILON_SCALING = 5.0     # θ: ε divided by θ per phase
 INITIAL_EPSILON = 1.0     # first-phase ε relative to the cost scale
 
@@ -95,12 +95,12 @@ def auction_assignment(cost: Array, *, epsilon: float = EPSILON,
 
     ε is relative (``relative=True``, the default): the final ε in cost units is
     ``epsilon · s_b`` per element, with the cost scale s_b = max(mean_i min_j cost, mean_j
-    min_i cost, 1e-4 · cost range) (:func:`handvae.losses._auction.cost_scale`). Scaling the
+    min_i cost, 1e-3 · cost range) (:func:`handvae.losses._auction.cost_scale`). Scaling the
     costs by any c > 0 then gives the same assignment, so accuracy does not depend on units.
 
     Guarantee: where ``converged[b]``, Σ_i cost[b, i, assignment[b, i]] ≤ optimum + N·ε·s_b;
     for non-negative costs N·s_b ≤ optimum (the mean row / column minimum is a lower bound of
-    optimum / N) unless the 1e-4 floor applies, so the cost is within a factor (1 + ε) of the
+    optimum / N) unless the 1e-3 floor applies, so the cost is within a factor (1 + ε) of the
     optimum; the realised gap is usually far below (hand-like clouds, default ε: ~1e-5).
     With ``relative=False`` ε is in cost units: within N·ε, and with integer costs and
     ε < 1/N the assignment is optimal.
@@ -117,7 +117,8 @@ def auction_assignment(cost: Array, *, epsilon: float = EPSILON,
       epsilon_scaling: θ ≥ 1; ε is divided by θ per phase (1: a single phase at ``epsilon``).
       max_iterations: bound on bidding rounds for the whole batch; None:
         :func:`default_max_iterations` (grows with B and N).
-      initial_epsilon: ε of the first phase, in the unit of ``epsilon``; None: 1.0 · s_b.
+      initial_epsilon: ε of the first phase, in the unit of ``epsilon``; None: the larger
+        of s_b and (max − min cost) / 16 per element.
       variant: "pooled" (few bidders per round, one round per loop iteration: for CPU),
         "dense" (all unassigned rows bid every round, R rounds per loop iteration: for
         GPU/TPU, where each loop iteration costs a device→host sync) or "pallas" (the dense
@@ -157,8 +158,13 @@ def auction_assignment(cost: Array, *, epsilon: float = EPSILON,
     scale = _auction.cost_scale(jnp.where(finite[:, None, None], fixed, 0.0))
     unit = scale if relative else jnp.ones_like(scale)
     final = epsilon * unit
-    start = (INITIAL_EPSILON * scale if initial_epsilon is None
-             else float(initial_epsilon) * unit)
+    if epsilon_scaling == 1.0:    # a single phase at the final ε
+        start = final
+    elif initial_epsilon is None:   # the cost scale, or a 16th of the cost range if larger
+        spread = jnp.max(fixed, axis=(1, 2)) - jnp.min(fixed, axis=(1, 2))
+        start = jnp.maximum(INITIAL_EPSILON * scale, spread / 16.0)
+    else:
+        start = float(initial_epsilon) * unit
     if variant == "pallas":
         assignment, converged, iterations = _auction_pallas.solve(
             fixed, final, start, float(epsilon_scaling), int(max_iterations), warm_start)
