@@ -14,13 +14,19 @@ highest bid, ties by the lowest row index. Results are deterministic (pooled: th
 bidders is a fixed hash of the round number); the two variants reach different, equally
 guaranteed, assignments.
 
+A third variant, "pallas", runs the dense auction as one Pallas kernel per batch element
+(:mod:`handvae.losses._auction_pallas`; interpreted on CPU).
+
 ε-complementary slackness holds for every assigned pair throughout, so on termination the
-assignment's cost is within N·ε of the optimum (and optimal for integer costs when ε < 1/N).
-ε-scaling runs phases with ε = ε₀, ε₀/θ, ..., ε (θ = ``epsilon_scaling``); prices carry over
-between phases and pairs that still satisfy ε-CS for the new ε stay assigned, so later phases
-only repair a few rows. All phases of all batch elements run in one ``lax.while_loop`` bounded
-by ``max_iterations``; each batch element has its own ε schedule (ε₀ from its own cost range)
-and stops on its own.
+assignment's cost is within N·ε (cost units) of the optimum (and optimal for integer costs
+when ε < 1/N). ε is given relative to each element's cost scale s_b (mean nearest-neighbour
+distance, a lower bound on optimum / N), so N·ε·s_b ≤ ε·optimum: accuracy is unit-free.
+The solve starts from column reduction (prices = column minima, columns to their nearest
+rows). ε-scaling runs phases with ε = ε₀, ε₀/θ, ..., ε (θ = ``epsilon_scaling``); prices
+carry over between phases and pairs that still satisfy ε-CS for the new ε stay assigned, so
+later phases only repair a few rows. All phases of all batch elements run in one
+``lax.while_loop`` bounded by ``max_iterations`` (by default growing with B·N); each batch
+element has its own ε schedule and stops on its own, and reports whether it converged.
 """
 
 from __future__ import annotations
