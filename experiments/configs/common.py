@@ -78,8 +78,8 @@ def get_base_config(dataset: str = "rhd") -> ml_collections.ConfigDict:
     c.loss.beta_anneal_steps = 100_000
     c.loss.beta_anneal = "linear"    # "linear" in beta, or "log" (same factor every step)
     c.loss.beta_prime = 1.0
-    c.loss.emd_epsilon = 1e-3        # final auction epsilon (normalised units)
-    c.loss.emd_max_iterations = 10_000
+    c.loss.emd_epsilon = 5e-3        # final auction ε, relative to each pair's cost scale
+    c.loss.emd_max_iterations = 0    # bidding-round bound; 0: grows with B·N (always enough)
 
     # Optimisation: Adam 1e-4, learning rate ÷10 twice.
     c.optimizer = ml_collections.ConfigDict()

@@ -236,15 +236,59 @@ def default_variant() -> str:
     return "pooled" if jax.default_backend() == "cpu" else "dense"
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
-def solve(cost: Array, epsilon: float, scaling: float, max_iterations: int,
-          initial_epsilon: float | None, variant: str = "pooled",
-          rounds_per_iteration: int = 1) -> tuple[Array, Array, Array]:
+def cost_scale(cost: Array) -> Array:
+    """[B] per-element cost scale that relative ε is measured in (same unit as the cost).
+
+    max(mean_i min_j cost_ij, mean_j min_i cost_ij, 1e-3 · (max − min cost)). The first two
+    are lower bounds on optimum / N (each row, resp. column, pays at least its minimum), so
+    for non-negative costs N·ε_rel·scale ≤ ε_rel·optimum unless the floor applies (optimum
+    below 1e-3 of the cost range per point, e.g. nearly identical clouds or many duplicated
+    points; the floor keeps ε from vanishing there, where bids would crawl). Scaling the costs
+    by c > 0 scales it by c: an ε relative to it makes the auction's path unit-free.
+    """
+    rows = jnp.mean(jnp.min(cost, axis=2), axis=1)
+    cols = jnp.mean(jnp.min(cost, axis=1), axis=1)
+    spread = jnp.max(cost, axis=(1, 2)) - jnp.min(cost, axis=(1, 2))
+    return jnp.maximum(jnp.maximum(rows, cols), 1e-3 * spread)
+
+
+def warm_start(benefit: Array) -> tuple[Array, Array, Array]:
+    """Column reduction: prices, owner and assignment that satisfy complementary slackness.
+
+    Each column's price is its best benefit (p_j = max_i a_ij = −min_i cost_ij, the nearest-
+    neighbour table of the columns) and each column goes to its nearest row, one column per
+    row (the lowest such column). Every such pair has value a_ij − p_j = 0 ≥ max_k (a_ik − p_k),
+    so it satisfies ε-CS for every ε ≥ 0 and survives all phase resets until outbid. Clouds
+    whose points are mostly each other's nearest neighbours start mostly assigned.
+
+    Returns:
+      prices [B, N], owner [B, N] int32 (N: free), assignment [B, N] int32 (−1: unassigned).
+    """
+    n = benefit.shape[1]
+    index = jnp.arange(n, dtype=jnp.int32)
+    prices = jnp.max(benefit, axis=1)                                    # [B, N] over rows
+    nearest_row = jnp.min(jnp.where(benefit == prices[:, None, :], index[None, :, None], n),
+                          axis=1)                                        # [B, N], lowest row
+    nearest_row = jnp.minimum(nearest_row, n - 1)
+    claims = nearest_row[:, None, :] == index[None, :, None]             # [B, row, col]
+    column = jnp.min(jnp.where(claims, index[None, None, :], n), axis=2)  # lowest claimed col
+    assignment = jnp.where(column < n, column, -1).astype(jnp.int32)
+    kept = jnp.take_along_axis(assignment, nearest_row, axis=1) == index[None, :]
+    owner = jnp.where(kept, nearest_row, n).astype(jnp.int32)
+    return prices, owner, assignment
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
+def solve(cost: Array, final_epsilon: Array, start_epsilon: Array, scaling: float,
+          max_iterations: int, variant: str = "pooled", rounds_per_iteration: int = 1,
+          warm: bool = True) -> tuple[Array, Array, Array]:
     """Runs the auction on [B, N, N] costs: (assignment [B, N], converged [B], iterations).
 
+    ``final_epsilon`` / ``start_epsilon``: [B] ε of the last / first phase in cost units.
     ``variant`` "pooled": one round per loop iteration, up to k bidders pooled over the batch,
     phase changes one element at a time. "dense": all unassigned rows bid in every round,
     phase changes vectorised, ``rounds_per_iteration`` rounds per loop iteration.
+    ``warm``: start from :func:`warm_start` (else zero prices, nothing assigned).
     """
     b, n, _ = cost.shape
     dtype = cost.dtype
@@ -252,16 +296,14 @@ def solve(cost: Array, epsilon: float, scaling: float, max_iterations: int,
     # Elements with NaN/inf never bid (done from the start) and their benefit is zeroed so
     # that no NaN reaches the arithmetic shared with the other elements.
     benefit = jnp.where(finite[:, None, None], -cost, 0.0)
-    final_epsilon = jnp.asarray(epsilon, dtype)
-    if scaling == 1.0:
-        start = jnp.full((b,), epsilon, dtype)
-    elif initial_epsilon is None:
-        spread = jnp.max(benefit, axis=(1, 2)) - jnp.min(benefit, axis=(1, 2))
-        start = jnp.maximum(spread / 4.0, final_epsilon)
+    final_epsilon = jnp.where(finite, final_epsilon, 1.0).astype(dtype)
+    start = jnp.maximum(jnp.where(finite, start_epsilon, 1.0), final_epsilon).astype(dtype)
+    if warm:
+        prices, owner, assignment = warm_start(benefit)
     else:
-        start = jnp.full((b,), max(initial_epsilon, epsilon), dtype)
-    state = State(prices=jnp.zeros((b, n), dtype), owner=jnp.full((b, n), n, jnp.int32),
-                  assignment=jnp.full((b, n), -1, jnp.int32), epsilon=start.astype(dtype),
+        prices, owner = jnp.zeros((b, n), dtype), jnp.full((b, n), n, jnp.int32)
+        assignment = jnp.full((b, n), -1, jnp.int32)
+    state = State(prices=prices, owner=owner, assignment=assignment, epsilon=start,
                   done=~finite, iteration=jnp.zeros((), jnp.int32))
 
     def cond(state):

@@ -14,13 +14,19 @@ highest bid, ties by the lowest row index. Results are deterministic (pooled: th
 bidders is a fixed hash of the round number); the two variants reach different, equally
 guaranteed, assignments.
 
+A third variant, "pallas", runs the dense auction as one Pallas kernel per batch element
+(:mod:`handvae.losses._auction_pallas`; interpreted on CPU).
+
 ε-complementary slackness holds for every assigned pair throughout, so on termination the
-assignment's cost is within N·ε of the optimum (and optimal for integer costs when ε < 1/N).
-ε-scaling runs phases with ε = ε₀, ε₀/θ, ..., ε (θ = ``epsilon_scaling``); prices carry over
-between phases and pairs that still satisfy ε-CS for the new ε stay assigned, so later phases
-only repair a few rows. All phases of all batch elements run in one ``lax.while_loop`` bounded
-by ``max_iterations``; each batch element has its own ε schedule (ε₀ from its own cost range)
-and stops on its own.
+assignment's cost is within N·ε (cost units) of the optimum (and optimal for integer costs
+when ε < 1/N). ε is given relative to each element's cost scale s_b (mean nearest-neighbour
+distance, a lower bound on optimum / N), so N·ε·s_b ≤ ε·optimum: accuracy is unit-free.
+The solve starts from column reduction (prices = column minima, columns to their nearest
+rows). ε-scaling runs phases with ε = ε₀, ε₀/θ, ..., ε (θ = ``epsilon_scaling``); prices
+carry over between phases and pairs that still satisfy ε-CS for the new ε stay assigned, so
+later phases only repair a few rows. All phases of all batch elements run in one
+``lax.while_loop`` bounded by ``max_iterations`` (by default growing with B·N); each batch
+element has its own ε schedule and stops on its own, and reports whether it converged.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from handvae.losses import _auction, _validation
+from handvae.losses import _auction, _auction_pallas, _validation
 from handvae.losses.chamfer import safe_sqrt, squared_distances_for_search
 
 Array = jax.Array
@@ -55,7 +61,22 @@ class AuctionOutput(NamedTuple):
     iterations: Array
 
 
-VARIANTS = ("pooled", "dense")
+VARIANTS = ("pooled", "dense", "pallas")
+
+# Defaults, measured on hand-like clouds (benchmarks/losses.py; WORKSPACE.md, "Decisions").
+EPSILON = 5e-3            # final ε relative to the element's cost scale (_auction.cost_scale)
+EPSILON_SCALING = 5.0     # θ: ε divided by θ per phase
+INITIAL_EPSILON = 1.0     # first-phase ε relative to the cost scale
+
+
+def default_max_iterations(batch: int, points: int) -> int:
+    """Default bound on bidding rounds for a [batch, points, points] problem.
+
+    Grows with N (and with B·N for the pooled variant, whose rounds serve the whole batch):
+    well above what the default ε needs on hand-like and uniform clouds (measured ~5–20× more
+    rounds allowed than used), so hitting it signals a pathological input, not a slow one.
+    """
+    return 10_000 + 64 * points + 4 * batch * points
 
 
 def _check_variant(variant: str | None, rounds_per_iteration: int) -> str:
@@ -70,19 +91,25 @@ def _check_variant(variant: str | None, rounds_per_iteration: int) -> str:
 
 @functools.partial(jax.jit, static_argnames=("epsilon", "epsilon_scaling", "max_iterations",
                                              "initial_epsilon", "variant",
-                                             "rounds_per_iteration"))
-def auction_assignment(cost: Array, *, epsilon: float = 1e-3, epsilon_scaling: float = 5.0,
-                       max_iterations: int = 10_000, initial_epsilon: float | None = None,
-                       variant: str | None = None, rounds_per_iteration: int = 8
-                       ) -> AuctionOutput:
+                                             "rounds_per_iteration", "relative", "warm_start"))
+def auction_assignment(cost: Array, *, epsilon: float = EPSILON,
+                       epsilon_scaling: float = EPSILON_SCALING,
+                       max_iterations: int | None = None, initial_epsilon: float | None = None,
+                       variant: str | None = None, rounds_per_iteration: int = 8,
+                       relative: bool = True, warm_start: bool = True) -> AuctionOutput:
     """Minimum-cost assignment of rows to columns by the ε-scaled auction algorithm.
 
-    Guarantee: where ``converged[b]``, Σ_i cost[b, i, assignment[b, i]] ≤ optimum + N·ε; with
-    integer costs and ε < 1/N the assignment is optimal.
+    ε is relative (``relative=True``, the default): the final ε in cost units is
+    ``epsilon · s_b`` per element, with the cost scale s_b = max(mean_i min_j cost, mean_j
+    min_i cost, 1e-3 · cost range) (:func:`handvae.losses._auction.cost_scale`). Scaling the
+    costs by any c > 0 then gives the same assignment, so accuracy does not depend on units.
 
-    Choose ε relative to the cost scale: the bound is N·ε in cost units, the realised gap is
-    usually far below it. In float32, ε should stay above ~1e-6 × max|cost| (bids smaller
-    than the float spacing of the prices still progress, by one ulp, but slowly).
+    Guarantee: where ``converged[b]``, Σ_i cost[b, i, assignment[b, i]] ≤ optimum + N·ε·s_b;
+    for non-negative costs N·s_b ≤ optimum (the mean row / column minimum is a lower bound of
+    optimum / N) unless the 1e-3 floor applies, so the cost is within a factor (1 + ε) of the
+    optimum; the realised gap is usually far below (hand-like clouds, default ε: ~1e-5).
+    With ``relative=False`` ε is in cost units: within N·ε, and with integer costs and
+    ε < 1/N the assignment is optimal.
 
     Non-finite input: a batch element whose cost has a NaN or ±inf is not solved; it gets the
     identity assignment, ``converged = False`` and a NaN cost, without running any bids.
@@ -91,17 +118,25 @@ def auction_assignment(cost: Array, *, epsilon: float = 1e-3, epsilon_scaling: f
 
     Args:
       cost: [B, N, N] float cost matrices (row i, column j).
-      epsilon: final ε > 0, in cost units.
+      epsilon: final ε > 0, relative to the cost scale s_b (or in cost units, see
+        ``relative``).
       epsilon_scaling: θ ≥ 1; ε is divided by θ per phase (1: a single phase at ``epsilon``).
-      max_iterations: bound on bidding rounds for the whole batch.
-      initial_epsilon: ε of the first phase; default (max cost − min cost) / 4 per element.
-      variant: "pooled" (few bidders per round, one round per loop iteration: for CPU) or
+      max_iterations: bound on bidding rounds for the whole batch; None:
+        :func:`default_max_iterations` (grows with B and N).
+      initial_epsilon: ε of the first phase, in the unit of ``epsilon``; None: the larger
+        of s_b and (max − min cost) / 16 per element.
+      variant: "pooled" (few bidders per round, one round per loop iteration: for CPU),
         "dense" (all unassigned rows bid every round, R rounds per loop iteration: for
-        GPU/TPU, where each loop iteration costs a device→host sync); None: "pooled" when
-        ``jax.default_backend()`` is "cpu", else "dense".
+        GPU/TPU, where each loop iteration costs a device→host sync) or "pallas" (the dense
+        auction as one Pallas kernel per batch element, all rounds in one launch; runs in
+        the Pallas interpreter on CPU); None: "pooled" when ``jax.default_backend()`` is
+        "cpu", else "dense".
       rounds_per_iteration: R, rounds unrolled per loop iteration ("dense" only). Rounds past
         the end (all elements done, or ``max_iterations`` reached) are exact no-ops and are
         not counted in ``iterations``.
+      relative: ε (and ``initial_epsilon``) relative to s_b (True) or in cost units (False).
+      warm_start: start from column reduction (prices = column minima, each column to its
+        nearest row; :func:`handvae.losses._auction.warm_start`) instead of zero prices.
 
     Returns:
       :class:`AuctionOutput` (assignment [B, N] int32, cost [B], converged [B], iterations).
@@ -119,46 +154,72 @@ def auction_assignment(cost: Array, *, epsilon: float = 1e-3, epsilon_scaling: f
         raise ValueError(f"epsilon must be > 0, got {epsilon}.")
     if not epsilon_scaling >= 1:
         raise ValueError(f"epsilon_scaling must be >= 1, got {epsilon_scaling}.")
+    if max_iterations is None:
+        max_iterations = default_max_iterations(cost.shape[0], cost.shape[1])
     if max_iterations < 1:
         raise ValueError(f"max_iterations must be >= 1, got {max_iterations}.")
     variant = _check_variant(variant, rounds_per_iteration)
-    assignment, converged, iterations = _auction.solve(
-        jax.lax.stop_gradient(cost), float(epsilon), float(epsilon_scaling),
-        int(max_iterations), None if initial_epsilon is None else float(initial_epsilon),
-        variant, int(rounds_per_iteration) if variant == "dense" else 1)
+    fixed = jax.lax.stop_gradient(cost)
+    finite = jnp.all(jnp.isfinite(fixed), axis=(1, 2))
+    scale = _auction.cost_scale(jnp.where(finite[:, None, None], fixed, 0.0))
+    unit = scale if relative else jnp.ones_like(scale)
+    final = epsilon * unit
+    if epsilon_scaling == 1.0:    # a single phase at the final ε
+        start = final
+    elif initial_epsilon is None:   # the cost scale, or a 16th of the cost range if larger
+        spread = jnp.max(fixed, axis=(1, 2)) - jnp.min(fixed, axis=(1, 2))
+        start = jnp.maximum(INITIAL_EPSILON * scale, spread / 16.0)
+    else:
+        start = float(initial_epsilon) * unit
+    if variant == "pallas":
+        assignment, converged, iterations = _auction_pallas.solve(
+            fixed, final, start, float(epsilon_scaling), int(max_iterations), warm_start)
+    else:
+        assignment, converged, iterations = _auction.solve(
+            fixed, final, start, float(epsilon_scaling), int(max_iterations), variant,
+            int(rounds_per_iteration) if variant == "dense" else 1, warm_start)
     total = jnp.sum(jnp.take_along_axis(cost, assignment[..., None], axis=-1)[..., 0], axis=-1)
     total = jnp.where(jnp.all(jnp.isfinite(cost), axis=(1, 2)), total, jnp.nan)
     return AuctionOutput(assignment, jax.lax.stop_gradient(total), converged, iterations)
 
 
 @functools.partial(jax.jit, static_argnames=("epsilon", "epsilon_scaling", "max_iterations",
-                                             "squared", "variant", "rounds_per_iteration"))
-def earth_movers_distance(p: Array, q: Array, *, epsilon: float = 1e-3,
-                          epsilon_scaling: float = 5.0, max_iterations: int = 10_000,
-                          squared: bool = False, variant: str | None = None,
-                          rounds_per_iteration: int = 8) -> Array:
+                                             "squared", "variant", "rounds_per_iteration",
+                                             "return_converged"))
+def earth_movers_distance(p: Array, q: Array, *, epsilon: float = EPSILON,
+                          epsilon_scaling: float = EPSILON_SCALING,
+                          max_iterations: int | None = None, squared: bool = False,
+                          variant: str | None = None, rounds_per_iteration: int = 8,
+                          return_converged: bool = False) -> Array | tuple[Array, Array]:
     """Earth mover's distance between equal-size point clouds, one value per example (Eq. 9).
 
     EMD(P, Q) = min_φ (1/N) Σ_i ‖p_i − q_φ(i)‖ over bijections φ: P → Q, the mean Euclidean
     distance under the optimal matching. φ comes from :func:`auction_assignment` on the
-    [B, N, N] Euclidean cost (so the mean is within ε of the exact EMD where the auction
-    converged); φ is held fixed (``stop_gradient``) and gradients flow through the matched
-    distances only, with a finite (zero) gradient for coincident points.
+    [B, N, N] Euclidean cost with ε relative to the clouds' own scale, so where the auction
+    converged the value is within a factor (1 + ε) of the exact EMD in any length unit
+    (metres, millimetres, bone lengths alike; the realised gap is usually ~100× smaller). φ is
+    held fixed (``stop_gradient``) and gradients flow through the matched distances only,
+    with a finite (zero) gradient for coincident points.
 
     Args:
       p: [B, N, 3] first cloud (e.g. the reconstruction), any length unit.
       q: [B, N, 3] second cloud; the same N is required (a bijection).
-      epsilon: final auction ε in the unit of the points (the default suits clouds
-        normalised by the reference bone length, costs ~0.1–5).
+      epsilon: final auction ε, relative to the element's cost scale (mean nearest-neighbour
+        distance; see :func:`auction_assignment`); unit-free.
       epsilon_scaling: auction ε-scaling factor θ.
-      max_iterations: bound on bidding rounds.
+      max_iterations: bound on bidding rounds; None: grows with B and N
+        (:func:`default_max_iterations`).
       squared: match and average squared distances instead (unit²).
-      variant: auction variant, "pooled" | "dense" | None (by backend); see
+      variant: auction variant, "pooled" | "dense" | "pallas" | None (by backend); see
         :func:`auction_assignment`.
       rounds_per_iteration: auction rounds per loop iteration ("dense" only).
+      return_converged: also return the auction's per-example convergence flag.
 
     Returns:
       [B] EMD in the unit of the points (unit² if ``squared``); NaN where the input has NaN.
+      With ``return_converged``: ``(distance [B], converged [B] bool)``; ``converged`` is
+      False where the round bound cut the auction off (the distance then comes from a valid
+      but not ε-optimal matching) or the input has NaN/inf.
 
     Raises:
       ValueError: wrong ranks, last axis not 3, different batch sizes or point counts,
@@ -173,10 +234,11 @@ def earth_movers_distance(p: Array, q: Array, *, epsilon: float = 1e-3,
                          f"cloud or use chamfer_distance.")
     d2 = squared_distances_for_search(p, q)         # no gradient: the matching is held fixed
     cost = d2 if squared else jnp.sqrt(d2)
-    assignment = auction_assignment(cost, epsilon=epsilon, epsilon_scaling=epsilon_scaling,
-                                    max_iterations=max_iterations, variant=variant,
-                                    rounds_per_iteration=rounds_per_iteration).assignment
-    matched = jnp.take_along_axis(q, assignment[..., None], axis=1)       # [B, N, 3]
+    out = auction_assignment(cost, epsilon=epsilon, epsilon_scaling=epsilon_scaling,
+                             max_iterations=max_iterations, variant=variant,
+                             rounds_per_iteration=rounds_per_iteration)
+    matched = jnp.take_along_axis(q, out.assignment[..., None], axis=1)   # [B, N, 3]
     d2_matched = jnp.sum(jnp.square(p - matched), axis=-1)
     dist = d2_matched if squared else safe_sqrt(d2_matched)
-    return jnp.mean(dist, axis=-1)
+    distance = jnp.mean(dist, axis=-1)
+    return (distance, out.converged) if return_converged else distance

@@ -77,7 +77,7 @@ def step_options_from_config(config: ml_collections.ConfigDict) -> StepOptions:
         lambda_heat=float(loss.lambda_heat), lambda_cloud=float(loss.lambda_cloud),
         beta_prime=float(loss.beta_prime),
         emd=EMDOptions(epsilon=float(loss.emd_epsilon),
-                       max_iterations=int(loss.emd_max_iterations)),
+                       max_iterations=int(loss.emd_max_iterations) or None),
         beta=schedules.beta_schedule_from_config(config),
         learning_rate=schedules.learning_rate_from_config(config))
 
