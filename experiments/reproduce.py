@@ -220,26 +220,45 @@ def _commit() -> str:
         return "unknown"
 
 
+def finished_record(run: Run, root: str) -> dict[str, Any] | None:
+    """The record of ``run`` if it finished (any data directory), else None."""
+    path = os.path.join(root, "runs", run.name, RUN_DONE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        record = json.load(f)
+    return record if record.get("config_arg") == run.config_arg else None
+
+
 def reproduce(root: str, *, scale: str, targets: Sequence[str], seeds: Sequence[int],
-              strategies: Sequence[str] = TABLE1_STRATEGIES, data_root: str | None = None
-              ) -> dict[str, Any]:
-    """Data, every run, then the report; returns the ``results.json`` payload."""
+              strategies: Sequence[str] = TABLE1_STRATEGIES, data_root: str | None = None,
+              report_only: bool = False) -> dict[str, Any]:
+    """Data, every run, then the report; returns the ``results.json`` payload.
+
+    ``report_only``: run nothing; report the planned runs that have finished (the report
+    then says how many of the planned runs it covers).
+    """
     runs = plan_runs(targets, seeds, scale, strategies)
     root = os.path.abspath(root)
     os.makedirs(root, exist_ok=True)
     start = time.perf_counter()
-    print(f"[1/3] benchmark data ({scale} scale)", flush=True)
-    data = prepare_data(root, scale, plain="fig5" in targets, data_root=data_root)
-    print(f"[2/3] {len(runs)} runs → {os.path.join(root, 'runs')}", flush=True)
-    records = []
-    with tqdm.tqdm(runs, desc="runs", unit="run", dynamic_ncols=True) as bar:
-        for run in bar:
-            bar.set_postfix_str(run.name)
-            records.append(execute_run(run, root, scale, data["tfds_dir"]))
+    if report_only:
+        data: dict[str, Any] = {}
+        records = [r for r in (finished_record(run, root) for run in runs) if r]
+        print(f"report only: {len(records)} of {len(runs)} planned runs have finished")
+    else:
+        print(f"[1/3] benchmark data ({scale} scale)", flush=True)
+        data = prepare_data(root, scale, plain="fig5" in targets, data_root=data_root)
+        print(f"[2/3] {len(runs)} runs → {os.path.join(root, 'runs')}", flush=True)
+        records = []
+        with tqdm.tqdm(runs, desc="runs", unit="run", dynamic_ncols=True) as bar:
+            for run in bar:
+                bar.set_postfix_str(run.name)
+                records.append(execute_run(run, root, scale, data["tfds_dir"]))
     print("[3/3] report", flush=True)
     payload = {
         "scale": scale, "targets": list(targets), "seeds": list(seeds),
-        "strategies": list(strategies), "data": data,
+        "strategies": list(strategies), "data": data, "planned_runs": len(runs),
         "commit": _commit(), "machine": {"platform": platform.platform(),
                                          "cpu_count": os.cpu_count()},
         "wall_s_this_call": time.perf_counter() - start, "runs": records,
@@ -260,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds")
     parser.add_argument("--strategies", default=",".join(TABLE1_STRATEGIES),
                         help="comma-separated Table-1 strategies to run (default all six)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing; report the planned runs that have finished")
     parser.add_argument("--data-root", default=None,
                         help="reuse (or create) the generated benchmark here instead of ROOT/data")
     args = parser.parse_args(argv)
@@ -271,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         reproduce(args.root, scale=args.scale, targets=targets, seeds=seeds,
                   strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
-                  data_root=args.data_root)
+                  data_root=args.data_root, report_only=args.report_only)
     except (ValueError, RuntimeError) as error:
         print(f"reproduce: {error}", file=sys.stderr)
         return 2

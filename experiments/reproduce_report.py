@@ -26,10 +26,13 @@ METRICS = (("mean_epe_mm", "mean EPE (mm)", 2), ("median_epe_mm", "median EPE (m
 def read_test_metrics(workdir: str) -> dict[str, Any]:
     """The test-split metrics ``experiments.evaluate`` wrote for the best checkpoint.
 
+    The file is ``experiments.evaluate.report_dir(workdir, "test", "best")/metrics.json``
+    (not imported: that module defines the evaluate launcher's flags).
+
     Raises:
       FileNotFoundError: the run has no test evaluation (the message names the file).
     """
-    path = os.path.join(workdir, "eval", "metrics.json")
+    path = os.path.join(workdir, "eval", "test_best", "metrics.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no test evaluation; run python -m experiments."
                                 f"evaluate --workdir {workdir} --split test")
@@ -171,8 +174,10 @@ def write_all(root: str, payload: dict[str, Any]) -> None:
     payload["table1"] = rows
     if rows:
         header = (f"# Table 1 on the synthetic benchmark ({payload['scale']} scale)\n\n"
-                  f"Test split, best checkpoint by validation mean EPE; mean ± std over seeds "
-                  f"{payload['seeds']}; commit {payload['commit']}.\n\n")
+                  f"Test split, best checkpoint by validation mean EPE; mean ± std over the "
+                  f"seeds that finished (planned: {payload['seeds']}; {len(payload['runs'])} "
+                  f"of {payload.get('planned_runs', len(payload['runs']))} planned runs "
+                  f"finished); commit {payload['commit']}.\n\n")
         with open(os.path.join(root, "table1.md"), "w") as f:
             f.write(header + table1_markdown(rows, baseline))
     if "fig5" in payload["targets"]:

@@ -8,10 +8,11 @@ without augmentation):
    centre (:func:`handvae.ops.view_crop.crop_box`); without a box the whole image is the
    square (no margin);
 2. view correction: R turns the ray through the box centre onto the optical axis; the stored
-   crop (``STORED_CROP_SIZE``² = 256², the builders' size) is rendered through ``K · Rᵀ ·
-   K_crop⁻¹``; a left hand is mirrored (u → S−1−u);
-3. the pipeline's identity "augmentation" resizes it to the model's ``image_size`` (one affine
-   warp) and normalises ``(x/255 − RGB_MEAN) / RGB_STD``.
+   image (``STORED_CONTEXT_SIZE``² = 512², a window twice the box, the builders' storage) is
+   rendered through ``K · Rᵀ · K_stored⁻¹``; a left hand is mirrored (u → C−1−u);
+3. the pipeline's preparation (box filter by an integer factor) and identity "augmentation"
+   render the box at the model's ``image_size`` and normalise ``(x/255 − RGB_MEAN) / RGB_STD``
+   (the builders' JPEG encoding is the only step not repeated).
 
 Each crop carries three matrices, so one jitted function turns model outputs into the image
 and camera frames (:func:`outputs_to_image`): ``crop_intrinsics`` K_S of the model-size crop,
@@ -29,10 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from handvae.data import augment as augment_lib
+from handvae.data import prepared as prepared_lib
 from handvae.data import spec
 from handvae.ops import image_warp, rotation, view_crop
 
-STORED_CROP_SIZE = 256       # the builders' crop side (data_prep.features.CROP_SIZE)
+STORED_CROP_SIZE = 256       # the crop box's side in the builders' stored image, pixels
+STORED_CONTEXT_SIZE = 512    # the builders' stored image: a window 2× the crop box
 DEFAULT_FOV_DEGREES = 55.0   # across the longer image side, when the intrinsics are unknown
 HAND_SIDES = ("right", "left")
 _RGB_SCALE = (1 / (255 * spec.RGB_STD)).astype(np.float32)
@@ -138,13 +141,22 @@ def prepare_crop(image: np.ndarray, box: Sequence[float] | None, K: np.ndarray, 
     center, side = view_crop.crop_box(corners, np.zeros((0, 2)),
                                       margin=1.0 if box is None else margin)
     view_rotation = rotation.view_correction_rotation(center, K)
-    k_stored = view_crop.crop_intrinsics(K, side, STORED_CROP_SIZE)
+    # As the builders store it (a window 2× the box at 512 px) and the pipeline reads it (box
+    # filter by the integer factor k, then one warp of the box to S px).
+    context = STORED_CONTEXT_SIZE / STORED_CROP_SIZE
+    k_stored = view_crop.crop_intrinsics(K, context * side, STORED_CONTEXT_SIZE)
     stored = image_warp.warp_perspective(
-        image, view_crop.crop_homography(K, view_rotation, k_stored), STORED_CROP_SIZE)
+        image, view_crop.crop_homography(K, view_rotation, k_stored), STORED_CONTEXT_SIZE)
     mirror = hand_side == "left"
     if mirror:
         stored = stored[:, ::-1]
-    crop, _, _, _ = augment_lib.augment(stored, np.zeros((0, 2)), k_stored,
+    prepared = prepared_lib.prepare(
+        {"image": stored, "K_image": k_stored, "crop_side": STORED_CROP_SIZE,
+         "keypoints_2d": np.zeros((0, 2)), "keypoints_3d": np.zeros((0, 3)),
+         "visible": np.zeros(0), "root": np.zeros(3), "scale": 1.0, "points": np.zeros((0, 3))},
+        image_size)
+    crop, _, _, _ = augment_lib.augment(prepared["image"], np.zeros((0, 2)),
+                                        prepared["K_image"], prepared["crop_side"],
                                         augment_lib.IDENTITY, image_size)
     rgb = crop.astype(np.float32) * _RGB_SCALE - _RGB_OFFSET
     k_model = view_crop.crop_intrinsics(K, side, image_size)

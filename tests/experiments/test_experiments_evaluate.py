@@ -35,8 +35,6 @@ def _tiny_config(strategy: str, data_dir: str):
     config.batch_size = 2
     config.log_every = config.eval_every = config.checkpoint_every = 2
     config.num_eval_examples = -1
-    # The dummy data have only train/test: select on train here (real configs: "validation").
-    config.data.validation_split = "train"
     return config
 
 
@@ -71,7 +69,7 @@ def test_two_step_checkpoint_evaluates_end_to_end(r2p_run):
     assert written["strategy"] == "R2P" and written["which"] == "best"
     assert written["dataset"] == "synthetic" and written["checkpoint"] == "best-by-validation"
     assert written["checkpoint_step"] == final["test"]["checkpoint_step"]
-    assert written["selection_split"] == "train"
+    assert written["selection_split"] == "validation"
     for key in ("mean_epe_mm", "median_epe_mm", "auc_20_50", "auc_0_50", "mean_epe_all_mm"):
         assert math.isfinite(written[key]), key
     assert written["all_keypoints"]["mean_epe_mm"] == written["mean_epe_all_mm"]
@@ -81,7 +79,7 @@ def test_two_step_checkpoint_evaluates_end_to_end(r2p_run):
     for key in ("mean_epe_mm", "mean_epe_all_mm", "auc_20_50"):
         assert written[key] == pytest.approx(final["test"][key], rel=1e-5), key
     md = open(os.path.join(out, "metrics.md")).read()
-    assert "Checkpoint: best-by-validation, chosen on the 'train' split" in md
+    assert "Checkpoint: best-by-validation, chosen on the 'validation' split" in md
     assert "Over all 21 keypoints" in md
     assert result["files"] == ["metrics.json", "metrics.md", "pck.png", "poses.png",
                                "interpolation.png"]  # S1 decodes no cloud: no Fig. 3
@@ -131,7 +129,7 @@ def test_split_reports_are_kept_apart_and_the_test_split_must_be_whole(r2p_run):
     before = open(test_report).read()
     train = evaluate.evaluate_workdir(workdir, split="train", which="latest",
                                       make_figures=False)
-    assert train["split"] == "train" and train["num_examples"] == 3
+    assert train["split"] == "train" and train["num_examples"] == 2  # 3 frames, 1 validation
     assert os.path.exists(os.path.join(workdir, "eval", "train_latest", "metrics.json"))
     assert open(test_report).read() == before  # --split train never overwrites the test one
 

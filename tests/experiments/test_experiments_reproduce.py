@@ -76,6 +76,15 @@ def test_read_test_metrics_names_the_missing_file(tmp_path):
         reproduce_report.read_test_metrics(str(tmp_path))
 
 
+def test_read_test_metrics_reads_the_evaluate_report_folder(tmp_path):
+    from experiments import evaluate
+    folder = evaluate.report_dir(str(tmp_path), "test", "best")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "metrics.json"), "w") as f:
+        json.dump({"mean_epe_mm": 12.5}, f)
+    assert reproduce_report.read_test_metrics(str(tmp_path)) == {"mean_epe_mm": 12.5}
+
+
 @pytest.mark.slow
 def test_tiny_reproduction_end_to_end_and_resume(tmp_path):
     root = tmp_path / "repro"

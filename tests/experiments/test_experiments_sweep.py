@@ -82,7 +82,7 @@ def checkpoint_config(workdir):
 
 def test_a_bad_value_names_the_field():
     config = standins.tiny_config()
-    for key, text in (("model.beta_max", "abc"), ("seed", "1e999"), ("seed", "x")):
+    for key, text in (("loss.beta_max", "abc"), ("seed", "1e999"), ("seed", "x")):
         with pytest.raises(ValueError, match=f"--sweep {key}: '{text}'"):
             sweep.apply_assignment(config, {key: text})
 

@@ -27,9 +27,7 @@ def _command(workdir, data_dir):
             "--config.model.resnet_width=4", "--config.model.respel_width=8",
             "--config.model.latent_dim=8", "--config.checkpoint_every=2",
             "--config.keep_checkpoints=2", f"--config.eval_every={NUM_STEPS}",
-            "--config.log_every=10", "--config.data.num_workers=1",
-            # The dummy data have only train/test: select on train (real runs: validation).
-            "--config.data.validation_split=train"]
+            "--config.log_every=10", "--config.data.num_workers=1"]
 
 
 def _env(cache_dir):

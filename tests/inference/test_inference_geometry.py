@@ -1,7 +1,6 @@
 """Crops, images and keypoint geometry of handvae.inference, checked against the builders."""
 
-import types
-
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -36,8 +35,8 @@ def test_crop_and_geometry_match_the_builders_and_pipeline(hand_side):
                                      hand_points=np.repeat(hand, 2, 0), hand_uv=uv,
                                      mirror=hand_side == "left")
     size = 32
-    data_config = types.SimpleNamespace(image_size=size, num_points=8, heatmap_size=8,
-                                        heatmap_sigma=1.0)
+    data_config = ml_collections.ConfigDict(dict(image_size=size, num_points=8,
+                                                 heatmap_size=8, heatmap_sigma=1.0))
     row = pipeline.example_to_features(dict(example), data_config, None, augment=False)
     box = (*uv.min(0), *uv.max(0))   # the tight box: the builders' square comes out of it
     crop = geometry.prepare_crop(image, box, K, size, hand_side=hand_side)

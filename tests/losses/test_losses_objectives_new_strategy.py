@@ -39,7 +39,7 @@ def test_a_registered_row_trains_and_evaluates(seventh_strategy):
     train_step = jax.jit(functools.partial(step_lib.train_step, options=options),
                          compiler_options=FAST_COMPILE)
     keys = seventh_strategy.batch_keys()
-    assert keys == ("rgb", "labelled", "pose", "cloud")
+    assert keys == ("rgb", "pose", "cloud", "labelled", "cloud_resampled")
     losses = []
     for step in range(2):
         full = dummy_batch(config.batch_size, config.data.image_size, config.data.num_points,
