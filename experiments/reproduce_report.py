@@ -94,6 +94,7 @@ def table1_markdown(rows: Mapping[str, Mapping[str, Any]], baseline: Mapping[str
              "|---|---|" + "---:|" * (len(METRICS) + 2)]
     for strategy, row in rows.items():
         cells = [f"{row[name]:.{digits}f} ± {row[name + '_std']:.{digits}f}"
+                 if row["num_seeds"] > 1 else f"{row[name]:.{digits}f} (1 seed)"
                  for name, _, digits in METRICS]
         lines.append(f"| `{strategy}` | {PAPER_LABELS[strategy]} | " + " | ".join(cells)
                      + f" | {row['num_seeds']} | {PAPER_TABLE1_RHD[strategy]:.2f} |")

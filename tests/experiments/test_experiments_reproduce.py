@@ -96,3 +96,15 @@ def test_tiny_reproduction_end_to_end_and_resume(tmp_path):
     again = reproduce.reproduce(str(root), scale="tiny", targets=["table1"], seeds=[0],
                                 strategies=["R2P"])
     assert again["runs"][0].get("skipped") is True
+
+
+def test_report_with_a_single_seed_shows_no_spread(tmp_path):
+    runs = [_record("strategy=R2P,scale=cpu,seed=0", 0, 20.0),
+            _record("strategy=R2P,scale=cpu,seed=1", 1, 22.0),
+            _record("strategy=RC2CHP_poe,scale=cpu,seed=0", 0, 15.0)]
+    payload = {"scale": "cpu", "targets": ["table1"], "seeds": [0, 1], "commit": "abc",
+               "runs": runs, "planned_runs": 4}
+    reproduce_report.write_all(str(tmp_path), payload)
+    table = (tmp_path / "table1.md").read_text()
+    assert "| `RC2CHP_poe` | S4 | 15.00 (1 seed) |" in table
+    assert "no seed spread to compare with" in table and "3 of 4 planned runs" in table
