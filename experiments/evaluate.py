@@ -45,7 +45,6 @@ METRICS_FILE = "metrics.json"
 # Test frames the data sets define (published numbers are over all of them): RHD's evaluation
 # set, and STB's B1Counting + B1Random (SK camera) as used by Zimmermann & Brox.
 DEFINED_TEST_FRAMES = {"rhd": 2728, "stb": 3000}
-BUILD_REPORT = "build_report.json"  # written by data_prep.build: per split defined/stored
 
 
 def report_dir(workdir: str, split: str = "test", which: str = "best") -> str:
@@ -53,33 +52,15 @@ def report_dir(workdir: str, split: str = "test", which: str = "best") -> str:
     return os.path.join(workdir, EVAL_DIR, f"{split}_{which}")
 
 
-def _build_report(data_config: Any) -> dict[str, Any] | None:
-    """The newest build's ``build_report.json`` of the config's data set, or None."""
-    from handvae.data import source
-    folder = os.path.join(source.resolve_data_dir(data_config),
-                          source.TFDS_NAMES.get(data_config.dataset, ""))
-    if not os.path.isdir(folder):
-        return None
-
-    def version(name: str) -> tuple[int, ...]:
-        try:
-            return tuple(int(x) for x in name.split("."))
-        except ValueError:
-            return ()
-    for name in sorted(os.listdir(folder), key=version, reverse=True):
-        path = os.path.join(folder, name, BUILD_REPORT)
-        if version(name) and os.path.isfile(path):
-            with open(path) as f:
-                return json.load(f)
-    return None
-
-
 def defined_frames(data_config: Any, split: str) -> int | None:
-    """Frames the data set defines for ``split``: its build's record (``build_report.json``),
-    else RHD's 2,728 / STB's 3,000 for the test split; None when unknown (no check)."""
-    recorded = (_build_report(data_config) or {}).get("splits", {}).get(split, {})
-    if "defined" in recorded:
-        return int(recorded["defined"])
+    """Frames the data set defines for ``split``: its build's record
+    (``handvae.data.source.split_counts``), else RHD's 2,728 / STB's 3,000 for the test split;
+    None when unknown (no check)."""
+    from handvae.data import source
+    try:
+        return source.split_counts(data_config, split)[0]
+    except (FileNotFoundError, KeyError):  # built without a record, or no such split in it
+        pass
     if split == data_config.get("eval_split", "test"):
         return DEFINED_TEST_FRAMES.get(data_config.dataset)
     return None

@@ -19,6 +19,7 @@ TFDS_NAMES = {"rhd": "rhd/real", "stb": "stb/real", "synthetic": "rhd/synthetic"
               "synthetic_stb": "stb/synthetic"}
 PLAIN_SUFFIX = "_plain"
 DEFAULT_DATA_DIR = "data/tfds"
+BUILD_REPORT = "build_report.json"  # written by data_prep.build: per split defined/stored
 SPLITS = ("train", "validation", "test")
 MIN_VERSION = "2.0.0"   # the stored format decode_example reads
 
@@ -109,7 +110,7 @@ def split_counts(data_config: Any, split: str) -> tuple[int, int]:
     Raises:
       FileNotFoundError: not built, or built without ``build_report.json`` (rebuild).
     """
-    path = os.path.join(_version_dir(data_config), "build_report.json")
+    path = os.path.join(_version_dir(data_config), BUILD_REPORT)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist: rebuild the data set with "
                                 "python -m data_prep.build --overwrite")

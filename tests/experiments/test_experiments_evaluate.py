@@ -12,6 +12,7 @@ import pytest
 
 from experiments import evaluate
 from experiments.configs import demo
+from handvae.data import source as source_lib
 from handvae.evaluation import metrics
 from handvae.training import loop
 
@@ -125,7 +126,7 @@ def test_split_reports_are_kept_apart_and_the_test_split_must_be_whole(r2p_run):
 
     # The build recorded more test frames than it stored: the test split is refused.
     (version,) = [d for d in os.listdir(data_dir / "rhd" / "synthetic") if d[0].isdigit()]
-    build_report = data_dir / "rhd" / "synthetic" / version / evaluate.BUILD_REPORT
+    build_report = data_dir / "rhd" / "synthetic" / version / source_lib.BUILD_REPORT
     try:
         build_report.write_text(json.dumps({"splits": {"test": {"defined": 3, "stored": 2}}}))
         with pytest.raises(ValueError, match=r"'test' split holds 2 frames .* defines 3"):
