@@ -28,6 +28,7 @@ for image or depth reasons.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import io
 import zlib
 
@@ -45,6 +46,8 @@ from handvae.ops.view_crop import (  # noqa: F401 (re-exported: builders and tes
     crop_homography,
     crop_intrinsics,
 )
+
+log = logging.getLogger(__name__)
 
 CONTEXT_SIZE = 512       # stored image side C, pixels: a window 2× the crop box
 CONTEXT_FACTOR = 2.0     # stored window side / crop box side
@@ -263,6 +266,26 @@ def encode_image(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="JPEG", quality=quality,
                                                       subsampling=0)
     return buffer.getvalue()
+
+
+def generate_stored_examples(tasks: list[FrameTask], load_frame, view_correction: bool,
+                             dataset: str):
+    """Yields ``(key, stored example)`` of each task: the builders' TFDS generator.
+
+    TFDS's own writer (``_generate_examples``) is for small sets only (past 1 GB it spills to
+    ``tf.io.gfile``); the TensorFlow-free build of any size is ``data_prep.build``.
+
+    Args:
+      tasks: the split's frames.
+      load_frame: the builder's ``load_frame(task, view_correction) -> example``.
+      view_correction: the builder config's switch.
+      dataset: name for the log line of a skipped frame ("RHD", "STB").
+    """
+    for task in tasks:
+        try:
+            yield task.key, to_stored(load_frame(task, view_correction))
+        except SkipFrame as e:
+            log.warning("%s: skipping %s: %s", dataset, task.key, e)
 
 
 def to_stored(example: dict) -> dict:

@@ -260,10 +260,5 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 for split, split_tasks in tasks.items()}
 
     def _generate_examples(self, tasks: list[feature_lib.FrameTask]):
-        # TFDS's own writer (small sets only); the TensorFlow-free build is data_prep.build.
-        for task in tasks:
-            try:
-                yield task.key, feature_lib.to_stored(
-                    load_frame(task, self.builder_config.view_correction))
-            except feature_lib.SkipFrame as e:
-                log.warning("STB: skipping %s: %s", task.key, e)
+        return feature_lib.generate_stored_examples(
+            tasks, load_frame, self.builder_config.view_correction, "STB")
