@@ -1,11 +1,16 @@
 """Training-step throughput, achieved FLOP/s against a matmul roofline, input pipeline rate.
 
-    python benchmarks/train_step.py            # S4 at batch 32 on 256² crops + the demo
+    python benchmarks/train_step.py            # the paper-scale steps + the demo
     python benchmarks/train_step.py --skip_full  # the demo config only
+    python benchmarks/train_step.py --skip_demo --skip_pipeline --steps 20   # a GPU
+
 
 Figures go to ``results/benchmarks/train_step.json`` and are printed:
-  * steps/s of the jitted, sharded S4 (RC2CHP_poe) step at batch 32 on 256² crops with the
-    paper's widths, and of the demo config (``experiments/configs/demo.py``);
+  * steps/s of the jitted, sharded R2P (S1) and S4 (RC2CHP_poe) steps at the paper's scale
+    (``experiments/configs/reproduce.py`` at ``scale=paper``: batch 32, 256² crops, full
+    ResNet-18, 256 points), S4 once per auction variant given by ``--s4_variants`` (the
+    backend's default, and e.g. ``pallas``), each with its rate as a fraction of R2P's, and
+    of the demo config (``experiments/configs/demo.py``);
   * FLOP/s achieved = XLA's cost analysis of the compiled step (flops) ÷ measured step time,
     and its ratio to the FLOP/s of a large jitted float32 matmul measured in the same run;
   * examples/s of ``handvae.data.pipeline.train_batches`` on the demo config against the
@@ -30,7 +35,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.configs import demo, s4_poe  # noqa: E402
+from experiments.configs import demo, reproduce  # noqa: E402
 from handvae.data import source as source_lib  # noqa: E402
 from handvae.data import spec  # noqa: E402
 from handvae.models import registry, vae  # noqa: E402
@@ -126,7 +131,13 @@ def pipeline_rate(config, *, batches: int = 20) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--skip_full", action="store_true", help="skip the 256² S4 step")
+    parser.add_argument("--skip_full", action="store_true", help="skip the paper-scale steps")
+    parser.add_argument("--skip_demo", action="store_true", help="skip the demo-config step")
+    parser.add_argument("--skip_pipeline", action="store_true",
+                        help="skip the input-pipeline rate (it builds the dummy data)")
+    parser.add_argument("--s4_variants", default="default",
+                        help="comma-separated EMD variants for the paper-scale S4 step "
+                             "(default: the backend's; e.g. default,pallas on a GPU)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per config")
     parser.add_argument("--out", default=os.path.join(REPO, "results", "benchmarks",
                                                       "train_step.json"))
@@ -138,11 +149,13 @@ def main() -> None:
     peak = results["matmul"]["flops_per_sec"]
     print(f"matmul 2048²: {peak / 1e9:.1f} GFLOP/s", flush=True)
 
-    runs = {"demo_s4": demo.get_config("strategy=RC2CHP_poe")}
+    runs = {} if args.skip_demo else {"demo_s4": demo.get_config("strategy=RC2CHP_poe")}
     if not args.skip_full:
-        full = s4_poe.get_config("dataset=synthetic")
-        full.batch_size = 32
-        runs["s4_batch32_256px"] = full
+        runs["paper_R2P"] = reproduce.get_config("strategy=R2P,scale=paper")
+        for variant in args.s4_variants.split(","):
+            config = reproduce.get_config("strategy=RC2CHP_poe,scale=paper")
+            config.loss.emd_variant = "" if variant == "default" else variant
+            runs[f"paper_RC2CHP_poe_{variant}"] = config
     for name, config in runs.items():
         figures = time_step(config, steps=args.steps)
         figures["fraction_of_matmul_flops"] = figures["achieved_flops_per_sec"] / peak
@@ -152,7 +165,15 @@ def main() -> None:
               f"{figures['achieved_flops_per_sec'] / 1e9:.2f} GFLOP/s = "
               f"{100 * figures['fraction_of_matmul_flops']:.1f}% of the matmul, "
               f"compile {figures['compile_seconds']:.1f} s", flush=True)
+        if name.startswith("paper_RC2CHP") and "paper_R2P" in results:
+            figures["rate_vs_R2P"] = (figures["steps_per_sec"]
+                                      / results["paper_R2P"]["steps_per_sec"])
+            print(f"  {name} runs at {100 * figures['rate_vs_R2P']:.0f}% of R2P's step rate",
+                  flush=True)
 
+    if args.skip_pipeline or args.skip_demo:
+        _write(results, args.out)
+        return
     demo_config = demo.get_config("strategy=RC2CHP_poe")
     rate = pipeline_rate(demo_config)
     rate["step_consumes_examples_per_sec"] = results["demo_s4"]["examples_per_sec"]
@@ -161,10 +182,14 @@ def main() -> None:
     print(f"pipeline (demo): {rate['examples_per_sec']:.1f} examples/s vs the step's "
           f"{rate['step_consumes_examples_per_sec']:.1f} (x{rate['headroom']:.2f})", flush=True)
 
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
+    _write(results, args.out)
+
+
+def _write(results: dict, out: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
         json.dump(results, f, indent=2)
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

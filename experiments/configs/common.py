@@ -80,6 +80,7 @@ def get_base_config(dataset: str = "rhd") -> ml_collections.ConfigDict:
     c.loss.beta_prime = 1.0
     c.loss.emd_epsilon = 5e-3        # final auction ε, relative to each pair's cost scale
     c.loss.emd_max_iterations = 0    # bidding-round bound; 0: grows with B·N (always enough)
+    c.loss.emd_variant = ""          # auction: "pooled" | "dense" | "pallas"; "": by backend
 
     # Optimisation: Adam 1e-4, learning rate ÷10 twice.
     c.optimizer = ml_collections.ConfigDict()

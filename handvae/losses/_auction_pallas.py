@@ -33,6 +33,11 @@ Array = jax.Array
 _ULP = 2.4e-7   # relative price step that float32 rounding cannot swallow (2 ulps)
 
 
+def _any(mask: Array, axis: int | None = None) -> Array:
+    """``jnp.any`` as an int32 max (Pallas' Triton lowering has no boolean reductions)."""
+    return jnp.max(mask.astype(jnp.int32), axis=axis) > 0
+
+
 def _pick(mask: Array, values: Array, axis: int, fill) -> Array:
     """values at the (single) True of each row/column of ``mask``: a gather as a reduction."""
     return jnp.max(jnp.where(mask, values, fill), axis=axis)
@@ -47,9 +52,9 @@ def _kernel(benefit_ref, prices_ref, owner_ref, assignment_ref, params_ref,
     """
     benefit = benefit_ref[...]                                           # [N, N]
     n = benefit.shape[0]
-    cols = jax.lax.broadcasted_iota(jnp.int32, (n, n), 1)
-    rows = jax.lax.broadcasted_iota(jnp.int32, (n, n), 0)
-    slot = jax.lax.broadcasted_iota(jnp.int32, (n,), 0)
+    slot = jnp.arange(n, dtype=jnp.int32)           # 1-D iotas, broadcast (portable lowering)
+    cols = jnp.broadcast_to(slot[None, :], (n, n))
+    rows = jnp.broadcast_to(slot[:, None], (n, n))
     params = params_ref[...]
     final_eps = _pick(slot == 0, params, 0, -jnp.inf)
     start_eps = _pick(slot == 1, params, 0, -jnp.inf)
@@ -76,13 +81,13 @@ def _kernel(benefit_ref, prices_ref, owner_ref, assignment_ref, params_ref,
         won = bidding & (_pick(at_best, jnp.broadcast_to(winner[None, :], (n, n)), 1, -1)
                          == slot)
         at_held = cols == assignment[:, None]                            # none when −1
-        evicted = (assignment >= 0) & jnp.any(at_held & sold[None, :], axis=1)
+        evicted = (assignment >= 0) & _any(at_held & sold[None, :], axis=1)
         assignment = jnp.where(won, best_col, jnp.where(evicted, -1, assignment))
         prices = jnp.where(sold, top_bid, prices)
         owner = jnp.where(sold, winner, owner)
         # Phase change once every row is assigned: done at the final ε, else shrink ε and
         # unassign the pairs that violate ε-CS for the new ε.
-        complete = jnp.all(assignment >= 0)
+        complete = ~_any(assignment < 0)
         finished = complete & (eps <= final_eps)
         advance = complete & ~finished
         new_eps = jnp.where(advance, jnp.maximum(eps / scaling, final_eps), eps)
@@ -90,7 +95,7 @@ def _kernel(benefit_ref, prices_ref, owner_ref, assignment_ref, params_ref,
         at_held = cols == assignment[:, None]
         held = _pick(at_held, values, 1, neg)
         keep = (held >= jnp.max(values, axis=1) - new_eps) | ~advance
-        keep_col = jnp.any(at_held & keep[:, None], axis=0)              # column's owner kept
+        keep_col = _any(at_held & keep[:, None], axis=0)              # column's owner kept
         assignment = jnp.where(keep, assignment, -1)
         owner = jnp.where(keep_col, owner, n)
         return prices, owner, assignment, new_eps, finished.astype(jnp.int32), it + 1

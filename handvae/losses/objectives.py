@@ -69,10 +69,13 @@ class EMDOptions(NamedTuple):
       epsilon: final auction ε, relative to each cloud pair's cost scale (the solve is within
         a factor 1 + ε of the optimum whatever the unit; ``earth_movers_distance``).
       max_iterations: bound on the auction's bidding rounds; None: the N-dependent default.
+      variant: auction variant ("pooled", "dense", "pallas"); None: by backend
+        (``handvae.losses.emd``).
     """
 
     epsilon: float = 5e-3
     max_iterations: int | None = None
+    variant: str | None = None
 
 
 def _masked_mean(values: Array, mask: Array) -> Array:
@@ -114,7 +117,7 @@ def cloud_distances(pred: Array, target: Array, emd: EMDOptions
     chamfer = chamfer_distance(pred, target)
     distance, converged = earth_movers_distance(
         pred, target, epsilon=emd.epsilon, max_iterations=emd.max_iterations,
-        return_converged=True)
+        variant=emd.variant, return_converged=True)
     return chamfer, distance, converged
 
 

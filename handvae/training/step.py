@@ -48,7 +48,8 @@ class StepOptions(NamedTuple):
       lambda_heat: heat-map weight λ_heat (``config.loss.lambda_heat``).
       lambda_cloud: point-cloud weight λ_cloud (``config.loss.lambda_cloud``).
       beta_prime: alignment weight β' (``config.loss.beta_prime``).
-      emd: auction options (``config.loss.emd_epsilon``, ``config.loss.emd_max_iterations``).
+      emd: auction options (``config.loss.emd_epsilon``, ``emd_max_iterations``,
+        ``emd_variant``).
       beta: optax schedule step → β (``config.loss.beta_*``).
       learning_rate: optax schedule step → learning rate (``config.optimizer``), the one the
         state's optimiser was built with; reported as a metric.
@@ -77,7 +78,8 @@ def step_options_from_config(config: ml_collections.ConfigDict) -> StepOptions:
         lambda_heat=float(loss.lambda_heat), lambda_cloud=float(loss.lambda_cloud),
         beta_prime=float(loss.beta_prime),
         emd=EMDOptions(epsilon=float(loss.emd_epsilon),
-                       max_iterations=int(loss.emd_max_iterations) or None),
+                       max_iterations=int(loss.emd_max_iterations) or None,
+                       variant=loss.get("emd_variant") or None),
         beta=schedules.beta_schedule_from_config(config),
         learning_rate=schedules.learning_rate_from_config(config))
 

@@ -207,7 +207,8 @@ def test_emd_convergence_hook_reports_the_unconverged_fraction(monkeypatch):
     earth_movers_distance(..., return_converged=True)); the loss is unchanged by it."""
     from handvae.losses import objectives
 
-    def fake_emd(p, q, *, epsilon, max_iterations, return_converged=False, every=True):
+    def fake_emd(p, q, *, epsilon, max_iterations, variant=None, return_converged=False,
+                 every=True):
         distance = jnp.full((p.shape[0],), 0.5)
         converged = jnp.arange(p.shape[0]) % 4 != 0  # one in four did not converge
         converged = converged | every
