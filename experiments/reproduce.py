@@ -58,7 +58,8 @@ def _run_name(strategy: str, seed: int, **extra: Any) -> str:
 
 
 def plan_runs(targets: Sequence[str], seeds: Sequence[int], scale: str,
-              strategies: Sequence[str] = TABLE1_STRATEGIES) -> list[Run]:
+              strategies: Sequence[str] = TABLE1_STRATEGIES,
+              shares: Sequence[float] = FIG8_SHARES) -> list[Run]:
     """The runs the targets need, each once (Table 1's S4 is Fig. 8's m = 100 %).
 
     Args:
@@ -66,12 +67,13 @@ def plan_runs(targets: Sequence[str], seeds: Sequence[int], scale: str,
       seeds: training seeds (the data set is the same for every seed).
       scale: a key of ``experiments.configs.reproduce.SCALES``.
       strategies: the Table-1 / Fig.-5 strategies to run (default all six).
+      shares: Fig. 8's labelled shares m to run (default all of :data:`FIG8_SHARES`).
 
     Returns:
       Runs in a fixed order (the report does not depend on the order they ran in).
 
     Raises:
-      ValueError: an unknown target, scale or an empty seed list.
+      ValueError: an unknown target, scale, strategy or share, or an empty seed list.
     """
     unknown = sorted(set(targets) - set(TARGETS))
     if unknown or not targets:
@@ -85,6 +87,10 @@ def plan_runs(targets: Sequence[str], seeds: Sequence[int], scale: str,
     if bad or not strategies:
         raise ValueError(f"--strategies must be a non-empty subset of {TABLE1_STRATEGIES}, "
                          f"got {list(strategies)}")
+    odd = sorted(set(shares) - set(FIG8_SHARES))
+    if odd or not shares:
+        raise ValueError(f"--shares must be a non-empty subset of {FIG8_SHARES}, "
+                         f"got {list(shares)}")
     runs: dict[str, Run] = {}
 
     def add(strategy: str, seed: int, view_correction: bool = True, **extra: Any) -> None:
@@ -103,7 +109,7 @@ def plan_runs(targets: Sequence[str], seeds: Sequence[int], scale: str,
         if "fig5" in targets:
             add("R2P", seed, view_correction=False)
         if "fig8" in targets:
-            for share in FIG8_SHARES:
+            for share in (s for s in FIG8_SHARES if s in shares):
                 if share == 1.0:
                     add("RC2CHP_poe", seed)
                     continue
@@ -231,14 +237,15 @@ def finished_record(run: Run, root: str) -> dict[str, Any] | None:
 
 
 def reproduce(root: str, *, scale: str, targets: Sequence[str], seeds: Sequence[int],
-              strategies: Sequence[str] = TABLE1_STRATEGIES, data_root: str | None = None,
+              strategies: Sequence[str] = TABLE1_STRATEGIES,
+              shares: Sequence[float] = FIG8_SHARES, data_root: str | None = None,
               report_only: bool = False) -> dict[str, Any]:
     """Data, every run, then the report; returns the ``results.json`` payload.
 
     ``report_only``: run nothing; report the planned runs that have finished (the report
     then says how many of the planned runs it covers).
     """
-    runs = plan_runs(targets, seeds, scale, strategies)
+    runs = plan_runs(targets, seeds, scale, strategies, shares)
     root = os.path.abspath(root)
     os.makedirs(root, exist_ok=True)
     start = time.perf_counter()
@@ -279,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds")
     parser.add_argument("--strategies", default=",".join(TABLE1_STRATEGIES),
                         help="comma-separated Table-1 strategies to run (default all six)")
+    parser.add_argument("--shares", default=",".join(f"{s:g}" for s in FIG8_SHARES),
+                        help="comma-separated labelled shares m of Fig. 8 to run (default all)")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing; report the planned runs that have finished")
     parser.add_argument("--data-root", default=None,
@@ -288,11 +297,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         parser.error(f"--seeds must be integers separated by commas, got {args.seeds!r}")
+    try:
+        shares = [float(s) for s in args.shares.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--shares must be numbers separated by commas, got {args.shares!r}")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     try:
         reproduce(args.root, scale=args.scale, targets=targets, seeds=seeds,
                   strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
-                  data_root=args.data_root, report_only=args.report_only)
+                  shares=shares, data_root=args.data_root, report_only=args.report_only)
     except (ValueError, RuntimeError) as error:
         print(f"reproduce: {error}", file=sys.stderr)
         return 2

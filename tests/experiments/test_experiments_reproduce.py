@@ -22,6 +22,15 @@ def test_plan_covers_each_target_once():
     everything = reproduce.plan_runs(list(reproduce.TARGETS), [0], "cpu")
     assert len(everything) == 6 + 1 + 8   # S4 at m = 100 % is Table 1's run
     assert len({r.name for r in everything}) == len(everything)
+    some = reproduce.plan_runs(["fig8"], [0], "cpu", shares=[0.05, 0.1])
+    assert sorted(r.name for r in some) == sorted(
+        f"RC2CHP_poe_{field}={m}_seed0" for field in ("labelled", "train_fraction")
+        for m in (0.05, 0.1))
+
+
+def test_plan_rejects_a_share_fig8_does_not_plot():
+    with pytest.raises(ValueError, match="--shares"):
+        reproduce.plan_runs(["fig8"], [0], "cpu", shares=[0.2])
 
 
 @pytest.mark.parametrize("targets,seeds,scale", [(["table3"], [0], "cpu"), ([], [0], "cpu"),
