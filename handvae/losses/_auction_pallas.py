@@ -8,13 +8,13 @@ every phase and bid of its auction in in-kernel loops: one launch per solve, no 
 trip, elements finish independently.
 
 Bids are Gauss–Seidel: one bidder at a time (the row the last bid evicted, else the lowest
-unassigned row). It loads only its row of the benefit from the input Ref at a dynamic index, finds its best and second-best
-column against the prices (reductions over [N]), raises that column's price by the usual
-bid and takes it; the row that held it (found as ``assignment == column``, no lookup)
-becomes unassigned. A bid is O(N): the first version, a Jacobi round over the whole [N, N]
-tile (every unassigned row bids), was O(N²) per round although 51 % of its rounds had one
-bidder (H200: 0.5 ms per round, 1.93 s for 32×256 hand-like clouds). Every bid is counted
-as a round in ``iterations``.
+unassigned row). It loads only its row of the benefit from the input Ref at a dynamic index,
+finds its best and second-best column against the prices (reductions over [N]), raises that
+column's price by the usual bid and takes it; the row that held it (found as
+``assignment == column``, no lookup) becomes unassigned. A bid is O(N). The first version,
+a Jacobi round over the whole [N, N] tile (every unassigned row bids), was O(N²) per round
+although 51 % of its rounds had one bidder (H200: 0.5 ms per round, 1.93 s for 32×256
+hand-like clouds). Every bid is counted as a round in ``iterations``.
 
 When an ε-phase completes (no unassigned row) ε shrinks by θ and the pairs that violate
 ε-CS for the new ε are unassigned (:func:`handvae.losses._auction.dense_next_phase`), in
