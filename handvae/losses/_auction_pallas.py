@@ -43,7 +43,6 @@ from handvae.losses import _auction
 Array = jax.Array
 
 _ULP = 2.4e-7   # relative price step that float32 rounding cannot swallow (2 ulps)
-_BLOCK = 16     # rows per block of the phase-change pass
 
 
 def _any(mask: Array, axis: int | None = None) -> Array:
@@ -89,10 +88,11 @@ def _bid(benefit_ref, prices: Array, assignment: Array, bidder: Array, eps: Arra
     return prices, assignment, jnp.where(evicted >= 0, evicted, waiting)
 
 
-def _repair(benefit_ref, prices: Array, assignment: Array, eps: Array, slot: Array) -> Array:
-    """Unassigns the rows whose pair violates ε-CS (held value < best value − ε), O(N²)."""
+def _repair(benefit_ref, prices: Array, assignment: Array, eps: Array, slot: Array,
+            block: int) -> Array:
+    """Unassigns the rows whose pair violates ε-CS (held value < best value − ε), O(N²),
+    ``block`` rows of the benefit at a time."""
     n = slot.shape[0]
-    block = min(_BLOCK, n)
     offsets = jnp.arange(block, dtype=jnp.int32)
 
     def body(r, assignment):
@@ -109,7 +109,7 @@ def _repair(benefit_ref, prices: Array, assignment: Array, eps: Array, slot: Arr
 
 
 def _kernel(benefit_ref, prices_ref, assignment_ref, params_ref, assignment_out, stats_out,
-            *, scaling: float, max_iterations: int):
+            *, scaling: float, max_iterations: int, block: int):
     """One batch element: ε-scaled Gauss–Seidel auction from the given (warm) start to the end.
 
     params_ref [N] float: [0] final ε, [1] first ε, [2] 1.0 when the element is skipped.
@@ -142,7 +142,7 @@ def _kernel(benefit_ref, prices_ref, assignment_ref, params_ref, assignment_out,
         finished = complete & (eps <= final_eps)
         advance = complete & ~finished
         new_eps = jnp.where(advance, jnp.maximum(eps / scaling, final_eps), eps)
-        repaired = _repair(benefit_ref, prices, assignment, new_eps, slot)
+        repaired = _repair(benefit_ref, prices, assignment, new_eps, slot, block)
         assignment = jnp.where(advance, repaired, assignment)
         return prices, assignment, new_eps, finished.astype(jnp.int32), it
 
@@ -161,10 +161,10 @@ def _padded_size(n: int) -> int:
     return max(4, 1 << (n - 1).bit_length())
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
 def solve(cost: Array, final_epsilon: Array, start_epsilon: Array, scaling: float,
-          max_iterations: int, warm: bool = True, interpret: bool | None = None
-          ) -> tuple[Array, Array, Array]:
+          max_iterations: int, warm: bool = True, interpret: bool | None = None,
+          block_rows: int | None = None) -> tuple[Array, Array, Array]:
     """:func:`handvae.losses._auction.solve` with variant "pallas".
 
     Args:
@@ -174,6 +174,8 @@ def solve(cost: Array, final_epsilon: Array, start_epsilon: Array, scaling: floa
       max_iterations: bound on the bids (rounds) of each element.
       warm: start from :func:`handvae.losses._auction.warm_start`.
       interpret: run in Pallas' interpreter; None: on CPU only.
+      block_rows: rows per block of the phase change (a power of two ≤ N); None: by N and
+        the warps (~32 values per thread).
 
     Returns:
       (assignment [B, N] int32 permutation, converged [B] bool, iterations: int32 scalar,
@@ -187,7 +189,8 @@ def solve(cost: Array, final_epsilon: Array, start_epsilon: Array, scaling: floa
         cost = jnp.pad(cost, ((0, 0), (0, size - n), (0, size - n)))
         padded = _pad_diagonal(cost, n)
         assignment, converged, iterations = solve(padded, final_epsilon, start_epsilon,
-                                                  scaling, max_iterations, warm, interpret)
+                                                  scaling, max_iterations, warm, interpret,
+                                                  block_rows)
         # A real row on a padding column (possible only with ε near the cost range) is
         # unassigned and completed like any other.
         real = assignment[:, :n]
@@ -206,14 +209,16 @@ def solve(cost: Array, final_epsilon: Array, start_epsilon: Array, scaling: floa
     params = jnp.where(slot == 0, final[:, None], jnp.where(
         slot == 1, start[:, None], jnp.where(slot == 2, (~finite)[:, None].astype(dtype), 0)))
     row = pl.BlockSpec((pl.squeezed, n), lambda i: (i, 0))
-    kernel = functools.partial(_kernel, scaling=float(scaling), max_iterations=max_iterations)
+    warps = num_warps(n)
+    kernel = functools.partial(_kernel, scaling=float(scaling), max_iterations=max_iterations,
+                               block=block_rows or _block_rows(n, warps))
     assignment, stats = pl.pallas_call(
         kernel, grid=(b,),
         in_specs=[pl.BlockSpec((pl.squeezed, n, n), lambda i: (i, 0, 0)), row, row, row],
         out_specs=[row, row],
         out_shape=[jax.ShapeDtypeStruct((b, n), jnp.int32),
                    jax.ShapeDtypeStruct((b, n), jnp.int32)],
-        interpret=interpret, **_compiler_params(interpret, n))(
+        interpret=interpret, **_compiler_params(interpret, warps))(
             benefit, prices, assignment, params.astype(dtype))
     identity = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
     assignment = _auction.complete_permutation(jnp.where(finite[:, None], assignment, identity))
@@ -225,7 +230,7 @@ def num_warps(n: int) -> int:
 
     A bid is a chain of reductions over [N]; within one warp they are register shuffles,
     across warps each adds a shared-memory round trip and a barrier, so few warps keep a bid
-    short while the [16, N] blocks of the phase change still fit in registers. Override with
+    short; the phase change works on row blocks sized to the warps. Override with
     the environment variable HANDVAE_PALLAS_NUM_WARPS (tuning on a GPU).
     """
     override = os.environ.get("HANDVAE_PALLAS_NUM_WARPS")
@@ -234,13 +239,19 @@ def num_warps(n: int) -> int:
     return int(min(8, max(1, n // 256)))
 
 
-def _compiler_params(interpret: bool, n: int) -> dict:
+def _block_rows(n: int, warps: int) -> int:
+    """Rows per block of the phase change: ~32 values per thread ([block, N] over 32·warps
+    threads), a power of two in [1, N]."""
+    return int(max(1, min(n, 1024 * warps // n)))
+
+
+def _compiler_params(interpret: bool, warps: int) -> dict:
     """``compiler_params`` for Triton (:func:`num_warps`); none in the interpreter."""
     if interpret:
         return {}
     try:
         from jax.experimental.pallas import triton as pallas_triton
-        return {"compiler_params": pallas_triton.CompilerParams(num_warps=num_warps(n))}
+        return {"compiler_params": pallas_triton.CompilerParams(num_warps=warps)}
     except (ImportError, AttributeError):    # another Pallas API: Triton's defaults
         return {}
 

@@ -139,7 +139,9 @@ def test_pallas_kernel_is_the_gauss_seidel_auction_and_counts_every_bid():
     cost[3, 5, 2] = np.inf
     final = np.full(4, 1e-3, np.float32)
     start = np.full(4, 0.5, np.float32)
-    assignment, converged, iterations = _auction_pallas.solve(cost, final, start, 4.0, 1000)
+    # Phase changes in blocks of 2 rows (at N = 256 on a GPU: 4 rows of 256).
+    assignment, converged, iterations = _auction_pallas.solve(cost, final, start, 4.0, 1000,
+                                                              True, None, 2)
     np.testing.assert_array_equal(converged, [True, True, False, False])
     expected = [_gauss_seidel_reference(-cost[b], final[b], start[b], 4.0) for b in range(2)]
     for b in range(2):
