@@ -1,26 +1,38 @@
-"""The dense auction as one Pallas kernel: a whole batch element per program, all rounds in it.
+"""The auction as one Pallas kernel: a whole batch element per program, all bids in it.
 
-On a GPU the dense variant of :mod:`handvae.losses._auction` runs R rounds per
-``lax.while_loop`` iteration and still pays a device→host sync per iteration (launch-bound:
-~10 µs of arithmetic per round on an H100). Here ``pallas_call`` runs one program per batch
-element (grid (B,)), and each program holds its [N, N] benefit and its state (prices, owners,
-assignment, ε) on chip and runs every phase and round of its auction in an in-kernel
-``lax.while_loop``: one launch per solve, no host round trip, elements finish independently.
+On a GPU the dense variant of :mod:`handvae.losses._auction` runs R Jacobi rounds per
+``lax.while_loop`` iteration and pays a launch and a device→host sync per iteration
+(launch-bound, ~20 µs per round on an H200). Here ``pallas_call`` runs one program per batch
+element (grid (B,)); each program keeps its state (prices, assignment, ε) on chip and runs
+every phase and bid of its auction in in-kernel loops: one launch per solve, no host round
+trip, elements finish independently.
 
-The round is :func:`handvae.losses._auction.dense_bid_round` (every unassigned row bids;
-highest bid wins a column, ties to the lowest row) written without gathers or scatters, which
-GPU Pallas lacks: every lookup is a masked reduction over an [N, N] tile, O(N²) per round.
-The phase change is :func:`handvae.losses._auction.dense_next_phase`. Bids move a price by at
-least a relative 2.4e-7 (~2 float32 ulps) in place of ``nextafter``.
+Bids are Gauss–Seidel: one bidder at a time (the row the last bid evicted, else the lowest
+unassigned row). It loads only its row of the benefit from the input Ref at a dynamic index,
+finds its best and second-best column against the prices (reductions over [N]), raises that
+column's price by the usual bid and takes it; the row that held it (found as
+``assignment == column``, no lookup) becomes unassigned. A bid is O(N). The first version,
+a Jacobi round over the whole [N, N] tile (every unassigned row bids), was O(N²) per round
+although 51 % of its rounds had one bidder (H200: 0.5 ms per round, 1.93 s for 32×256
+hand-like clouds). Every bid is counted as a round in ``iterations``.
+
+When an ε-phase completes (no unassigned row) ε shrinks by θ and the pairs that violate
+ε-CS for the new ε are unassigned (:func:`handvae.losses._auction.dense_next_phase`), in
+blocks of rows loaded from the Ref, O(N²) per phase. Lookups are masked reductions and
+updates ``jnp.where`` (GPU Pallas has no gathers or scatters on values); boolean reductions
+are int32 max/min and iotas 1-D (Triton lowering). Bids move a price by at least a relative
+2.4e-7 (~2 float32 ulps) in place of ``nextafter``. N is padded to a power of two ≥ 4
+(Triton block shapes) with rows that keep their own column.
 
 On CPU (no Pallas lowering) the kernel runs in Pallas' interpreter (``interpret=True``); that
 checks the kernel's logic, not its speed. GPU timings: ``benchmarks/losses.py --variant
-pallas`` on a CUDA machine (still to be measured: no GPU was available when it was written).
+pallas`` on a CUDA machine.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -38,136 +50,215 @@ def _any(mask: Array, axis: int | None = None) -> Array:
     return jnp.max(mask.astype(jnp.int32), axis=axis) > 0
 
 
-def _pick(mask: Array, values: Array, axis: int, fill) -> Array:
-    """values at the (single) True of each row/column of ``mask``: a gather as a reduction."""
+def _pick(mask: Array, values: Array, axis: int | None, fill) -> Array:
+    """values at the (single) True of ``mask``: a gather as a reduction."""
     return jnp.max(jnp.where(mask, values, fill), axis=axis)
 
 
-def _kernel(benefit_ref, prices_ref, owner_ref, assignment_ref, params_ref,
-            assignment_out, stats_out, *, scaling: float, max_iterations: int):
-    """One batch element: ε-scaled dense auction from the given (warm) start to the end.
+def _first_unassigned(assignment: Array, slot: Array) -> Array:
+    """Lowest row with assignment −1; N when every row is assigned (int32 scalar)."""
+    return jnp.min(jnp.where(assignment < 0, slot, slot.shape[0]))
+
+
+def _bid(benefit_ref, prices: Array, assignment: Array, bidder: Array, eps: Array,
+         slot: Array) -> tuple[Array, Array, Array]:
+    """Row ``bidder`` bids for its best column, O(N).
+
+    Returns the new prices and assignment and the next bidder: the row this bid evicted, else
+    the lowest unassigned row, else N (last-in-first-out along eviction chains: ~6 % fewer
+    bids than always the lowest row on hand-like clouds, and the reductions that find it run
+    alongside the ones that price the bid).
+    """
+    n = slot.shape[0]
+    row = benefit_ref[pl.ds(bidder, 1), :].reshape(n)                    # [N] from the Ref
+    values = row - prices
+    best = jnp.max(values)
+    best_col = jnp.minimum(jnp.min(jnp.where(values == best, slot, n)), n - 1)
+    at_best = slot == best_col
+    second = jnp.max(jnp.where(at_best, -jnp.inf, values))
+    price_best = _pick(at_best, prices, None, -jnp.inf)
+    bid = price_best + (best - second) + eps
+    bid = jnp.maximum(bid, price_best + jnp.abs(price_best) * _ULP + 1e-30)
+    prices = jnp.where(at_best, bid, prices)
+    # The previous holder of best_col (if any) is the row whose assignment is best_col.
+    holder = assignment == best_col
+    evicted = jnp.max(jnp.where(holder, slot, -1))
+    waiting = jnp.min(jnp.where((assignment < 0) & (slot != bidder), slot, n))
+    assignment = jnp.where(slot == bidder, best_col, jnp.where(holder, -1, assignment))
+    return prices, assignment, jnp.where(evicted >= 0, evicted, waiting)
+
+
+def _repair(benefit_ref, prices: Array, assignment: Array, eps: Array, slot: Array,
+            block: int) -> Array:
+    """Unassigns the rows whose pair violates ε-CS (held value < best value − ε), O(N²),
+    ``block`` rows of the benefit at a time."""
+    n = slot.shape[0]
+    offsets = jnp.arange(block, dtype=jnp.int32)
+
+    def body(r, assignment):
+        start = r * block
+        values = benefit_ref[pl.ds(start, block), :] - prices[None, :]   # [block, N]
+        mine = (start + offsets)[:, None] == slot[None, :]               # [block row, N row]
+        held_col = _pick(mine, jnp.broadcast_to(assignment[None, :], (block, n)), 1, -1)
+        held = _pick(slot[None, :] == held_col[:, None], values, 1, -jnp.inf)
+        keep = held >= jnp.max(values, axis=1) - eps                     # False: unassigned
+        drop = _any(mine & ~keep[:, None], axis=0)                       # [N row]
+        return jnp.where(drop, -1, assignment)
+
+    return jax.lax.fori_loop(0, n // block, body, assignment)
+
+
+def _kernel(benefit_ref, prices_ref, assignment_ref, params_ref, assignment_out, stats_out,
+            *, scaling: float, max_iterations: int, block: int):
+    """One batch element: ε-scaled Gauss–Seidel auction from the given (warm) start to the end.
 
     params_ref [N] float: [0] final ε, [1] first ε, [2] 1.0 when the element is skipped.
-    Writes the assignment [N] (−1: unassigned) and stats [N] int32 ([0] converged, [1] rounds).
+    Writes the assignment [N] (−1: unassigned) and stats [N] int32 ([0] converged, [1] bids).
     """
-    benefit = benefit_ref[...]                                           # [N, N]
-    n = benefit.shape[0]
-    slot = jnp.arange(n, dtype=jnp.int32)           # 1-D iotas, broadcast (portable lowering)
-    cols = jnp.broadcast_to(slot[None, :], (n, n))
-    rows = jnp.broadcast_to(slot[:, None], (n, n))
+    n = assignment_ref.shape[0]
+    slot = jnp.arange(n, dtype=jnp.int32)
     params = params_ref[...]
-    final_eps = _pick(slot == 0, params, 0, -jnp.inf)
-    start_eps = _pick(slot == 1, params, 0, -jnp.inf)
-    skipped = _pick(slot == 2, params, 0, -jnp.inf) > 0.5
-    neg = jnp.asarray(-jnp.inf, benefit.dtype)
+    final_eps = _pick(slot == 0, params, None, -jnp.inf)
+    start_eps = _pick(slot == 1, params, None, -jnp.inf)
+    skipped = (_pick(slot == 2, params, None, -jnp.inf) > 0.5).astype(jnp.int32)
 
-    def round_(carry):
-        prices, owner, assignment, eps, _, it = carry
-        values = benefit - prices[None, :]
-        best = jnp.max(values, axis=1)
-        best_col = jnp.minimum(jnp.min(jnp.where(values == best[:, None], cols, n), axis=1),
-                               n - 1)
-        at_best = cols == best_col[:, None]                              # [row, col]
-        second = jnp.max(jnp.where(at_best, neg, values), axis=1)
-        price_best = _pick(at_best, jnp.broadcast_to(prices[None, :], (n, n)), 1, neg)
-        bid = price_best + (best - second) + eps
-        bid = jnp.maximum(bid, price_best + jnp.abs(price_best) * _ULP + 1e-30)
-        bidding = assignment < 0
-        on_column = bidding[:, None] & at_best
-        top_bid = jnp.max(jnp.where(on_column, bid[:, None], neg), axis=0)          # [col]
-        candidate = on_column & (bid[:, None] == top_bid[None, :])
-        winner = jnp.min(jnp.where(candidate, rows, n), axis=0)                     # [col]
-        sold = winner < n
-        won = bidding & (_pick(at_best, jnp.broadcast_to(winner[None, :], (n, n)), 1, -1)
-                         == slot)
-        at_held = cols == assignment[:, None]                            # none when −1
-        evicted = (assignment >= 0) & _any(at_held & sold[None, :], axis=1)
-        assignment = jnp.where(won, best_col, jnp.where(evicted, -1, assignment))
-        prices = jnp.where(sold, top_bid, prices)
-        owner = jnp.where(sold, winner, owner)
-        # Phase change once every row is assigned: done at the final ε, else shrink ε and
-        # unassign the pairs that violate ε-CS for the new ε.
-        complete = ~_any(assignment < 0)
+    def bidding(carry):
+        _, _, bidder, it = carry
+        return (bidder < n) & (it < max_iterations)
+
+    def phase(carry):
+        """Bids until every row is assigned (or the bound), then the phase change."""
+        prices, assignment, eps, _, it = carry
+
+        def bid(carry):
+            prices, assignment, bidder, it = carry
+            prices, assignment, bidder = _bid(benefit_ref, prices, assignment, bidder, eps,
+                                              slot)
+            return prices, assignment, bidder, it + 1
+
+        prices, assignment, bidder, it = jax.lax.while_loop(
+            bidding, bid, (prices, assignment, _first_unassigned(assignment, slot), it))
+        complete = bidder >= n
         finished = complete & (eps <= final_eps)
         advance = complete & ~finished
         new_eps = jnp.where(advance, jnp.maximum(eps / scaling, final_eps), eps)
-        values = benefit - prices[None, :]
-        at_held = cols == assignment[:, None]
-        held = _pick(at_held, values, 1, neg)
-        keep = (held >= jnp.max(values, axis=1) - new_eps) | ~advance
-        keep_col = _any(at_held & keep[:, None], axis=0)              # column's owner kept
-        assignment = jnp.where(keep, assignment, -1)
-        owner = jnp.where(keep_col, owner, n)
-        return prices, owner, assignment, new_eps, finished.astype(jnp.int32), it + 1
+        repaired = _repair(benefit_ref, prices, assignment, new_eps, slot, block)
+        assignment = jnp.where(advance, repaired, assignment)
+        return prices, assignment, new_eps, finished.astype(jnp.int32), it
 
-    def cond(carry):
-        return (carry[4] == 0) & (carry[5] < max_iterations)
+    def running(carry):
+        return (carry[3] == 0) & (carry[4] < max_iterations)
 
-    init = (prices_ref[...], owner_ref[...], assignment_ref[...], start_eps,
-            skipped.astype(jnp.int32), jnp.int32(0))
-    _, _, assignment, _, done, it = jax.lax.while_loop(cond, round_, init)
+    init = (prices_ref[...], assignment_ref[...], start_eps, skipped, jnp.int32(0))
+    _, assignment, _, done, it = jax.lax.while_loop(running, phase, init)
     assignment_out[...] = assignment
-    converged = done * (1 - skipped.astype(jnp.int32))
+    converged = done * (1 - skipped)
     stats_out[...] = jnp.where(slot == 0, converged, jnp.where(slot == 1, it, 0))
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _padded_size(n: int) -> int:
+    """Power of two ≥ max(n, 4): Triton block shapes; three parameters packed per row."""
+    return max(4, 1 << (n - 1).bit_length())
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
 def solve(cost: Array, final_epsilon: Array, start_epsilon: Array, scaling: float,
-          max_iterations: int, warm: bool = True, interpret: bool | None = None
-          ) -> tuple[Array, Array, Array]:
+          max_iterations: int, warm: bool = True, interpret: bool | None = None,
+          block_rows: int | None = None) -> tuple[Array, Array, Array]:
     """:func:`handvae.losses._auction.solve` with variant "pallas".
 
     Args:
       cost: [B, N, N] float32 costs.
       final_epsilon, start_epsilon: [B] ε of the last / first phase in cost units.
       scaling: θ ≥ 1.
-      max_iterations: bound on the rounds of each element.
+      max_iterations: bound on the bids (rounds) of each element.
       warm: start from :func:`handvae.losses._auction.warm_start`.
       interpret: run in Pallas' interpreter; None: on CPU only.
+      block_rows: rows per block of the phase change (a power of two ≤ N); None: by N and
+        the warps (~32 values per thread).
 
     Returns:
       (assignment [B, N] int32 permutation, converged [B] bool, iterations: int32 scalar,
-      the most rounds any element ran).
+      the most bids any element ran).
     """
     if interpret is None:
         interpret = jax.default_backend() == "cpu"
     b, n, _ = cost.shape
-    if n < 3:   # the kernel packs three parameters per element into an [N] row
-        cost = jnp.pad(cost, ((0, 0), (0, 3 - n), (0, 3 - n)))
+    size = _padded_size(n)
+    if size != n:
+        cost = jnp.pad(cost, ((0, 0), (0, size - n), (0, size - n)))
         padded = _pad_diagonal(cost, n)
         assignment, converged, iterations = solve(padded, final_epsilon, start_epsilon,
-                                                  scaling, max_iterations, warm, interpret)
-        return assignment[:, :n], converged, iterations
+                                                  scaling, max_iterations, warm, interpret,
+                                                  block_rows)
+        # A real row on a padding column (possible only with ε near the cost range) is
+        # unassigned and completed like any other.
+        real = assignment[:, :n]
+        return (_auction.complete_permutation(jnp.where(real < n, real, -1)), converged,
+                iterations)
     dtype = cost.dtype
     finite = jnp.all(jnp.isfinite(cost), axis=(1, 2))
     benefit = jnp.where(finite[:, None, None], -cost, 0.0)
     final = jnp.where(finite, final_epsilon, 1.0).astype(dtype)
     start = jnp.maximum(jnp.where(finite, start_epsilon, 1.0), final).astype(dtype)
     if warm:
-        prices, owner, assignment = _auction.warm_start(benefit)
+        prices, _, assignment = _auction.warm_start(benefit)
     else:
-        prices, owner = jnp.zeros((b, n), dtype), jnp.full((b, n), n, jnp.int32)
-        assignment = jnp.full((b, n), -1, jnp.int32)
+        prices, assignment = jnp.zeros((b, n), dtype), jnp.full((b, n), -1, jnp.int32)
     slot = jnp.arange(n)[None, :]
     params = jnp.where(slot == 0, final[:, None], jnp.where(
         slot == 1, start[:, None], jnp.where(slot == 2, (~finite)[:, None].astype(dtype), 0)))
     row = pl.BlockSpec((pl.squeezed, n), lambda i: (i, 0))
-    kernel = functools.partial(_kernel, scaling=float(scaling), max_iterations=max_iterations)
+    warps = num_warps(n)
+    kernel = functools.partial(_kernel, scaling=float(scaling), max_iterations=max_iterations,
+                               block=block_rows or _block_rows(n, warps))
     assignment, stats = pl.pallas_call(
         kernel, grid=(b,),
-        in_specs=[pl.BlockSpec((pl.squeezed, n, n), lambda i: (i, 0, 0)), row, row, row, row],
+        in_specs=[pl.BlockSpec((pl.squeezed, n, n), lambda i: (i, 0, 0)), row, row, row],
         out_specs=[row, row],
         out_shape=[jax.ShapeDtypeStruct((b, n), jnp.int32),
                    jax.ShapeDtypeStruct((b, n), jnp.int32)],
-        interpret=interpret)(benefit, prices, owner, assignment, params.astype(dtype))
+        interpret=interpret, **_compiler_params(interpret, warps))(
+            benefit, prices, assignment, params.astype(dtype))
     identity = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
     assignment = _auction.complete_permutation(jnp.where(finite[:, None], assignment, identity))
     return assignment, (stats[:, 0] > 0) & finite, jnp.max(stats[:, 1])
 
 
+def num_warps(n: int) -> int:
+    """Triton warps per program for N points: 1 up to N = 256, doubling with N up to 8.
+
+    A bid is a chain of reductions over [N]; within one warp they are register shuffles,
+    across warps each adds a shared-memory round trip and a barrier, so few warps keep a bid
+    short; the phase change works on row blocks sized to the warps. Override with
+    the environment variable HANDVAE_PALLAS_NUM_WARPS (tuning on a GPU).
+    """
+    override = os.environ.get("HANDVAE_PALLAS_NUM_WARPS")
+    if override:
+        return int(override)
+    return int(min(8, max(1, n // 256)))
+
+
+def _block_rows(n: int, warps: int) -> int:
+    """Rows per block of the phase change: ~32 values per thread ([block, N] over 32·warps
+    threads), a power of two in [1, N]."""
+    return int(max(1, min(n, 1024 * warps // n)))
+
+
+def _compiler_params(interpret: bool, warps: int) -> dict:
+    """``compiler_params`` for Triton (:func:`num_warps`); none in the interpreter."""
+    if interpret:
+        return {}
+    try:
+        from jax.experimental.pallas import triton as pallas_triton
+        return {"compiler_params": pallas_triton.CompilerParams(num_warps=warps)}
+    except (ImportError, AttributeError):    # another Pallas API: Triton's defaults
+        return {}
+
+
 def _pad_diagonal(cost: Array, n: int) -> Array:
-    """Pads [B, N, N] (N < 3) to 3×3: padded rows cost 0 on their own column, large elsewhere,
-    so the padding matches itself and the real block's assignment is unchanged."""
+    """Pads [B, N, N] to a larger size: padded rows cost 0 on their own column, large
+    elsewhere, so the padding matches itself and the real block's assignment is unchanged."""
     size = cost.shape[1]
     index = jnp.arange(size)
     pad_row = index[:, None] >= n

@@ -14,8 +14,8 @@ highest bid, ties by the lowest row index. Results are deterministic (pooled: th
 bidders is a fixed hash of the round number); the two variants reach different, equally
 guaranteed, assignments.
 
-A third variant, "pallas", runs the dense auction as one Pallas kernel per batch element
-(:mod:`handvae.losses._auction_pallas`; interpreted on CPU).
+A third variant, "pallas", runs a Gauss–Seidel auction (one bid per round) as one Pallas
+kernel per batch element (:mod:`handvae.losses._auction_pallas`; interpreted on CPU).
 
 ε-complementary slackness holds for every assigned pair throughout, so on termination the
 assignment's cost is within N·ε (cost units) of the optimum (and optimal for integer costs
@@ -127,9 +127,10 @@ def auction_assignment(cost: Array, *, epsilon: float = EPSILON,
         of s_b and (max − min cost) / 16 per element.
       variant: "pooled" (few bidders per round, one round per loop iteration: for CPU),
         "dense" (all unassigned rows bid every round, R rounds per loop iteration: for
-        GPU/TPU, where each loop iteration costs a device→host sync) or "pallas" (the dense
-        auction as one Pallas kernel per batch element, all rounds in one launch; runs in
-        the Pallas interpreter on CPU); None: "pooled" when ``jax.default_backend()`` is
+        GPU/TPU, where each loop iteration costs a device→host sync) or "pallas" (one
+        bidder per round, a Pallas kernel per batch element, all rounds in one launch; the
+        bound and ``iterations`` count each element's bids; runs in the Pallas
+        interpreter on CPU); None: "pooled" when ``jax.default_backend()`` is
         "cpu", else "dense".
       rounds_per_iteration: R, rounds unrolled per loop iteration ("dense" only). Rounds past
         the end (all elements done, or ``max_iterations`` reached) are exact no-ops and are
