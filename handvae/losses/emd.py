@@ -7,15 +7,16 @@ their second-best; each column goes to its highest bidder and its price rises to
 Bids are Jacobi-style, in one of two variants (``variant``, by default chosen by backend):
 "pooled" (CPU): up to k unassigned rows, pooled over the whole batch, bid in the same step (k
 adapts to the number of unassigned rows, so a round costs O(k·N), not O(B·N²)); "dense"
-(GPU/TPU): every unassigned row bids in every round, O(B·N²) but free of the data-dependent
+(TPU and other accelerators): every unassigned row bids in every round, O(B·N²) but free of the data-dependent
 branches whose predicates XLA:GPU reads on the host, and ``rounds_per_iteration`` rounds run
 per loop iteration (one host sync per R rounds). Conflicts on a column are resolved by the
 highest bid, ties by the lowest row index. Results are deterministic (pooled: the choice of
 bidders is a fixed hash of the round number); the two variants reach different, equally
 guaranteed, assignments.
 
-A third variant, "pallas", runs a Gauss–Seidel auction (one bid per round) as one Pallas
-kernel per batch element (:mod:`handvae.losses._auction_pallas`; interpreted on CPU).
+A third variant, "pallas" (the default on a GPU), runs a Gauss–Seidel auction (one bid per
+round) as one Pallas kernel per batch element (:mod:`handvae.losses._auction_pallas`;
+interpreted on CPU): 32×256 hand-like clouds in 4.1 ms on an H200, 19× "dense" there.
 
 ε-complementary slackness holds for every assigned pair throughout, so on termination the
 assignment's cost is within N·ε (cost units) of the optimum (and optimal for integer costs
