@@ -171,7 +171,8 @@ def main() -> None:
                         help="relative auction ε (default: the library's)")
     parser.add_argument("--out", default="results/benchmarks/losses.json")
     parser.add_argument("--variant", choices=losses.emd.VARIANTS, default=None,
-                        help="auction variant (default: pooled on CPU, pallas on a GPU, dense otherwise)")
+                        help="auction variant (default: pooled on CPU, pallas on a GPU, "
+                             "dense otherwise)")
     parser.add_argument("--rounds-per-iteration", type=int, default=8,
                         help="auction rounds per loop iteration (dense variant)")
     args = parser.parse_args()

@@ -6,13 +6,13 @@ auction (Bertsekas 1988; Bertsekas & Castañon 1991) on the benefit a = −cost:
 their second-best; each column goes to its highest bidder and its price rises to that bid.
 Bids are Jacobi-style, in one of two variants (``variant``, by default chosen by backend):
 "pooled" (CPU): up to k unassigned rows, pooled over the whole batch, bid in the same step (k
-adapts to the number of unassigned rows, so a round costs O(k·N), not O(B·N²)); "dense"
-(TPU and other accelerators): every unassigned row bids in every round, O(B·N²) but free of the data-dependent
-branches whose predicates XLA:GPU reads on the host, and ``rounds_per_iteration`` rounds run
-per loop iteration (one host sync per R rounds). Conflicts on a column are resolved by the
-highest bid, ties by the lowest row index. Results are deterministic (pooled: the choice of
-bidders is a fixed hash of the round number); the two variants reach different, equally
-guaranteed, assignments.
+adapts to the number of unassigned rows, so a round costs O(k·N), not O(B·N²)); "dense" (TPU
+and other accelerators): every unassigned row bids in every round, O(B·N²) but free of the
+data-dependent branches whose predicates XLA:GPU reads on the host, and
+``rounds_per_iteration`` rounds run per loop iteration (one host sync per R rounds). Conflicts
+on a column are resolved by the highest bid, ties by the lowest row index. Results are
+deterministic (pooled: the choice of bidders is a fixed hash of the round number); the two
+variants reach different, equally guaranteed, assignments.
 
 A third variant, "pallas" (the default on a GPU), runs a Gauss–Seidel auction (one bid per
 round) as one Pallas kernel per batch element (:mod:`handvae.losses._auction_pallas`;
