@@ -3,8 +3,8 @@
 Run:  .venv/bin/python benchmarks/losses.py [--repeats 5] [--large-repeats 3]
       [--sizes 32x256 8x1024 8x2048] [--variant pooled|dense|pallas] [--epsilon E]
       [--out results/benchmarks/losses.json]
-GPU (the Pallas kernel; figures still to be measured on a CUDA machine):
-      python benchmarks/losses.py --variant pallas --sizes 32x256 8x1024
+GPU (the Pallas kernel is the default there; figures: benchmarks/figures/h200_2026-11-26):
+      python3 benchmarks/losses.py --sizes 32x256 8x1024
 
 For each size B×N (default 32×256 uniform and hand-like, 8×1024 and 8×2048 hand-like) it
 times the jitted ``earth_movers_distance`` with its default arguments (after compilation)
@@ -28,6 +28,7 @@ import os
 import pathlib
 import platform
 import statistics
+import sys
 import time
 
 import jax
@@ -35,8 +36,12 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from handvae import losses
-from handvae.losses import _auction
+# The checkout this script is in, not whichever handvae the environment installed (run from a
+# worktree, `python benchmarks/losses.py` otherwise timed the main checkout's code).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from handvae import losses  # noqa: E402
+from handvae.losses import _auction  # noqa: E402
 
 # Hand-like clouds in bone-length units span ~7 bones, a hand ~0.1 m: unit factors from bones.
 UNITS = {"bone": 1.0, "m": 0.014, "dm": 0.14, "mm": 14.0}
