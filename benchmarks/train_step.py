@@ -4,7 +4,6 @@
     python benchmarks/train_step.py --skip_full  # the demo config only
     python benchmarks/train_step.py --skip_demo --skip_pipeline --steps 20   # a GPU
 
-
 Figures go to ``results/benchmarks/train_step.json`` and are printed:
   * steps/s of the jitted, sharded R2P (S1) and S4 (RC2CHP_poe) steps at the paper's scale
     (``experiments/configs/reproduce.py`` at ``scale=paper``: batch 32, 256² crops, full

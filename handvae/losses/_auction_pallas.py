@@ -235,6 +235,9 @@ def num_warps(n: int) -> int:
     """
     override = os.environ.get("HANDVAE_PALLAS_NUM_WARPS")
     if override:
+        if override not in ("1", "2", "4", "8", "16", "32"):
+            raise ValueError(f"HANDVAE_PALLAS_NUM_WARPS must be a power of two from 1 to 32, "
+                             f"got {override!r}; unset it for the default (N / 256 in 1..8)")
         return int(override)
     return int(min(8, max(1, n // 256)))
 

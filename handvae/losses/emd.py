@@ -131,8 +131,8 @@ def auction_assignment(cost: Array, *, epsilon: float = EPSILON,
         GPU/TPU, where each loop iteration costs a device→host sync) or "pallas" (one
         bidder per round, a Pallas kernel per batch element, all rounds in one launch; the
         bound and ``iterations`` count each element's bids; runs in the Pallas
-        interpreter on CPU); None: "pooled" when ``jax.default_backend()`` is
-        "cpu", else "dense".
+        interpreter on CPU); None: by ``jax.default_backend()``, "pooled" on CPU, "pallas"
+        on a GPU, "dense" elsewhere (``_auction.default_variant``).
       rounds_per_iteration: R, rounds unrolled per loop iteration ("dense" only). Rounds past
         the end (all elements done, or ``max_iterations`` reached) are exact no-ops and are
         not counted in ``iterations``.

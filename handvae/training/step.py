@@ -29,6 +29,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
+from handvae.losses.emd import VARIANTS as EMD_VARIANTS
 from handvae.losses.objectives import EMDOptions, LossWeights, negative_elbo
 from handvae.models import vae
 from handvae.models.registry import StrategySpec, get_strategy
@@ -73,13 +74,17 @@ class StepOptions(NamedTuple):
 def step_options_from_config(config: ml_collections.ConfigDict) -> StepOptions:
     """Reads ``config.model.strategy``, ``config.loss`` and ``config.optimizer`` once."""
     loss = config.loss
+    variant = loss.get("emd_variant") or None   # absent in configs saved before the field
+    if variant is not None and variant not in EMD_VARIANTS:
+        raise ValueError(f"config.loss.emd_variant must be one of {EMD_VARIANTS} or \"\" (by "
+                         f"backend), got {variant!r}")
     return StepOptions(
         spec=get_strategy(config.model.strategy),
         lambda_heat=float(loss.lambda_heat), lambda_cloud=float(loss.lambda_cloud),
         beta_prime=float(loss.beta_prime),
         emd=EMDOptions(epsilon=float(loss.emd_epsilon),
                        max_iterations=int(loss.emd_max_iterations) or None,
-                       variant=loss.get("emd_variant") or None),
+                       variant=variant),
         beta=schedules.beta_schedule_from_config(config),
         learning_rate=schedules.learning_rate_from_config(config))
 

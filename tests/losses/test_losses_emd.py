@@ -233,6 +233,23 @@ def test_dense_rounds_per_iteration_changes_nothing_and_bound_counts_rounds():
     _assert_permutations(cut.assignment)
 
 
+@pytest.mark.parametrize("backend,variant", [("cpu", "pooled"), ("gpu", "pallas"),
+                                             ("tpu", "dense")])
+def test_default_variant_by_backend(monkeypatch, backend, variant):
+    monkeypatch.setattr(_auction.jax, "default_backend", lambda: backend)
+    assert _auction.default_variant() == variant
+
+
+def test_pallas_warps_override_is_checked(monkeypatch):
+    from handvae.losses import _auction_pallas
+    assert _auction_pallas.num_warps(256) == 1 and _auction_pallas.num_warps(2048) == 8
+    monkeypatch.setenv("HANDVAE_PALLAS_NUM_WARPS", "4")
+    assert _auction_pallas.num_warps(256) == 4
+    monkeypatch.setenv("HANDVAE_PALLAS_NUM_WARPS", "four")
+    with pytest.raises(ValueError, match="HANDVAE_PALLAS_NUM_WARPS"):
+        _auction_pallas.num_warps(256)
+
+
 def test_variant_default_and_bad_options():
     assert jax.default_backend() == "cpu"            # conftest: tests run on CPU
     assert _auction.default_variant() == "pooled"    # the tests above ran the CPU variant

@@ -202,6 +202,16 @@ def test_step_options_resolve_the_config_once():
     assert not any(hasattr(v, "to_dict") for v in options)
 
 
+def test_step_options_read_the_emd_variant_and_refuse_an_unknown_one():
+    config = tiny_config("R2CP")
+    assert step_lib.step_options_from_config(config).emd.variant is None   # "": by backend
+    config.loss.emd_variant = "pallas"
+    assert step_lib.step_options_from_config(config).emd.variant == "pallas"
+    config.loss.emd_variant = "palas"
+    with pytest.raises(ValueError, match="config.loss.emd_variant"):
+        step_lib.step_options_from_config(config)
+
+
 def test_emd_convergence_hook_reports_the_unconverged_fraction(monkeypatch):
     """The terms carry emd_unconverged_fraction (over every decoded cloud, from
     earth_movers_distance(..., return_converged=True)); the loss is unchanged by it."""
