@@ -10,7 +10,9 @@ Arguments: ``strategy`` (a Table-1 strategy), ``scale`` (``tiny`` for tests, ``c
 2-core machine, ``paper`` for a GPU: 256² crops, full-width ResNet-18, batch 32), ``seed``
 (training seed; the benchmark data set is fixed per scale), ``view_correction`` (1/0, Fig. 5),
 ``train_fraction`` (supervised on the first m % only, Fig. 8) and ``labelled`` (the first m %
-labelled, the rest unlabelled: weak supervision, Fig. 8).
+labelled, the rest unlabelled: weak supervision, Fig. 8); for ablations ``steps`` (0: the
+scale's; the learning-rate drops, β annealing and evaluations follow it) and ``beta_prime``
+(−1: the paper's β' = 1; S3's alignment weight).
 
 Every scale trains on the synthetic benchmark with the paper's objective weights (λ_heat 0.01,
 λ_cloud 1, β' 1, β annealed 1e-5 → 1e-3) and selects its checkpoint on the validation split.
@@ -63,8 +65,9 @@ SCALES = {
                    num_points=256, resnet_width=64, respel_width=64, heatmap_width=1024,
                    folding_hidden=512, batch_size=32, steps=100_000, lr=1e-4),
 }
+# ``steps`` 0 and ``beta_prime`` -1 keep the scale's steps and the paper's β' (ablations set them).
 DEFAULTS = {"strategy": "R2P", "scale": "cpu", "seed": 0, "view_correction": 1,
-            "train_fraction": 1.0, "labelled": 1.0}
+            "train_fraction": 1.0, "labelled": 1.0, "steps": 0, "beta_prime": -1.0}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -87,13 +90,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.respel_width = scale.respel_width
     config.model.heatmap_width = scale.heatmap_width
     config.model.folding_hidden = scale.folding_hidden
+    if args["steps"] < 0:
+        raise ValueError(f"steps must be ≥ 0 (0: the scale's {scale.steps}), got {args['steps']}")
+    steps = args["steps"] or scale.steps
+    if args["beta_prime"] >= 0:
+        config.loss.beta_prime = args["beta_prime"]
     config.batch_size = scale.batch_size
-    config.num_train_steps = scale.steps
+    config.num_train_steps = steps
     config.optimizer.lr = scale.lr
-    first = max(1, int(scale.steps * 0.6))  # ÷10 twice, strictly increasing for tiny runs
-    config.optimizer.lr_boundaries = (first, max(first + 1, int(scale.steps * 0.85)))
-    config.loss.beta_anneal_steps = max(1, scale.steps // 2)
-    config.eval_every = max(1, scale.steps // 8)
+    first = max(1, int(steps * 0.6))  # ÷10 twice, strictly increasing for tiny runs
+    config.optimizer.lr_boundaries = (first, max(first + 1, int(steps * 0.85)))
+    config.loss.beta_anneal_steps = max(1, steps // 2)
+    config.eval_every = max(1, steps // 8)
     config.checkpoint_every = config.eval_every
-    config.log_every = max(1, min(100, scale.steps // 20))
+    config.log_every = max(1, min(100, steps // 20))
     return config

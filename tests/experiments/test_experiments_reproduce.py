@@ -49,6 +49,18 @@ def test_every_planned_run_has_a_valid_config():
         assert 0 < config.data.train_fraction <= 1 and 0 < config.data.labelled_fraction <= 1
 
 
+def test_ablation_arguments_move_the_schedule_and_beta_prime():
+    default = reproduce_config.get_config("strategy=RC2CHP_kl")
+    assert default.num_train_steps == reproduce_config.SCALES["cpu"].steps
+    assert default.loss.beta_prime == 1.0
+    short = reproduce_config.get_config("strategy=RC2CHP_kl,steps=1000,beta_prime=0.01")
+    assert short.num_train_steps == 1000 and short.loss.beta_prime == 0.01
+    assert tuple(short.optimizer.lr_boundaries) == (600, 850)
+    assert short.loss.beta_anneal_steps == 500 and short.eval_every == 125
+    with pytest.raises(ValueError, match="steps"):
+        reproduce_config.get_config("steps=-5")
+
+
 def _record(config_arg, seed, mean, curve_value=0.5):
     thresholds = np.linspace(0, 50, 20).tolist()
     return {"config_arg": config_arg, "seed": seed,
