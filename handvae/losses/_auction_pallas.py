@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -256,6 +257,9 @@ def _compiler_params(interpret: bool, warps: int) -> dict:
         from jax.experimental.pallas import triton as pallas_triton
         return {"compiler_params": pallas_triton.CompilerParams(num_warps=warps)}
     except (ImportError, AttributeError):    # another Pallas API: Triton's defaults
+        warnings.warn("jax.experimental.pallas.triton.CompilerParams is missing from this JAX; "
+                      f"the auction kernel runs with Triton's default warps instead of {warps} "
+                      "(slower, same result)", RuntimeWarning, stacklevel=3)
         return {}
 
 

@@ -250,6 +250,20 @@ def test_pallas_warps_override_is_checked(monkeypatch):
         _auction_pallas.num_warps(256)
 
 
+def test_pallas_warns_when_triton_params_are_missing(monkeypatch):
+    import sys
+    import types
+
+    from handvae.losses import _auction_pallas
+    assert _auction_pallas._compiler_params(True, 4) == {}          # interpreter: none needed
+    from jax.experimental import pallas
+    empty = types.ModuleType("jax.experimental.pallas.triton")       # no CompilerParams
+    monkeypatch.setitem(sys.modules, "jax.experimental.pallas.triton", empty)
+    monkeypatch.setattr(pallas, "triton", empty, raising=False)
+    with pytest.warns(RuntimeWarning, match="CompilerParams"):
+        assert _auction_pallas._compiler_params(False, 4) == {}
+
+
 def test_variant_default_and_bad_options():
     assert jax.default_backend() == "cpu"            # conftest: tests run on CPU
     assert _auction.default_variant() == "pooled"    # the tests above ran the CPU variant
