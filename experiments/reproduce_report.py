@@ -24,20 +24,25 @@ METRICS = (("mean_epe_mm", "mean EPE (mm)", 2), ("median_epe_mm", "median EPE (m
 
 
 def read_test_metrics(workdir: str) -> dict[str, Any]:
-    """The test-split metrics ``experiments.evaluate`` wrote for the best checkpoint.
+    """The test-split metrics the trainer wrote at the end of the run.
 
-    The file is ``experiments.evaluate.report_dir(workdir, "test", "best")/metrics.json``
-    (not imported: that module defines the evaluate launcher's flags).
+    The trainer evaluates the test split once, in full, on the best-by-validation checkpoint
+    and stores the summary (EPE, AUC, PCK curve, per-joint errors, provenance) under
+    ``"test"`` in ``<workdir>/final_metrics.json`` (``handvae.training.loop``).
 
     Raises:
-      FileNotFoundError: the run has no test evaluation (the message names the file).
+      FileNotFoundError: the run has not finished (the message names the file).
+      KeyError: the run finished without a test evaluation (no evaluation data).
     """
-    path = os.path.join(workdir, "eval", "test_best", "metrics.json")
+    path = os.path.join(workdir, "final_metrics.json")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no test evaluation; run python -m experiments."
-                                f"evaluate --workdir {workdir} --split test")
+        raise FileNotFoundError(f"{path}: the run has not finished; rerun python -m "
+                                f"experiments.train with --workdir {workdir} to resume it")
     with open(path) as f:
-        return json.load(f)
+        final = json.load(f)
+    if "test" not in final:
+        raise KeyError(f"{path} has no 'test' entry: the run trained without evaluation data")
+    return final["test"]
 
 
 def setting_of(record: Mapping[str, Any]) -> dict[str, str]:

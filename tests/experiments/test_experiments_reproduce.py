@@ -93,16 +93,16 @@ def test_report_gives_mean_and_std_over_seeds(tmp_path):
 
 
 def test_read_test_metrics_names_the_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="experiments.evaluate"):
+    with pytest.raises(FileNotFoundError, match="final_metrics.json"):
+        reproduce_report.read_test_metrics(str(tmp_path))
+    (tmp_path / "final_metrics.json").write_text(json.dumps({"step": 2.0}))
+    with pytest.raises(KeyError, match="no 'test' entry"):
         reproduce_report.read_test_metrics(str(tmp_path))
 
 
-def test_read_test_metrics_reads_the_evaluate_report_folder(tmp_path):
-    from experiments import evaluate
-    folder = evaluate.report_dir(str(tmp_path), "test", "best")
-    os.makedirs(folder)
-    with open(os.path.join(folder, "metrics.json"), "w") as f:
-        json.dump({"mean_epe_mm": 12.5}, f)
+def test_read_test_metrics_reads_the_trainers_final_test(tmp_path):
+    (tmp_path / "final_metrics.json").write_text(
+        json.dumps({"mean_epe_mm": 40.0, "test": {"mean_epe_mm": 12.5}}))
     assert reproduce_report.read_test_metrics(str(tmp_path)) == {"mean_epe_mm": 12.5}
 
 
