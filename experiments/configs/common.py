@@ -43,7 +43,7 @@ def get_base_config(dataset: str = "rhd") -> ml_collections.ConfigDict:
     c.data.augment_zoom = "out"   # scale s: window crop_side·s ("out") or crop_side/s ("in")
     # Sec. 5.3 / Fig. 8 (handvae.data.streams): train on the first train_fraction of the split
     # (supervised baseline at m%); label its first labelled_fraction (weak supervision at m%:
-    # labelled_per_batch labelled rows per global batch, 0 = max(1, round(m·B))).
+    # labelled_per_batch labelled rows per global batch, 0 = half the batch, B // 2).
     c.data.train_fraction = 1.0
     c.data.labelled_fraction = 1.0
     c.data.labelled_per_batch = 0

@@ -8,9 +8,10 @@ the weakly-supervised setting, besides fully supervised training on m% data, we 
 
 * ``setting=supervised``: ``data.train_fraction = m`` (only the first m% are read, all
   labelled);
-* ``setting=weak``: ``data.labelled_fraction = m``; every batch holds
-  ``max(1, round(m·B))`` labelled rows (``data.labelled_per_batch``) and the rest from the
-  unlabelled (100−m)%. Unlabelled rows train the RC2C parts only (RGB and cloud encoders, the
+* ``setting=weak``: ``data.labelled_fraction = m``; every batch holds ``B // 2`` labelled
+  rows (``data.labelled_per_batch``, 0 = half the batch) and the rest from the unlabelled
+  (100−m)% (a proportional mix starved the RGB → pose path; ``handvae/data/streams.py``).
+  Unlabelled rows train the RC2C parts only (RGB and cloud encoders, the
   cloud decoder and the KL terms): the pose and heat-map terms are masked by ``labelled``.
 
 Command (one point of Fig. 8; the README loops over m ∈ {0.05, 0.1, 0.25, 0.5, 1.0})::

@@ -33,13 +33,13 @@ def _indices(batch):
 
 def test_every_weak_batch_mixes_a_fixed_number_of_labelled_rows():
     config = _config(labelled_fraction=0.05, labelled_per_batch=0)   # 2 of 40 labelled
-    batches = _batches(config, 8, 6)
+    batches = _batches(config, 8, 9)
     for batch in batches:
         index, labelled = _indices(batch), batch["labelled"]
-        assert labelled.sum() == 1                        # max(1, round(0.05·8))
+        assert labelled.sum() == 4                        # the default: half the batch
         assert np.all(index[labelled == 1] < 2) and np.all(index[labelled == 0] >= 2)
-    seen = np.concatenate([_indices(b)[b["labelled"] == 0] for b in batches[:5]])
-    assert len(np.unique(seen)) == len(seen) == 35        # one unlabelled epoch, no repeats
+    seen = np.concatenate([_indices(b)[b["labelled"] == 0] for b in batches])
+    assert len(np.unique(seen)) == len(seen) == 36        # within one unlabelled epoch (38)
     config.labelled_per_batch = 3
     assert all(b["labelled"].sum() == 3 for b in _batches(config, 8, 2))
 
