@@ -30,6 +30,7 @@ Array = jax.Array
 # factor 4; more slots per bidder (fewer hash collisions) cost more than they save.
 TIERS = (16, 32, 64, 128, 256, 512, 1024)
 _FILL = 1
+USE_QUEUE = True
 _GOLDEN = 0x9E3779B1  # Knuth's multiplicative hash constant, 2^32 / golden ratio
 _MIX = 0x85EBCA6B     # MurmurHash3 finaliser constant, salts the hash per round
 
@@ -327,7 +328,11 @@ def solve(cost: Array, final_epsilon: Array, start_epsilon: Array, scaling: floa
 
         state = jax.lax.while_loop(cond, dense_body, state)
     elif variant == "pooled":
-        state = _pooled_loop(benefit, state, final_epsilon, scaling, max_iterations)
+        if USE_QUEUE:
+            from handvae.losses import _pooled
+            state = _pooled.pooled_loop(benefit, state, final_epsilon, scaling, max_iterations)
+        else:
+            state = _pooled_loop(benefit, state, final_epsilon, scaling, max_iterations)
     else:
         raise ValueError(f"variant must be 'pooled' or 'dense', got {variant!r}.")
     identity = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))

@@ -1,0 +1,170 @@
+"""The CPU ("pooled") loop of the batched ε-scaling auction (see :mod:`handvae.losses.emd`).
+
+One ``lax.while_loop`` iteration is one Jacobi bidding round of up to k unassigned rows pooled
+over the whole batch, followed by the phase change of the elements whose rows are all assigned.
+
+The unassigned rows live in a stack (``queue[:count]``, flat indices b·N + i): a round pops
+the top k, and pushes back the bidders that lost their column and the rows the winners
+evicted; a phase reset pushes the rows it unassigns. Invariant: the stack holds exactly the
+unassigned rows of the unfinished elements, each once. So a round's bookkeeping is O(k), not
+O(B·N), and every one of its k slots holds a bidder (no hashing, no empty slots); k is the
+smallest tier ≥ the stack's size (``TIERS``), capped by the largest.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from handvae.losses._auction import State, top2
+
+Array = jax.Array
+
+TIERS = (16, 32, 64, 128, 256, 512, 1024)
+
+
+def _prefix_count(flags: Array) -> Array:
+    """Inclusive prefix sum of a 1-D bool array as int32 (reduce_window below 512 entries,
+    where it is a few µs on XLA:CPU; an associative scan, O(n log n), above)."""
+    values = flags.astype(jnp.int32)
+    if values.shape[0] <= 512:
+        return jnp.cumsum(values)
+    return jax.lax.associative_scan(jnp.add, values)
+
+
+def push(queue: Array, count: Array, items: Array, flags: Array) -> tuple[Array, Array]:
+    """Appends ``items[flags]`` (flat row indices, in order) at ``queue[count:]``."""
+    position = count + _prefix_count(flags) - 1
+    size = queue.shape[0]
+    queue = queue.at[jnp.where(flags, position, size)].set(items, mode="drop")
+    return queue, count + jnp.sum(flags, dtype=jnp.int32)
+
+
+def bid_round(benefit: Array, state: State, k: int, queue: Array, count: Array,
+              unassigned: Array) -> tuple[State, Array, Array, Array]:
+    """One Jacobi round in which the top min(k, count) rows of the stack bid at once.
+
+    Any non-empty subset of the unassigned rows may bid without breaking the auction's
+    invariants (ε-CS, monotone prices) or its termination. Conflicts on a column go to the
+    highest bid, ties to the lowest row. Returns the state, the stack (losers and evicted rows
+    pushed) and ``unassigned`` ([B] rows without a column per element), all updated in O(k·N).
+    """
+    b, n, _ = benefit.shape
+    total = b * n
+    start = jnp.maximum(count - k, 0)
+    popped = jax.lax.dynamic_slice(queue, (start,), (k,))                # [k]
+    active = jnp.arange(k, dtype=jnp.int32) < count - start
+    safe = jnp.where(active, popped, 0)
+    element, row = safe // n, (safe % n).astype(jnp.int32)
+    prices = state.prices.reshape(-1)
+    values = benefit.reshape(total, n)[safe] - state.prices[element]      # [k, N]
+    best, best_col, second = top2(values)
+    flat_col = element * n + best_col
+    price_best = prices[flat_col]
+    bid = price_best + (best - second) + state.epsilon[element]
+    # Progress even when ε is below the float spacing of the price.
+    bid = jnp.maximum(bid, jnp.nextafter(price_best, jnp.inf))
+    bid = jnp.where(active, bid, -jnp.inf)
+    # The highest bid on a column wins it; ties go to the lowest row index.
+    top_bid = jnp.full((total,), -jnp.inf, bid.dtype).at[flat_col].max(bid)
+    candidate = active & (bid == top_bid[flat_col])
+    winner = jnp.full((total,), n, jnp.int32).at[flat_col].min(jnp.where(candidate, row, n))
+    won = candidate & (winner[flat_col] == row)
+    owner = state.owner.reshape(-1)
+    previous = owner[flat_col]                                           # n: the column was free
+    evicted = jnp.where(won & (previous < n), element * n + previous, total)
+    target = jnp.where(won, flat_col, total)                             # total: dropped
+    assignment = state.assignment.reshape(-1).at[evicted].set(-1, mode="drop")
+    assignment = assignment.at[jnp.where(won, safe, total)].set(best_col, mode="drop")
+    owner = owner.at[target].set(row, mode="drop")
+    prices = prices.at[target].set(bid, mode="drop")
+    state = state._replace(prices=prices.reshape(b, n), owner=owner.reshape(b, n),
+                           assignment=assignment.reshape(b, n))
+    queue, count = push(queue, start, jnp.concatenate([safe, evicted]),
+                        jnp.concatenate([active & ~won, evicted < total]))
+    newly = (won & (previous == n)).astype(unassigned.dtype)
+    return state, queue, count, unassigned.at[element].add(-newly)
+
+
+def _reset_element(benefit: Array, state: State, element: Array, queue: Array, count: Array,
+                   unassigned: Array) -> tuple[State, Array, Array, Array]:
+    """Starts the element's next phase: unassigns (and pushes) the pairs violating ε-CS for
+    its new ε; the others keep their column (they satisfy ε-CS for the new ε)."""
+    n = benefit.shape[1]
+    values = benefit[element] - state.prices[element][None, :]           # [N, N]
+    assignment = state.assignment[element]
+    held = jnp.take_along_axis(values, jnp.maximum(assignment, 0)[:, None], axis=1)[:, 0]
+    keep = (assignment >= 0) & (held >= jnp.max(values, axis=1) - state.epsilon[element])
+    owner = state.owner[element]
+    owner = jnp.where((owner < n) & keep[jnp.minimum(owner, n - 1)], owner, n)
+    state = state._replace(
+        assignment=state.assignment.at[element].set(jnp.where(keep, assignment, -1)),
+        owner=state.owner.at[element].set(owner))
+    queue, count = push(queue, count, element * n + jnp.arange(n, dtype=jnp.int32), ~keep)
+    return state, queue, count, unassigned.at[element].set(n - jnp.sum(keep,
+                                                                      dtype=unassigned.dtype))
+
+
+def next_phase(benefit: Array, state: State, final_epsilon: Array, scaling: float,
+               queue: Array, count: Array, unassigned: Array
+               ) -> tuple[State, Array, Array, Array]:
+    """Elements with every row assigned: done at the final ε, else ε ← max(ε/θ, final ε)."""
+    b = benefit.shape[0]
+    complete = (unassigned == 0) & ~state.done
+    finished = complete & (state.epsilon <= final_epsilon)
+    advance = complete & ~finished
+    epsilon = jnp.where(advance, jnp.maximum(state.epsilon / scaling, final_epsilon),
+                        state.epsilon)
+    state = state._replace(epsilon=epsilon, done=state.done | finished)
+
+    # Elements change phase at different rounds, usually one at a time: reset each alone in
+    # O(N²) rather than the whole batch in O(B·N²).
+    def body(carry):
+        state, queue, count, unassigned, pending = carry
+        element = jnp.min(jnp.where(pending, jnp.arange(b), b))
+        state, queue, count, unassigned = _reset_element(benefit, state, element, queue,
+                                                         count, unassigned)
+        return state, queue, count, unassigned, pending.at[element].set(False)
+
+    state, queue, count, unassigned, _ = jax.lax.while_loop(
+        lambda carry: jnp.any(carry[-1]), body, (state, queue, count, unassigned, advance))
+    return state, queue, count, unassigned
+
+
+def initial_queue(state: State, slots: int) -> tuple[Array, Array, Array]:
+    """The stack of the unassigned rows of the unfinished elements ([B·N + slots], count) and
+    the unassigned rows per element ([B])."""
+    b, n = state.assignment.shape
+    bidding = (state.assignment < 0) & ~state.done[:, None]
+    queue = jnp.full((b * n + slots,), b * n, jnp.int32)
+    queue, count = push(queue, jnp.zeros((), jnp.int32), jnp.arange(b * n, dtype=jnp.int32),
+                        bidding.reshape(-1))
+    return queue, count, jnp.sum(state.assignment < 0, axis=1, dtype=jnp.int32)
+
+
+def pooled_loop(benefit: Array, state: State, final_epsilon: Array, scaling: float,
+                max_iterations: int) -> State:
+    """Runs rounds of up to k pooled bidders (k from ``TIERS``) until every element is done
+    or ``max_iterations`` rounds have run."""
+    b, n, _ = benefit.shape
+    slots_needed = 1 << max(b * n - 1, 1).bit_length()
+    tiers = tuple(sorted({min(k, slots_needed) for k in TIERS}))
+    thresholds = jnp.asarray(tiers[:-1], jnp.int32)
+    rounds = [lambda benefit, state, queue, count, unassigned, k=k:
+              bid_round(benefit, state, k, queue, count, unassigned) for k in tiers]
+
+    def body(carry):
+        state, queue, count, unassigned = carry
+        state, queue, count, unassigned = jax.lax.switch(
+            jnp.sum(count > thresholds), rounds, benefit, state, queue, count, unassigned)
+        state, queue, count, unassigned = next_phase(benefit, state, final_epsilon, scaling,
+                                                     queue, count, unassigned)
+        return state._replace(iteration=state.iteration + 1), queue, count, unassigned
+
+    def cond(carry):
+        state = carry[0]
+        return jnp.any(~state.done) & (state.iteration < max_iterations)
+
+    queue, count, unassigned = initial_queue(state, tiers[-1])
+    state, *_ = jax.lax.while_loop(cond, body, (state, queue, count, unassigned))
+    return state
