@@ -41,7 +41,8 @@ def push(queue: Array, count: Array, items: Array, flags: Array) -> tuple[Array,
 
 
 def bid_round(benefit: Array, state: State, k: int, queue: Array, count: Array,
-              unassigned: Array) -> tuple[State, Array, Array, Array]:
+              unassigned: Array, scratch: Array
+              ) -> tuple[State, Array, Array, Array, Array]:
     """One Jacobi round in which the top min(k, count) rows of the stack bid at once.
 
     Any non-empty subset of the unassigned rows may bid without breaking the auction's
@@ -55,9 +56,16 @@ def bid_round(benefit: Array, state: State, k: int, queue: Array, count: Array,
     popped = jax.lax.dynamic_slice(queue, (start,), (k,))                # [k]
     active = jnp.arange(k, dtype=jnp.int32) < count - start
     safe = jnp.where(active, popped, 0)
-    element, row = safe // n, (safe % n).astype(jnp.int32)
+    element, row = jax.lax.div(safe, n), jax.lax.rem(safe, n)
     prices = state.prices.reshape(-1)
-    values = benefit.reshape(total, n)[safe] - state.prices[element]      # [k, N]
+    values = benefit.reshape(total, n)[safe] - state.prices[element]          # [k, N]
+    # Written into a loop-carried [k + 1, N] buffer at a dynamic offset (always 0): an
+    # in-place update, which XLA:CPU runs on the calling thread. A fusion that gathers from
+    # the [B·N, N] benefit is otherwise split over the thread pool by its cost model (it
+    # counts the whole operand): a hand-off per round, which cost more than a small round's
+    # work on a loaded 2-core machine.
+    scratch = jax.lax.dynamic_update_slice(scratch, values, (jnp.minimum(start, 0), 0))
+    values = scratch[:k]
     best, best_col, second = top2(values)
     flat_col = element * n + best_col
     price_best = prices[flat_col]
@@ -83,7 +91,7 @@ def bid_round(benefit: Array, state: State, k: int, queue: Array, count: Array,
     queue, count = push(queue, start, jnp.concatenate([safe, evicted]),
                         jnp.concatenate([active & ~won, evicted < total]))
     newly = (won & (previous == n)).astype(unassigned.dtype)
-    return state, queue, count, unassigned.at[element].add(-newly)
+    return state, queue, count, unassigned.at[element].add(-newly), scratch
 
 
 def _reset_element(benefit: Array, state: State, element: Array, queue: Array, count: Array,
@@ -150,21 +158,44 @@ def pooled_loop(benefit: Array, state: State, final_epsilon: Array, scaling: flo
     slots_needed = 1 << max(b * n - 1, 1).bit_length()
     tiers = tuple(sorted({min(k, slots_needed) for k in TIERS}))
     thresholds = jnp.asarray(tiers[:-1], jnp.int32)
-    rounds = [lambda benefit, state, queue, count, unassigned, k=k:
-              bid_round(benefit, state, k, queue, count, unassigned) for k in tiers]
+    lower = (-1,) + tiers[:-1]   # -1: an empty stack still runs next_phase
+    upper = tiers[:-1] + (b * n,)
+
+    def running(state):
+        return jnp.any(~state.done) & (state.iteration < max_iterations)
+
+    # Rounds run in an inner loop per tier, while the stack's size stays in the tier's range
+    # (lower, upper]: the tier's [k + 1, N] scratch buffer is then loop-carried (updated in
+    # place), and the tier switch costs one conditional per tier change, not per round.
+    def make_tier(i, k):
+        def inner_cond(carry):
+            state, _, count, _, _ = carry
+            return running(state) & (count > lower[i]) & (count <= upper[i])
+
+        def inner_body(carry):
+            state, queue, count, unassigned, scratch = carry
+            state, queue, count, unassigned, scratch = bid_round(
+                benefit, state, k, queue, count, unassigned, scratch)
+            state, queue, count, unassigned = next_phase(benefit, state, final_epsilon,
+                                                         scaling, queue, count, unassigned)
+            return (state._replace(iteration=state.iteration + 1), queue, count, unassigned,
+                    scratch)
+
+        def tier(state, queue, count, unassigned):
+            scratch = jnp.zeros((k + 1, n), benefit.dtype)
+            state, queue, count, unassigned, _ = jax.lax.while_loop(
+                inner_cond, inner_body, (state, queue, count, unassigned, scratch))
+            return state, queue, count, unassigned
+        return tier
+
+    tier_loops = [make_tier(i, k) for i, k in enumerate(tiers)]
 
     def body(carry):
         state, queue, count, unassigned = carry
-        state, queue, count, unassigned = jax.lax.switch(
-            jnp.sum(count > thresholds), rounds, benefit, state, queue, count, unassigned)
-        state, queue, count, unassigned = next_phase(benefit, state, final_epsilon, scaling,
-                                                     queue, count, unassigned)
-        return state._replace(iteration=state.iteration + 1), queue, count, unassigned
-
-    def cond(carry):
-        state = carry[0]
-        return jnp.any(~state.done) & (state.iteration < max_iterations)
+        return jax.lax.switch(jnp.sum(count > thresholds), tier_loops, state, queue, count,
+                              unassigned)
 
     queue, count, unassigned = initial_queue(state, tiers[-1])
-    state, *_ = jax.lax.while_loop(cond, body, (state, queue, count, unassigned))
+    state, *_ = jax.lax.while_loop(lambda carry: running(carry[0]), body,
+                                   (state, queue, count, unassigned))
     return state
