@@ -20,7 +20,7 @@ from handvae.losses._auction import State, top2
 
 Array = jax.Array
 
-TIERS = (16, 32, 64, 128, 256, 512, 1024)
+TIERS = (8, 16, 32, 64, 128)
 
 
 def _prefix_count(flags: Array) -> Array:
@@ -59,14 +59,8 @@ def bid_round(benefit: Array, state: State, k: int, queue: Array, count: Array,
     element, row = jax.lax.div(safe, n), jax.lax.rem(safe, n)
     prices = state.prices.reshape(-1)
     values = benefit.reshape(total, n)[safe] - state.prices[element]          # [k, N]
-    # Written into a loop-carried [k + 1, N] buffer at a dynamic offset (always 0): an
-    # in-place update, which XLA:CPU runs on the calling thread. A fusion that gathers from
-    # the [B·N, N] benefit is otherwise split over the thread pool by its cost model (it
-    # counts the whole operand): a hand-off per round, which cost more than a small round's
-    # work on a loaded 2-core machine.
-    scratch = jax.lax.dynamic_update_slice(scratch, values, (jnp.minimum(start, 0), 0))
-    values = scratch[:k]
-    best, best_col, second = top2(values)
+    scratch = _in_place(scratch, values, start)                              # [k + 1, N]
+    best, best_col, second = top2(scratch[:k])
     flat_col = element * n + best_col
     price_best = prices[flat_col]
     bid = price_best + (best - second) + state.epsilon[element]
@@ -94,29 +88,55 @@ def bid_round(benefit: Array, state: State, k: int, queue: Array, count: Array,
     return state, queue, count, unassigned.at[element].add(-newly), scratch
 
 
+def _in_place(scratch: Array, values: Array, zero: Array) -> Array:
+    """Writes values [r, N] into rows 0..r−1 of the loop-carried buffer scratch [r + 1, N].
+
+    A fusion that reads the [B, N, N] benefit at a dynamic index is split over XLA:CPU's
+    thread pool (its cost model counts the whole operand): one hand-off per round, which on
+    a loaded 2-core machine cost more than a small round's work. An in-place update of a
+    loop-carried buffer (offset ``min(zero, 0)`` = 0, ``zero`` ≥ 0, unknown to the compiler)
+    runs on the calling thread. The spare last row keeps the shapes different (else the
+    update is simplified away); readers drop it.
+    """
+    return jax.lax.dynamic_update_slice(scratch, values, (jnp.minimum(zero, 0), 0))
+
+
+def pad_buffer(rows: int, n: int, dtype) -> Array:
+    """A [rows + 1, N] buffer for :func:`_in_place`."""
+    return jnp.zeros((rows + 1, n), dtype)
+
+
 def _reset_element(benefit: Array, state: State, element: Array, queue: Array, count: Array,
-                   unassigned: Array) -> tuple[State, Array, Array, Array]:
+                   unassigned: Array, scratch: Array
+                   ) -> tuple[State, Array, Array, Array, Array]:
     """Starts the element's next phase: unassigns (and pushes) the pairs violating ε-CS for
     its new ε; the others keep their column (they satisfy ε-CS for the new ε)."""
     n = benefit.shape[1]
-    values = benefit[element] - state.prices[element][None, :]           # [N, N]
+    scratch = _in_place(scratch, benefit[element] - state.prices[element][None, :],
+                        element)                                         # [N + 1, N]
     assignment = state.assignment[element]
-    held = jnp.take_along_axis(values, jnp.maximum(assignment, 0)[:, None], axis=1)[:, 0]
-    keep = (assignment >= 0) & (held >= jnp.max(values, axis=1) - state.epsilon[element])
+    # Reductions over all N + 1 rows, results sliced: slicing the [N, N] block first costs a
+    # copy that XLA:CPU splits over threads (an [N + 1, N] maximum is not split).
+    held = scratch[jnp.arange(n), jnp.maximum(assignment, 0)]
+    best = jnp.max(scratch, axis=1)[:n]
+    keep = (assignment >= 0) & (held >= best - state.epsilon[element])
     owner = state.owner[element]
     owner = jnp.where((owner < n) & keep[jnp.minimum(owner, n - 1)], owner, n)
     state = state._replace(
         assignment=state.assignment.at[element].set(jnp.where(keep, assignment, -1)),
         owner=state.owner.at[element].set(owner))
     queue, count = push(queue, count, element * n + jnp.arange(n, dtype=jnp.int32), ~keep)
-    return state, queue, count, unassigned.at[element].set(n - jnp.sum(keep,
-                                                                      dtype=unassigned.dtype))
+    unassigned = unassigned.at[element].set(n - jnp.sum(keep, dtype=unassigned.dtype))
+    return state, queue, count, unassigned, scratch
 
 
 def next_phase(benefit: Array, state: State, final_epsilon: Array, scaling: float,
-               queue: Array, count: Array, unassigned: Array
-               ) -> tuple[State, Array, Array, Array]:
-    """Elements with every row assigned: done at the final ε, else ε ← max(ε/θ, final ε)."""
+               queue: Array, count: Array, unassigned: Array, scratch: Array
+               ) -> tuple[State, Array, Array, Array, Array]:
+    """Elements with every row assigned: done at the final ε, else ε ← max(ε/θ, final ε).
+
+    ``scratch``: a [N + 1, N] buffer from :func:`pad_buffer` (returned updated).
+    """
     b = benefit.shape[0]
     complete = (unassigned == 0) & ~state.done
     finished = complete & (state.epsilon <= final_epsilon)
@@ -128,15 +148,14 @@ def next_phase(benefit: Array, state: State, final_epsilon: Array, scaling: floa
     # Elements change phase at different rounds, usually one at a time: reset each alone in
     # O(N²) rather than the whole batch in O(B·N²).
     def body(carry):
-        state, queue, count, unassigned, pending = carry
+        *carry, pending = carry
         element = jnp.min(jnp.where(pending, jnp.arange(b), b))
-        state, queue, count, unassigned = _reset_element(benefit, state, element, queue,
-                                                         count, unassigned)
-        return state, queue, count, unassigned, pending.at[element].set(False)
+        carry = _reset_element(benefit, carry[0], element, *carry[1:])
+        return *carry, pending.at[element].set(False)
 
-    state, queue, count, unassigned, _ = jax.lax.while_loop(
-        lambda carry: jnp.any(carry[-1]), body, (state, queue, count, unassigned, advance))
-    return state, queue, count, unassigned
+    *carry, _ = jax.lax.while_loop(lambda carry: jnp.any(carry[-1]), body,
+                                   (state, queue, count, unassigned, scratch, advance))
+    return tuple(carry)
 
 
 def initial_queue(state: State, slots: int) -> tuple[Array, Array, Array]:
@@ -164,25 +183,26 @@ def pooled_loop(benefit: Array, state: State, final_epsilon: Array, scaling: flo
     def running(state):
         return jnp.any(~state.done) & (state.iteration < max_iterations)
 
-    # Rounds run in an inner loop per tier, while the stack's size stays in the tier's range
-    # (lower, upper]: the tier's [k + 1, N] scratch buffer is then loop-carried (updated in
-    # place), and the tier switch costs one conditional per tier change, not per round.
+    # Rounds run in an inner loop per tier while the stack's size stays in the tier's range
+    # (lower, upper] and no element has all its rows assigned; phase changes run between
+    # inner loops. So the tier's [k + 1, N] scratch buffer is loop-carried (updated in
+    # place), and the tier switch and the phase bookkeeping (a nested loop) cost one
+    # conditional per tier change or completed phase, not one per round.
     def make_tier(i, k):
         def inner_cond(carry):
-            state, _, count, _, _ = carry
-            return running(state) & (count > lower[i]) & (count <= upper[i])
+            state, _, count, unassigned, _ = carry
+            complete = jnp.any((unassigned == 0) & ~state.done)
+            return running(state) & (count > lower[i]) & (count <= upper[i]) & ~complete
 
         def inner_body(carry):
             state, queue, count, unassigned, scratch = carry
             state, queue, count, unassigned, scratch = bid_round(
                 benefit, state, k, queue, count, unassigned, scratch)
-            state, queue, count, unassigned = next_phase(benefit, state, final_epsilon,
-                                                         scaling, queue, count, unassigned)
             return (state._replace(iteration=state.iteration + 1), queue, count, unassigned,
                     scratch)
 
         def tier(state, queue, count, unassigned):
-            scratch = jnp.zeros((k + 1, n), benefit.dtype)
+            scratch = pad_buffer(k, n, benefit.dtype)
             state, queue, count, unassigned, _ = jax.lax.while_loop(
                 inner_cond, inner_body, (state, queue, count, unassigned, scratch))
             return state, queue, count, unassigned
@@ -191,11 +211,14 @@ def pooled_loop(benefit: Array, state: State, final_epsilon: Array, scaling: flo
     tier_loops = [make_tier(i, k) for i, k in enumerate(tiers)]
 
     def body(carry):
-        state, queue, count, unassigned = carry
-        return jax.lax.switch(jnp.sum(count > thresholds), tier_loops, state, queue, count,
-                              unassigned)
+        state, queue, count, unassigned, scratch = next_phase(
+            benefit, carry[0], final_epsilon, scaling, *carry[1:])
+        state, queue, count, unassigned = jax.lax.switch(
+            jnp.sum(count > thresholds), tier_loops, state, queue, count, unassigned)
+        return state, queue, count, unassigned, scratch
 
     queue, count, unassigned = initial_queue(state, tiers[-1])
     state, *_ = jax.lax.while_loop(lambda carry: running(carry[0]), body,
-                                   (state, queue, count, unassigned))
+                                   (state, queue, count, unassigned,
+                                    pad_buffer(n, n, benefit.dtype)))
     return state

@@ -287,9 +287,9 @@ def test_pooled_stack_holds_exactly_the_unassigned_rows():
 
     def step(state, queue, count, unassigned, k):
         state, queue, count, unassigned, _ = _pooled.bid_round(
-            benefit, state, k, queue, count, unassigned, jnp.zeros((k + 1, n)))
+            benefit, state, k, queue, count, unassigned, _pooled.pad_buffer(k, n, cost.dtype))
         return _pooled.next_phase(benefit, state, jnp.asarray(1e-3), 5.0, queue, count,
-                                  unassigned)
+                                  unassigned, _pooled.pad_buffer(n, n, cost.dtype))[:4]
 
     step = jax.jit(step, static_argnums=4)
     for i in range(300):
