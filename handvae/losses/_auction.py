@@ -187,9 +187,11 @@ def solve(cost: Array, final_epsilon: Array, start_epsilon: Array, scaling: floa
     b, n, _ = cost.shape
     dtype = cost.dtype
     finite = jnp.all(jnp.isfinite(cost), axis=(1, 2))
-    # Elements with NaN/inf never bid (done from the start) and their benefit is zeroed so
-    # that no NaN reaches the arithmetic shared with the other elements.
-    benefit = jnp.where(finite[:, None, None], -cost, 0.0)
+    # Elements with NaN/inf never bid (done from the start). "dense" zeroes their benefit so
+    # that no NaN reaches the arithmetic shared with the other elements; "pooled" reads only
+    # the rows and columns of elements with bidders, so it negates the cost where it reads it
+    # (no [B, N, N] benefit is materialised).
+    benefit = -cost if variant == "pooled" else jnp.where(finite[:, None, None], -cost, 0.0)
     final_epsilon = jnp.where(finite, final_epsilon, 1.0).astype(dtype)
     start = jnp.maximum(jnp.where(finite, start_epsilon, 1.0), final_epsilon).astype(dtype)
     if warm:
@@ -215,9 +217,14 @@ def solve(cost: Array, final_epsilon: Array, start_epsilon: Array, scaling: floa
         state = jax.lax.while_loop(cond, dense_body, state)
     elif variant == "pooled":
         from handvae.losses import _pooled   # imports this module (State, top2)
-        state = _pooled.pooled_loop(benefit, state, final_epsilon, scaling, max_iterations)
+        state = _pooled.pooled_loop(cost, state, final_epsilon, scaling, max_iterations)
     else:
         raise ValueError(f"variant must be 'pooled' or 'dense', got {variant!r}.")
     identity = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
-    assignment = complete_permutation(jnp.where(finite[:, None], state.assignment, identity))
+    assignment = jnp.where(finite[:, None], state.assignment, identity)
+    if variant == "pooled":   # skip the two sorts when every row holds a column (converged)
+        assignment = jax.lax.cond(jnp.any(assignment < 0), complete_permutation,
+                                  lambda assignment: assignment, assignment)
+    else:
+        assignment = complete_permutation(assignment)
     return assignment, state.done & finite, state.iteration

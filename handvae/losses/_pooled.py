@@ -20,7 +20,7 @@ from handvae.losses._auction import State, top2
 
 Array = jax.Array
 
-TIERS = (8, 16, 32, 64, 128)
+TIERS = (16, 32, 64, 128)
 
 
 def _prefix_count(flags: Array) -> Array:
@@ -40,7 +40,7 @@ def push(queue: Array, count: Array, items: Array, flags: Array) -> tuple[Array,
     return queue, count + jnp.sum(flags, dtype=jnp.int32)
 
 
-def bid_round(benefit: Array, state: State, k: int, queue: Array, count: Array,
+def bid_round(cost: Array, state: State, k: int, queue: Array, count: Array,
               unassigned: Array, scratch: Array
               ) -> tuple[State, Array, Array, Array, Array]:
     """One Jacobi round in which the top min(k, count) rows of the stack bid at once.
@@ -50,7 +50,7 @@ def bid_round(benefit: Array, state: State, k: int, queue: Array, count: Array,
     highest bid, ties to the lowest row. Returns the state, the stack (losers and evicted rows
     pushed) and ``unassigned`` ([B] rows without a column per element), all updated in O(k·N).
     """
-    b, n, _ = benefit.shape
+    b, n, _ = cost.shape
     total = b * n
     start = jnp.maximum(count - k, 0)
     popped = jax.lax.dynamic_slice(queue, (start,), (k,))                # [k]
@@ -58,7 +58,7 @@ def bid_round(benefit: Array, state: State, k: int, queue: Array, count: Array,
     safe = jnp.where(active, popped, 0)
     element, row = jax.lax.div(safe, n), jax.lax.rem(safe, n)
     prices = state.prices.reshape(-1)
-    values = benefit.reshape(total, n)[safe] - state.prices[element]          # [k, N]
+    values = -cost.reshape(total, n)[safe] - state.prices[element]   # benefit − price [k, N]
     scratch = _in_place(scratch, values, start)                              # [k + 1, N]
     best, best_col, second = top2(scratch[:k])
     flat_col = element * n + best_col
@@ -76,8 +76,10 @@ def bid_round(benefit: Array, state: State, k: int, queue: Array, count: Array,
     previous = owner[flat_col]                                           # n: the column was free
     evicted = jnp.where(won & (previous < n), element * n + previous, total)
     target = jnp.where(won, flat_col, total)                             # total: dropped
-    assignment = state.assignment.reshape(-1).at[evicted].set(-1, mode="drop")
-    assignment = assignment.at[jnp.where(won, safe, total)].set(best_col, mode="drop")
+    # Evicted rows (held a column) and winners (held none) are disjoint: one scatter.
+    assignment = state.assignment.reshape(-1).at[
+        jnp.concatenate([evicted, jnp.where(won, safe, total)])].set(
+        jnp.concatenate([jnp.full((k,), -1, jnp.int32), best_col]), mode="drop")
     owner = owner.at[target].set(row, mode="drop")
     prices = prices.at[target].set(bid, mode="drop")
     state = state._replace(prices=prices.reshape(b, n), owner=owner.reshape(b, n),
@@ -91,7 +93,7 @@ def bid_round(benefit: Array, state: State, k: int, queue: Array, count: Array,
 def _in_place(scratch: Array, values: Array, zero: Array) -> Array:
     """Writes values [r, N] into rows 0..r−1 of the loop-carried buffer scratch [r + 1, N].
 
-    A fusion that reads the [B, N, N] benefit at a dynamic index is split over XLA:CPU's
+    A fusion that reads the [B, N, N] cost at a dynamic index is split over XLA:CPU's
     thread pool (its cost model counts the whole operand): one hand-off per round, which on
     a loaded 2-core machine cost more than a small round's work. An in-place update of a
     loop-carried buffer (offset ``min(zero, 0)`` = 0, ``zero`` ≥ 0, unknown to the compiler)
@@ -106,13 +108,13 @@ def pad_buffer(rows: int, n: int, dtype) -> Array:
     return jnp.zeros((rows + 1, n), dtype)
 
 
-def _reset_element(benefit: Array, state: State, element: Array, queue: Array, count: Array,
+def _reset_element(cost: Array, state: State, element: Array, queue: Array, count: Array,
                    unassigned: Array, scratch: Array
                    ) -> tuple[State, Array, Array, Array, Array]:
     """Starts the element's next phase: unassigns (and pushes) the pairs violating ε-CS for
     its new ε; the others keep their column (they satisfy ε-CS for the new ε)."""
-    n = benefit.shape[1]
-    scratch = _in_place(scratch, benefit[element] - state.prices[element][None, :],
+    n = cost.shape[1]
+    scratch = _in_place(scratch, -cost[element] - state.prices[element][None, :],
                         element)                                         # [N + 1, N]
     assignment = state.assignment[element]
     # Reductions over all N + 1 rows, results sliced: slicing the [N, N] block first costs a
@@ -130,14 +132,14 @@ def _reset_element(benefit: Array, state: State, element: Array, queue: Array, c
     return state, queue, count, unassigned, scratch
 
 
-def next_phase(benefit: Array, state: State, final_epsilon: Array, scaling: float,
+def next_phase(cost: Array, state: State, final_epsilon: Array, scaling: float,
                queue: Array, count: Array, unassigned: Array, scratch: Array
                ) -> tuple[State, Array, Array, Array, Array]:
     """Elements with every row assigned: done at the final ε, else ε ← max(ε/θ, final ε).
 
     ``scratch``: a [N + 1, N] buffer from :func:`pad_buffer` (returned updated).
     """
-    b = benefit.shape[0]
+    b = cost.shape[0]
     complete = (unassigned == 0) & ~state.done
     finished = complete & (state.epsilon <= final_epsilon)
     advance = complete & ~finished
@@ -150,7 +152,7 @@ def next_phase(benefit: Array, state: State, final_epsilon: Array, scaling: floa
     def body(carry):
         *carry, pending = carry
         element = jnp.min(jnp.where(pending, jnp.arange(b), b))
-        carry = _reset_element(benefit, carry[0], element, *carry[1:])
+        carry = _reset_element(cost, carry[0], element, *carry[1:])
         return *carry, pending.at[element].set(False)
 
     *carry, _ = jax.lax.while_loop(lambda carry: jnp.any(carry[-1]), body,
@@ -169,11 +171,11 @@ def initial_queue(state: State, slots: int) -> tuple[Array, Array, Array]:
     return queue, count, jnp.sum(state.assignment < 0, axis=1, dtype=jnp.int32)
 
 
-def pooled_loop(benefit: Array, state: State, final_epsilon: Array, scaling: float,
+def pooled_loop(cost: Array, state: State, final_epsilon: Array, scaling: float,
                 max_iterations: int) -> State:
     """Runs rounds of up to k pooled bidders (k from ``TIERS``) until every element is done
     or ``max_iterations`` rounds have run."""
-    b, n, _ = benefit.shape
+    b, n, _ = cost.shape
     slots_needed = 1 << max(b * n - 1, 1).bit_length()
     tiers = tuple(sorted({min(k, slots_needed) for k in TIERS}))
     thresholds = jnp.asarray(tiers[:-1], jnp.int32)
@@ -197,12 +199,12 @@ def pooled_loop(benefit: Array, state: State, final_epsilon: Array, scaling: flo
         def inner_body(carry):
             state, queue, count, unassigned, scratch = carry
             state, queue, count, unassigned, scratch = bid_round(
-                benefit, state, k, queue, count, unassigned, scratch)
+                cost, state, k, queue, count, unassigned, scratch)
             return (state._replace(iteration=state.iteration + 1), queue, count, unassigned,
                     scratch)
 
         def tier(state, queue, count, unassigned):
-            scratch = pad_buffer(k, n, benefit.dtype)
+            scratch = pad_buffer(k, n, cost.dtype)
             state, queue, count, unassigned, _ = jax.lax.while_loop(
                 inner_cond, inner_body, (state, queue, count, unassigned, scratch))
             return state, queue, count, unassigned
@@ -212,7 +214,7 @@ def pooled_loop(benefit: Array, state: State, final_epsilon: Array, scaling: flo
 
     def body(carry):
         state, queue, count, unassigned, scratch = next_phase(
-            benefit, carry[0], final_epsilon, scaling, *carry[1:])
+            cost, carry[0], final_epsilon, scaling, *carry[1:])
         state, queue, count, unassigned = jax.lax.switch(
             jnp.sum(count > thresholds), tier_loops, state, queue, count, unassigned)
         return state, queue, count, unassigned, scratch
@@ -220,5 +222,5 @@ def pooled_loop(benefit: Array, state: State, final_epsilon: Array, scaling: flo
     queue, count, unassigned = initial_queue(state, tiers[-1])
     state, *_ = jax.lax.while_loop(lambda carry: running(carry[0]), body,
                                    (state, queue, count, unassigned,
-                                    pad_buffer(n, n, benefit.dtype)))
+                                    pad_buffer(n, n, cost.dtype)))
     return state

@@ -277,8 +277,7 @@ def test_pooled_stack_holds_exactly_the_unassigned_rows():
     # per phase reset; after every round and reset they must equal a full recount, each row
     # once (tiers 16 and 4 alternate; the 4-slot tier leaves bidders on the stack).
     cost = jnp.asarray(_clouds_with_duplicates_and_ties(17, seed=5))
-    benefit = -cost
-    b, n, _ = benefit.shape
+    b, n, _ = cost.shape
     state = _auction.State(prices=jnp.zeros((b, n)), owner=jnp.full((b, n), n, jnp.int32),
                            assignment=jnp.full((b, n), -1, jnp.int32),
                            epsilon=jnp.full((b,), 0.5), done=jnp.zeros((b,), bool),
@@ -287,8 +286,8 @@ def test_pooled_stack_holds_exactly_the_unassigned_rows():
 
     def step(state, queue, count, unassigned, k):
         state, queue, count, unassigned, _ = _pooled.bid_round(
-            benefit, state, k, queue, count, unassigned, _pooled.pad_buffer(k, n, cost.dtype))
-        return _pooled.next_phase(benefit, state, jnp.asarray(1e-3), 5.0, queue, count,
+            cost, state, k, queue, count, unassigned, _pooled.pad_buffer(k, n, cost.dtype))
+        return _pooled.next_phase(cost, state, jnp.asarray(1e-3), 5.0, queue, count,
                                   unassigned, _pooled.pad_buffer(n, n, cost.dtype))[:4]
 
     step = jax.jit(step, static_argnums=4)
