@@ -130,6 +130,13 @@ def default_variant() -> str:
     return {"cpu": "pooled", "gpu": "pallas", "cuda": "pallas"}.get(backend, "dense")
 
 
+def all_finite(cost: Array) -> Array:
+    """[B] bool: no NaN or ±inf in the element's [N, N] cost. From its max and min (NaN and
+    ±inf propagate into them), which :func:`cost_scale` computes too: no separate pass."""
+    return (jnp.isfinite(jnp.max(cost, axis=(1, 2)))
+            & jnp.isfinite(jnp.min(cost, axis=(1, 2))))
+
+
 def cost_scale(cost: Array) -> Array:
     """[B] per-element cost scale that relative ε is measured in (same unit as the cost).
 
@@ -158,10 +165,17 @@ def warm_start(benefit: Array) -> tuple[Array, Array, Array]:
     Returns:
       prices [B, N], owner [B, N] int32 (N: free), assignment [B, N] int32 (−1: unassigned).
     """
-    n = benefit.shape[1]
+    return warm_start_from_cost(-benefit)
+
+
+def warm_start_from_cost(cost: Array) -> tuple[Array, Array, Array]:
+    """:func:`warm_start` of the benefit −cost, computed from the cost (the same result, and
+    no [B, N, N] negated copy is materialised)."""
+    n = cost.shape[1]
     index = jnp.arange(n, dtype=jnp.int32)
-    prices = jnp.max(benefit, axis=1)                                    # [B, N] over rows
-    nearest_row = jnp.min(jnp.where(benefit == prices[:, None, :], index[None, :, None], n),
+    nearest = jnp.min(cost, axis=1)                                      # [B, N] over rows
+    prices = -nearest
+    nearest_row = jnp.min(jnp.where(cost == nearest[:, None, :], index[None, :, None], n),
                           axis=1)                                        # [B, N], lowest row
     nearest_row = jnp.minimum(nearest_row, n - 1)
     claims = nearest_row[:, None, :] == index[None, :, None]             # [B, row, col]
@@ -186,7 +200,7 @@ def solve(cost: Array, final_epsilon: Array, start_epsilon: Array, scaling: floa
     """
     b, n, _ = cost.shape
     dtype = cost.dtype
-    finite = jnp.all(jnp.isfinite(cost), axis=(1, 2))
+    finite = all_finite(cost)
     # Elements with NaN/inf never bid (done from the start). "dense" zeroes their benefit so
     # that no NaN reaches the arithmetic shared with the other elements; "pooled" reads only
     # the rows and columns of elements with bidders, so it negates the cost where it reads it
@@ -195,7 +209,8 @@ def solve(cost: Array, final_epsilon: Array, start_epsilon: Array, scaling: floa
     final_epsilon = jnp.where(finite, final_epsilon, 1.0).astype(dtype)
     start = jnp.maximum(jnp.where(finite, start_epsilon, 1.0), final_epsilon).astype(dtype)
     if warm:
-        prices, owner, assignment = warm_start(benefit)
+        prices, owner, assignment = (warm_start_from_cost(cost) if variant == "pooled"
+                                     else warm_start(benefit))
     else:
         prices, owner = jnp.zeros((b, n), dtype), jnp.full((b, n), n, jnp.int32)
         assignment = jnp.full((b, n), -1, jnp.int32)

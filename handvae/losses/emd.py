@@ -162,7 +162,7 @@ def auction_assignment(cost: Array, *, epsilon: float = EPSILON,
         raise ValueError(f"max_iterations must be >= 1, got {max_iterations}.")
     variant = _check_variant(variant, rounds_per_iteration)
     fixed = jax.lax.stop_gradient(cost)
-    finite = jnp.all(jnp.isfinite(fixed), axis=(1, 2))
+    finite = _auction.all_finite(fixed)
     # NaN/inf elements are not solved; their scale (NaN or inf) is replaced, and computing it
     # from the unmasked cost saves a [B, N, N] pass (XLA shares its max/min with ``spread``).
     scale = jnp.where(finite, _auction.cost_scale(fixed), 1.0)
