@@ -1,14 +1,24 @@
 """The CPU ("pooled") loop of the batched ε-scaling auction (see :mod:`handvae.losses.emd`).
 
-One ``lax.while_loop`` iteration is one Jacobi bidding round of up to k unassigned rows pooled
-over the whole batch, followed by the phase change of the elements whose rows are all assigned.
+Each round is a Jacobi bidding round of up to k unassigned rows pooled over the whole batch;
+rounds run in an inner ``lax.while_loop`` per bidder tier until the tier changes or an element
+has all its rows assigned; then the phase changes run (one element at a time) and the outer
+loop picks the next tier.
 
 The unassigned rows live in a stack (``queue[:count]``, flat indices b·N + i): a round pops
 the top k, and pushes back the bidders that lost their column and the rows the winners
 evicted; a phase reset pushes the rows it unassigns. Invariant: the stack holds exactly the
-unassigned rows of the unfinished elements, each once. So a round's bookkeeping is O(k), not
-O(B·N), and every one of its k slots holds a bidder (no hashing, no empty slots); k is the
-smallest tier ≥ the stack's size (``TIERS``), capped by the largest.
+unassigned rows of the unfinished elements, each once (bidders hold no column, so none is
+evicted; winners take distinct columns, so they evict distinct rows; a finished element has
+no unassigned row). So a round's bookkeeping is O(k), not O(B·N), and every one of its k slots
+holds a bidder (no hashing, no empty slots); k is the smallest tier ≥ the stack's size
+(``TIERS``), capped by the largest. Any non-empty subset of the unassigned rows may bid in a
+round without breaking ε-CS or termination (Bertsekas 1988), so the guarantees of
+:mod:`handvae.losses.emd` (within (1 + ε) of the optimum where ``converged``) are unchanged.
+
+Tiers stop at 128: XLA:CPU splits ops of ≥ ~512 KB over its thread pool, and on a loaded
+2-core machine each such hand-off cost more than it saved (see ``_in_place``); larger tiers,
+even unsplit, measured slower (32×256 hand-like clouds, WORKSPACE.md).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ and other accelerators): every unassigned row bids in every round, O(B·N²) but
 data-dependent branches whose predicates XLA:GPU reads on the host, and
 ``rounds_per_iteration`` rounds run per loop iteration (one host sync per R rounds). Conflicts
 on a column are resolved by the highest bid, ties by the lowest row index. Results are
-deterministic (pooled: the choice of bidders is a fixed hash of the round number); the two
+deterministic (pooled: the bidders are the top of a stack of unassigned rows); the two
 variants reach different, equally guaranteed, assignments.
 
 A third variant, "pallas" (the default on a GPU), runs a Gauss–Seidel auction (one bid per
