@@ -3,9 +3,10 @@
 State per batch element: column prices, the owner of each column, the column held by each
 row and the current ε. Two loops over the same state, chosen by backend (``solve``'s variant):
 
-* "pooled" (CPU): one ``lax.while_loop`` iteration is one Jacobi bidding round over (up to k
-  of) the unassigned rows of the *whole batch*, pooled by flat index b·N + i, followed by the
-  phase bookkeeping of the elements whose rows are all assigned, one element at a time.
+* "pooled" (CPU, :mod:`handvae.losses._pooled`): each loop iteration is one Jacobi bidding
+  round of up to k unassigned rows of the *whole batch* (a stack of flat indices b·N + i),
+  followed by the phase bookkeeping of the elements whose rows are all assigned, one element
+  at a time.
 * "dense" (GPU/TPU): there every loop iteration, and every conditional (``lax.switch``, the
   nested loop of ``next_phase``), costs a device→host sync of ~tens of µs, far more than a
   round's arithmetic. So all unassigned rows bid in every round (O(B·N²) elementwise work and
@@ -22,16 +23,6 @@ import jax
 import jax.numpy as jnp
 
 Array = jax.Array
-
-# Slots for bidders pooled over the batch: a round uses the smallest tier with at least as
-# many slots as there are unassigned rows (the largest caps a round; the rest bid later).
-# A round costs O(k·N) however the bidders are spread over the batch. Measured on 32×256
-# (benchmarks/losses.py): tiers a factor 2 apart evaluate ~25 % fewer empty slots than a
-# factor 4; more slots per bidder (fewer hash collisions) cost more than they save.
-TIERS = (16, 32, 64, 128, 256, 512, 1024)
-_FILL = 1
-_GOLDEN = 0x9E3779B1  # Knuth's multiplicative hash constant, 2^32 / golden ratio
-_MIX = 0x85EBCA6B     # MurmurHash3 finaliser constant, salts the hash per round
 
 
 class State(NamedTuple):
@@ -60,119 +51,15 @@ def top2(values: Array) -> tuple[Array, Array, Array]:
     return best, best_col, second
 
 
-def select_bidders(bidding: Array, k: int, salt: Array) -> Array:
-    """Up to k bidding rows of the whole batch as flat indices b·N + i ([k]; B·N = empty slot).
-
-    Each bidding row hashes (salted by the round) into one of k slots and the lowest index
-    wins a slot: O(B·N) elementwise work and a scatter, no prefix sum (slow on XLA:CPU).
-    Rows that lose a slot bid in a later round; the salt moves collisions between rounds.
-    """
-    total = bidding.size
-    index = jnp.arange(total, dtype=jnp.uint32)
-    mixed = (index ^ (salt.astype(jnp.uint32) * jnp.uint32(_MIX))) * jnp.uint32(_GOLDEN)
-    slot = (mixed >> jnp.uint32(32 - (k.bit_length() - 1))).astype(jnp.int32)
-    slot = jnp.where(bidding.reshape(-1), slot, k)
-    return jnp.full((k,), total, jnp.int32).at[slot].min(index.astype(jnp.int32), mode="drop")
-
-
-def bid_round(benefit: Array, state: State, k: int,
-              unassigned: Array | None = None) -> State | tuple[State, Array]:
-    """One Jacobi round in which up to k unassigned rows of the batch bid at once.
-
-    Any non-empty subset of the unassigned rows may bid without breaking the auction's
-    invariants (ε-CS, monotone prices) or its termination; so the long tails of a phase
-    (a row or two per element) cost O(k·N) with a small k. With ``unassigned`` ([B] rows
-    without a column per element) also returns it updated in O(k): a won column that was
-    free assigns one more row, a won column that was held moves its row.
-    """
-    b, n, _ = benefit.shape
-    total = b * n
-    bidding = (state.assignment < 0) & ~state.done[:, None]
-    flat_rows = select_bidders(bidding, k, state.iteration)              # [k]
-    active = flat_rows < total
-    safe = jnp.minimum(flat_rows, total - 1)
-    element, row = safe // n, (safe % n).astype(jnp.int32)
-    prices = state.prices.reshape(-1)
-    values = benefit.reshape(total, n)[safe] - state.prices[element]      # [k, N]
-    best, best_col, second = top2(values)
-    flat_col = element * n + best_col
-    price_best = prices[flat_col]
-    bid = price_best + (best - second) + state.epsilon[element]
-    # Progress even when ε is below the float spacing of the price.
-    bid = jnp.maximum(bid, jnp.nextafter(price_best, jnp.inf))
-    bid = jnp.where(active, bid, -jnp.inf)
-    # The highest bid on a column wins it; ties go to the lowest row index.
-    top_bid = jnp.full((total,), -jnp.inf, bid.dtype).at[flat_col].max(bid)
-    candidate = active & (bid == top_bid[flat_col])
-    winner = jnp.full((total,), n, jnp.int32).at[flat_col].min(jnp.where(candidate, row, n))
-    won = candidate & (winner[flat_col] == row)
-    owner = state.owner.reshape(-1)
-    previous = owner[flat_col]                                           # n: the column was free
-    evicted = jnp.where(won & (previous < n), element * n + previous, total)
-    target = jnp.where(won, flat_col, total)                             # total: dropped
-    assignment = state.assignment.reshape(-1).at[evicted].set(-1, mode="drop")
-    assignment = assignment.at[jnp.where(won, safe, total)].set(best_col, mode="drop")
-    owner = owner.at[target].set(row, mode="drop")
-    prices = prices.at[target].set(bid, mode="drop")
-    state = state._replace(prices=prices.reshape(b, n), owner=owner.reshape(b, n),
-                           assignment=assignment.reshape(b, n))
-    if unassigned is None:
-        return state
-    newly = (won & (previous == n)).astype(unassigned.dtype)
-    return state, unassigned.at[element].add(-newly)
-
-
-def _reset_element(benefit: Array, state: State, element: Array,
-                   unassigned: Array) -> tuple[State, Array]:
-    """Starts the element's next phase: unassigns the pairs violating ε-CS for its new ε."""
-    n = benefit.shape[1]
-    values = benefit[element] - state.prices[element][None, :]           # [N, N]
-    assignment = state.assignment[element]
-    held = jnp.take_along_axis(values, jnp.maximum(assignment, 0)[:, None], axis=1)[:, 0]
-    keep = (assignment >= 0) & (held >= jnp.max(values, axis=1) - state.epsilon[element])
-    owner = state.owner[element]
-    owner = jnp.where((owner < n) & keep[jnp.minimum(owner, n - 1)], owner, n)
-    state = state._replace(
-        assignment=state.assignment.at[element].set(jnp.where(keep, assignment, -1)),
-        owner=state.owner.at[element].set(owner))
-    return state, unassigned.at[element].set(n - jnp.sum(keep, dtype=unassigned.dtype))
-
-
-def next_phase(benefit: Array, state: State, final_epsilon: Array, scaling: float,
-               unassigned: Array) -> tuple[State, Array]:
-    """Elements with every row assigned: done at the final ε, else ε ← max(ε/θ, final ε).
-
-    ``unassigned`` [B]: rows without a column per element, kept up to date (no O(B·N) scan).
-    """
-    b = benefit.shape[0]
-    complete = (unassigned == 0) & ~state.done
-    finished = complete & (state.epsilon <= final_epsilon)
-    advance = complete & ~finished
-    epsilon = jnp.where(advance, jnp.maximum(state.epsilon / scaling, final_epsilon),
-                        state.epsilon)
-    state = state._replace(epsilon=epsilon, done=state.done | finished)
-
-    # Elements change phase at different rounds, usually one at a time: reset each alone in
-    # O(N²) rather than the whole batch in O(B·N²).
-    def body(carry):
-        state, unassigned, pending = carry
-        element = jnp.min(jnp.where(pending, jnp.arange(b), b))
-        state, unassigned = _reset_element(benefit, state, element, unassigned)
-        return state, unassigned, pending.at[element].set(False)
-
-    state, unassigned, _ = jax.lax.while_loop(lambda carry: jnp.any(carry[2]), body,
-                                              (state, unassigned, advance))
-    return state, unassigned
-
-
 # The dense variant (accelerators): no data-dependent branch or nested loop in a round.
 
 
 def dense_bid_round(benefit: Array, state: State, live: Array) -> State:
     """One Jacobi round in which every unassigned row of every unfinished element bids.
 
-    Per-column maxima replace the scatters of :func:`bid_round` (O(B·N²) fused elementwise
-    work and reductions, no atomics); conflicts resolve as there: highest bid, then lowest row.
+    Per-column maxima replace the scatters of :func:`handvae.losses._pooled.bid_round`
+    (O(B·N²) fused elementwise work and reductions, no atomics); conflicts resolve as there:
+    highest bid, then lowest row.
     """
     n = benefit.shape[1]
     rows = jnp.arange(n, dtype=jnp.int32)
@@ -199,7 +86,7 @@ def dense_bid_round(benefit: Array, state: State, live: Array) -> State:
 
 def dense_next_phase(benefit: Array, state: State, final_epsilon: Array, scaling: float,
                      live: Array) -> State:
-    """:func:`next_phase` for all completed elements at once (O(B·N²), no loop)."""
+    """:func:`handvae.losses._pooled.next_phase` for all completed elements at once (O(B·N²))."""
     n = benefit.shape[1]
     complete = jnp.all(state.assignment >= 0, axis=-1) & ~state.done & live
     finished = complete & (state.epsilon <= final_epsilon)
@@ -243,6 +130,13 @@ def default_variant() -> str:
     return {"cpu": "pooled", "gpu": "pallas", "cuda": "pallas"}.get(backend, "dense")
 
 
+def all_finite(cost: Array) -> Array:
+    """[B] bool: no NaN or ±inf in the element's [N, N] cost. From its max and min (NaN and
+    ±inf propagate into them), which :func:`cost_scale` computes too: no separate pass."""
+    return (jnp.isfinite(jnp.max(cost, axis=(1, 2)))
+            & jnp.isfinite(jnp.min(cost, axis=(1, 2))))
+
+
 def cost_scale(cost: Array) -> Array:
     """[B] per-element cost scale that relative ε is measured in (same unit as the cost).
 
@@ -271,10 +165,17 @@ def warm_start(benefit: Array) -> tuple[Array, Array, Array]:
     Returns:
       prices [B, N], owner [B, N] int32 (N: free), assignment [B, N] int32 (−1: unassigned).
     """
-    n = benefit.shape[1]
+    return warm_start_from_cost(-benefit)
+
+
+def warm_start_from_cost(cost: Array) -> tuple[Array, Array, Array]:
+    """:func:`warm_start` of the benefit −cost, computed from the cost (the same result, and
+    no [B, N, N] negated copy is materialised)."""
+    n = cost.shape[1]
     index = jnp.arange(n, dtype=jnp.int32)
-    prices = jnp.max(benefit, axis=1)                                    # [B, N] over rows
-    nearest_row = jnp.min(jnp.where(benefit == prices[:, None, :], index[None, :, None], n),
+    nearest = jnp.min(cost, axis=1)                                      # [B, N] over rows
+    prices = -nearest
+    nearest_row = jnp.min(jnp.where(cost == nearest[:, None, :], index[None, :, None], n),
                           axis=1)                                        # [B, N], lowest row
     nearest_row = jnp.minimum(nearest_row, n - 1)
     claims = nearest_row[:, None, :] == index[None, :, None]             # [B, row, col]
@@ -299,14 +200,17 @@ def solve(cost: Array, final_epsilon: Array, start_epsilon: Array, scaling: floa
     """
     b, n, _ = cost.shape
     dtype = cost.dtype
-    finite = jnp.all(jnp.isfinite(cost), axis=(1, 2))
-    # Elements with NaN/inf never bid (done from the start) and their benefit is zeroed so
-    # that no NaN reaches the arithmetic shared with the other elements.
-    benefit = jnp.where(finite[:, None, None], -cost, 0.0)
+    finite = all_finite(cost)
+    # Elements with NaN/inf never bid (done from the start). "dense" zeroes their benefit so
+    # that no NaN reaches the arithmetic shared with the other elements; "pooled" reads only
+    # the rows and columns of elements with bidders, so it negates the cost where it reads it
+    # (no [B, N, N] benefit is materialised).
+    benefit = -cost if variant == "pooled" else jnp.where(finite[:, None, None], -cost, 0.0)
     final_epsilon = jnp.where(finite, final_epsilon, 1.0).astype(dtype)
     start = jnp.maximum(jnp.where(finite, start_epsilon, 1.0), final_epsilon).astype(dtype)
     if warm:
-        prices, owner, assignment = warm_start(benefit)
+        prices, owner, assignment = (warm_start_from_cost(cost) if variant == "pooled"
+                                     else warm_start(benefit))
     else:
         prices, owner = jnp.zeros((b, n), dtype), jnp.full((b, n), n, jnp.int32)
         assignment = jnp.full((b, n), -1, jnp.int32)
@@ -327,38 +231,15 @@ def solve(cost: Array, final_epsilon: Array, start_epsilon: Array, scaling: floa
 
         state = jax.lax.while_loop(cond, dense_body, state)
     elif variant == "pooled":
-        state = _pooled_loop(benefit, state, final_epsilon, scaling, max_iterations)
+        from handvae.losses import _pooled   # imports this module (State, top2)
+        state = _pooled.pooled_loop(cost, state, final_epsilon, scaling, max_iterations)
     else:
         raise ValueError(f"variant must be 'pooled' or 'dense', got {variant!r}.")
     identity = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
-    assignment = complete_permutation(jnp.where(finite[:, None], state.assignment, identity))
+    assignment = jnp.where(finite[:, None], state.assignment, identity)
+    if variant == "pooled":   # skip the two sorts when every row holds a column (converged)
+        assignment = jax.lax.cond(jnp.any(assignment < 0), complete_permutation,
+                                  lambda assignment: assignment, assignment)
+    else:
+        assignment = complete_permutation(assignment)
     return assignment, state.done & finite, state.iteration
-
-
-def _pooled_loop(benefit: Array, state: State, final_epsilon: Array, scaling: float,
-                 max_iterations: int) -> State:
-    """The CPU loop: one round of up to k pooled bidders per iteration (see ``TIERS``)."""
-    b, n, _ = benefit.shape
-    slots_needed = 1 << max(_FILL * b * n - 1, 1).bit_length()
-    tiers = tuple(sorted({min(k, slots_needed) for k in TIERS}))
-    rounds = [lambda benefit, state, unassigned, k=k: bid_round(benefit, state, k, unassigned)
-              for k in tiers]
-    thresholds = jnp.asarray(tiers[:-1], jnp.int32)
-
-    # Unassigned rows per element, carried and updated in O(k) per round: the bidder count
-    # and the completion test then cost O(B), not two O(B·N) reductions per round.
-    def body(carry):
-        state, unassigned = carry
-        bidders = jnp.sum(jnp.where(state.done, 0, unassigned))
-        state, unassigned = jax.lax.switch(jnp.sum(_FILL * bidders > thresholds), rounds,
-                                           benefit, state, unassigned)
-        state, unassigned = next_phase(benefit, state, final_epsilon, scaling, unassigned)
-        return state._replace(iteration=state.iteration + 1), unassigned
-
-    def cond(carry):
-        state, _ = carry
-        return jnp.any(~state.done) & (state.iteration < max_iterations)
-
-    unassigned = jnp.sum(state.assignment < 0, axis=1, dtype=jnp.int32)
-    state, _ = jax.lax.while_loop(cond, body, (state, unassigned))
-    return state

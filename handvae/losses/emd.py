@@ -11,7 +11,7 @@ and other accelerators): every unassigned row bids in every round, O(B·N²) but
 data-dependent branches whose predicates XLA:GPU reads on the host, and
 ``rounds_per_iteration`` rounds run per loop iteration (one host sync per R rounds). Conflicts
 on a column are resolved by the highest bid, ties by the lowest row index. Results are
-deterministic (pooled: the choice of bidders is a fixed hash of the round number); the two
+deterministic (pooled: the bidders are the top of a stack of unassigned rows); the two
 variants reach different, equally guaranteed, assignments.
 
 A third variant, "pallas" (the default on a GPU), runs a Gauss–Seidel auction (one bid per
@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from handvae.losses import _auction, _auction_pallas, _validation
-from handvae.losses.chamfer import safe_sqrt, squared_distances_for_search
+from handvae.losses.chamfer import safe_sqrt
 
 Array = jax.Array
 
@@ -162,8 +162,10 @@ def auction_assignment(cost: Array, *, epsilon: float = EPSILON,
         raise ValueError(f"max_iterations must be >= 1, got {max_iterations}.")
     variant = _check_variant(variant, rounds_per_iteration)
     fixed = jax.lax.stop_gradient(cost)
-    finite = jnp.all(jnp.isfinite(fixed), axis=(1, 2))
-    scale = _auction.cost_scale(jnp.where(finite[:, None, None], fixed, 0.0))
+    finite = _auction.all_finite(fixed)
+    # NaN/inf elements are not solved; their scale (NaN or inf) is replaced, and computing it
+    # from the unmasked cost saves a [B, N, N] pass (XLA shares its max/min with ``spread``).
+    scale = jnp.where(finite, _auction.cost_scale(fixed), 1.0)
     unit = scale if relative else jnp.ones_like(scale)
     final = epsilon * unit
     if epsilon_scaling == 1.0:    # a single phase at the final ε
@@ -234,7 +236,11 @@ def earth_movers_distance(p: Array, q: Array, *, epsilon: float = EPSILON,
         raise ValueError(f"p and q must have the same number of points N (the EMD matches "
                          f"them one to one), got p {p.shape} and q {q.shape}; resample one "
                          f"cloud or use chamfer_distance.")
-    d2 = squared_distances_for_search(p, q)         # no gradient: the matching is held fixed
+    # Explicit differences, no gradient (the matching is held fixed): one fused pass, exact
+    # to float32 rounding (the matmul form ‖p‖² + ‖q‖² − 2p·q cancels; measured 2.5× slower
+    # for 32 × 256 points on 2 CPU cores).
+    fixed_p, fixed_q = jax.lax.stop_gradient(p), jax.lax.stop_gradient(q)
+    d2 = sum(jnp.square(fixed_p[:, :, None, i] - fixed_q[:, None, :, i]) for i in range(3))
     cost = d2 if squared else jnp.sqrt(d2)
     out = auction_assignment(cost, epsilon=epsilon, epsilon_scaling=epsilon_scaling,
                              max_iterations=max_iterations, variant=variant,

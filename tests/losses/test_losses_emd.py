@@ -8,7 +8,7 @@ from jax.test_util import check_grads
 from scipy.optimize import linear_sum_assignment
 
 from handvae import losses
-from handvae.losses import _auction
+from handvae.losses import _auction, _pooled
 
 EPSILON = 1e-3
 
@@ -285,24 +285,32 @@ def test_dense_emd_matches_scipy():
     assert np.all(np.asarray(got) >= exact - 1e-5)
 
 
-def test_pooled_unassigned_counts_match_a_recount():
-    # The pooled loop carries the unassigned rows per element, updated in O(k) per round and
-    # per phase reset; it must equal a full recount after every round (small tiers collide).
+def test_pooled_stack_holds_exactly_the_unassigned_rows():
+    # The pooled loop keeps the unassigned rows of the unfinished elements in a stack
+    # (queue[:count]) and their number per element, both updated in O(k) per round and O(N)
+    # per phase reset; after every round and reset they must equal a full recount, each row
+    # once (tiers 16 and 4 alternate; the 4-slot tier leaves bidders on the stack).
     cost = jnp.asarray(_clouds_with_duplicates_and_ties(17, seed=5))
-    benefit = -cost
-    b, n, _ = benefit.shape
+    b, n, _ = cost.shape
     state = _auction.State(prices=jnp.zeros((b, n)), owner=jnp.full((b, n), n, jnp.int32),
                            assignment=jnp.full((b, n), -1, jnp.int32),
                            epsilon=jnp.full((b,), 0.5), done=jnp.zeros((b,), bool),
                            iteration=jnp.zeros((), jnp.int32))
-    unassigned = jnp.full((b,), n, jnp.int32)
-    def step(state, unassigned, k):
-        state, unassigned = _auction.bid_round(benefit, state, k, unassigned)
-        return _auction.next_phase(benefit, state, jnp.asarray(1e-3), 5.0, unassigned)
+    queue, count, unassigned = _pooled.initial_queue(state, 16)
 
-    step = jax.jit(step, static_argnums=2)
+    def step(state, queue, count, unassigned, k):
+        state, queue, count, unassigned, _ = _pooled.bid_round(
+            cost, state, k, queue, count, unassigned, _pooled.pad_buffer(k, n, cost.dtype))
+        return _pooled.next_phase(cost, state, jnp.asarray(1e-3), 5.0, queue, count,
+                                  unassigned, _pooled.pad_buffer(n, n, cost.dtype))[:4]
+
+    step = jax.jit(step, static_argnums=4)
     for i in range(300):
-        state, unassigned = step(state, unassigned, (16, 4)[i % 2])
+        state, queue, count, unassigned = step(state, queue, count, unassigned, (16, 4)[i % 2])
         state = state._replace(iteration=state.iteration + 1)
-        np.testing.assert_array_equal(unassigned, np.sum(np.asarray(state.assignment) < 0, 1))
+        assignment = np.asarray(state.assignment)
+        np.testing.assert_array_equal(unassigned, np.sum(assignment < 0, 1))
+        bidding = (assignment < 0) & ~np.asarray(state.done)[:, None]
+        stacked = np.asarray(queue)[:int(count)]
+        np.testing.assert_array_equal(np.sort(stacked), np.flatnonzero(bidding))
     assert np.all(state.done)
