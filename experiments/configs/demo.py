@@ -15,7 +15,9 @@ augmentation on, the paper's λ's and β'), so the demo's numbers sit on the ben
 learning curve: only the run length (:data:`STEPS` instead of 4,000) and the training set
 (``make demo`` generates its own, smaller one) differ. Validation runs on a 256-frame subsample.
 
-Expected result: see ``STEPS`` below (the runs that set it) and ``make demo``'s report.
+Expected result (``make demo``, 3,000 generated frames, 2026-11-26, 2 shared cores): test mean
+EPE S1 (R2P) 38.63 mm, S4 (RC2CHP_poe) 34.92 mm, constant guess 53.67 mm; training took 450 s
+and 872 s beside another training run (about half that on idle cores).
 """
 
 from __future__ import annotations
