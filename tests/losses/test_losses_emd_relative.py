@@ -37,6 +37,27 @@ def _relative_gaps(p, q, distance):
     return np.asarray(distance, np.float64) / exact - 1.0
 
 
+def _within_guarantee_in_any_unit(p, q, variant, mean_gap=None):
+    """EMDs of ``p``, ``q`` [B, N, 3] scaled to m, dm and mm by ``variant``: each converged
+    and within the (1 + ε) guarantee of scipy's optimum (mean gap ≤ ``mean_gap`` if given).
+
+    Returns:
+      ``[(p_unit, q_unit, distance [B])]`` per unit, for further checks.
+    """
+    solved = []
+    for unit in (0.014, 0.14, 14.0):
+        pu, qu = p * np.float32(unit), q * np.float32(unit)
+        distance, converged = losses.earth_movers_distance(pu, qu, variant=variant,
+                                                           return_converged=True)
+        assert np.all(converged)
+        gaps = _relative_gaps(pu, qu, distance)
+        if mean_gap is not None:
+            assert np.mean(gaps) <= mean_gap
+        assert np.all(gaps >= -1e-5) and np.all(gaps <= losses.emd.EPSILON + 1e-5)
+        solved.append((pu, qu, distance))
+    return solved
+
+
 @pytest.mark.parametrize("unit", [0.014, 0.14, 14.0])   # ~10 cm hands in m, dm, mm
 def test_default_emd_accuracy_does_not_depend_on_units(unit):
     # The same hand-like clouds in three units: the old absolute ε=1e-3 gave a mean relative
@@ -61,14 +82,7 @@ def test_pooled_emd_with_a_capped_bidder_stack_is_within_guarantee_in_any_unit()
     cost = np.linalg.norm(p[:, :, None] - q[:, None], axis=-1)
     _, _, assignment = _auction.warm_start(-cost)
     assert np.sum(np.asarray(assignment) < 0) > max(_pooled.TIERS)
-    for unit in (0.014, 0.14, 14.0):
-        pu, qu = p * np.float32(unit), q * np.float32(unit)
-        distance, converged = losses.earth_movers_distance(pu, qu, variant="pooled",
-                                                           return_converged=True)
-        assert np.all(converged)
-        gaps = _relative_gaps(pu, qu, distance)
-        assert np.mean(gaps) <= 1e-4
-        assert np.all(gaps >= -1e-5) and np.all(gaps <= losses.emd.EPSILON + 1e-5)
+    _within_guarantee_in_any_unit(p, q, "pooled", mean_gap=1e-4)
 
 
 def test_relative_epsilon_gives_the_same_matching_in_any_unit():
@@ -179,13 +193,7 @@ def test_pallas_emd_within_guarantee_in_any_unit():
     # earth_movers_distance with the Pallas kernel (interpreted): converged, within the
     # (1 + ε) guarantee of scipy's optimum in m, dm and mm; the cost agrees with the matching.
     p, q = _hand_like_clouds(2, 32, seed=6)
-    for unit in (0.014, 0.14, 14.0):
-        pu, qu = p * np.float32(unit), q * np.float32(unit)
-        distance, converged = losses.earth_movers_distance(pu, qu, variant="pallas",
-                                                           return_converged=True)
-        assert np.all(converged)
-        gaps = _relative_gaps(pu, qu, distance)
-        assert np.all(gaps >= -1e-5) and np.all(gaps <= losses.emd.EPSILON + 1e-5)
+    for pu, qu, distance in _within_guarantee_in_any_unit(p, q, "pallas"):
         cost = np.linalg.norm(pu[:, :, None] - qu[:, None], axis=-1)
         out = losses.auction_assignment(cost, variant="pallas")
         matched = np.take_along_axis(cost, np.asarray(out.assignment)[..., None], 2)[..., 0]
