@@ -15,9 +15,9 @@ augmentation on, the paper's λ's and β'), so the demo's numbers sit on the ben
 learning curve: only the run length (:data:`STEPS` instead of 4,000) and the training set
 (``make demo`` generates its own, smaller one) differ. Validation runs on a 256-frame subsample.
 
-Expected result (``make demo``, 3,000 generated frames, 2026-11-26, 2 shared cores): test mean
-EPE S1 (R2P) 38.63 mm, S4 (RC2CHP_poe) 34.92 mm, constant guess 53.67 mm; training took 450 s
-and 872 s beside another training run (about half that on idle cores).
+Expected result (``make demo``, 3,000 generated frames, 2026-11-26, 2 idle cores): test mean
+EPE S1 (R2P) 38.63 mm, S4 (RC2CHP_poe) 34.33 mm, constant guess 53.67 mm; training took 178 s
+and 390 s, the whole demo 11 min 44 s.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from experiments.configs import common, reproduce
 # Measured on the benchmark's first 3,000 training frames (R2P, seed 0, 2 cores,
 # 2026-11-26) the test mean EPE was 38.7 mm after 2,000 steps and 35.3 mm after 3,000, against
 # 53.9 mm for a constant guess; the benchmark's 4,000 steps on 19,000 frames reach 32.2 mm.
-# 2,000 steps keep `make demo` (3,000 frames, S1 ~10 steps/s, S4 ~4.4 steps/s on 2 idle
-# cores) within 15 minutes.
+# 2,000 steps keep `make demo` (3,000 frames) within 15 minutes on 2 idle cores (measured
+# 11 min 44 s); 3,000 would take ~16-17.
 STEPS = 2000
 
 
