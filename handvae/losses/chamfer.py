@@ -15,19 +15,20 @@ Array = jax.Array
 def pairwise_squared_distances(p: Array, q: Array) -> Array:
     """Squared Euclidean distances between every pair of points, by explicit differences.
 
-    Exact zeros for coincident points (no cancellation) and a well-conditioned gradient, at
-    the price of a [B, N, M, 3] intermediate; :func:`chamfer_distance` and the EMD search
-    with the faster ‖p‖² + ‖q‖² − 2 p·q form and recompute the distances they keep.
+    Exact zeros for coincident points (no cancellation) and a well-conditioned gradient. The
+    coordinates are summed one by one: each term is a fused [B, N, M] pass, ~14× faster on
+    XLA:CPU than squaring a [B, N, M, 3] difference (32 × 256 points, 2 cores). The EMD's
+    costs come from here; :func:`chamfer_distance` searches with the matmul form
+    (:func:`squared_distances_for_search`) and recomputes the distances it keeps.
 
     Args:
-      p: [B, N, 3] points.
-      q: [B, M, 3] points (same unit).
+      p: [B, N, D] points (D = 3 for clouds).
+      q: [B, M, D] points (same unit).
 
     Returns:
       [B, N, M] squared distances, unit².
     """
-    diff = p[:, :, None, :] - q[:, None, :, :]
-    return jnp.sum(jnp.square(diff), axis=-1)
+    return sum(jnp.square(p[:, :, None, i] - q[:, None, :, i]) for i in range(p.shape[-1]))
 
 
 def squared_distances_for_search(p: Array, q: Array) -> Array:

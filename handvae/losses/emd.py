@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from handvae.losses import _auction, _auction_pallas, _validation
-from handvae.losses.chamfer import safe_sqrt
+from handvae.losses.chamfer import pairwise_squared_distances, safe_sqrt
 
 Array = jax.Array
 
@@ -236,11 +236,10 @@ def earth_movers_distance(p: Array, q: Array, *, epsilon: float = EPSILON,
         raise ValueError(f"p and q must have the same number of points N (the EMD matches "
                          f"them one to one), got p {p.shape} and q {q.shape}; resample one "
                          f"cloud or use chamfer_distance.")
-    # Explicit differences, no gradient (the matching is held fixed): one fused pass, exact
-    # to float32 rounding (the matmul form ‖p‖² + ‖q‖² − 2p·q cancels; measured 2.5× slower
-    # for 32 × 256 points on 2 CPU cores).
-    fixed_p, fixed_q = jax.lax.stop_gradient(p), jax.lax.stop_gradient(q)
-    d2 = sum(jnp.square(fixed_p[:, :, None, i] - fixed_q[:, None, :, i]) for i in range(3))
+    # Explicit differences, no gradient (the matching is held fixed): exact to float32
+    # rounding (the matmul form ‖p‖² + ‖q‖² − 2p·q cancels; measured 2.5× slower for
+    # 32 × 256 points on 2 CPU cores).
+    d2 = pairwise_squared_distances(jax.lax.stop_gradient(p), jax.lax.stop_gradient(q))
     cost = d2 if squared else jnp.sqrt(d2)
     out = auction_assignment(cost, epsilon=epsilon, epsilon_scaling=epsilon_scaling,
                              max_iterations=max_iterations, variant=variant,

@@ -98,3 +98,13 @@ def test_chamfer_bad_dtype_and_mask_raise():
         losses.chamfer_distance(np.zeros((1, 2, 3), np.float32), np.zeros((1, 2, 3), np.int32))
     with pytest.raises(ValueError, match=r"p_mask must have shape \(1, 2\)"):
         losses.chamfer_distance(np.zeros((1, 2, 3)), np.zeros((1, 2, 3)), p_mask=np.ones(2))
+
+
+def test_pairwise_squared_distances_are_explicit_differences():
+    p = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 3))
+    q = jnp.concatenate([p[:, :2], jax.random.normal(jax.random.PRNGKey(1), (2, 4, 3))], 1)
+    d2 = losses.pairwise_squared_distances(p, q)
+    assert d2.shape == (2, 5, 6)
+    expected = np.sum((np.asarray(p)[:, :, None] - np.asarray(q)[:, None]) ** 2, axis=-1)
+    np.testing.assert_allclose(d2, expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(d2[:, [0, 1], [0, 1]], 0.0)   # coincident points: exact 0
