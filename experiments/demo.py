@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from experiments.configs import demo as demo_config
+from experiments.configs import reproduce as reproduce_config
 from handvae.evaluation import report
 
 MODELS = (("S1", "R2P"), ("S4", "RC2CHP_poe"))
@@ -46,7 +47,6 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(PROJECT_ROOT, "experiments", "configs", "demo.py")
 # The reproduction's committed cpu-scale results (the demo config is that scale, run shorter).
 BENCHMARK_RESULTS = os.path.join(PROJECT_ROOT, "experiments", "results", "cpu", "results.json")
-BENCHMARK_STRATEGIES = (("S1", "R2P"), ("S4", "RC2CHP_poe"))
 DEMO_MARKER = ".handvae-demo"  # marks --out as a demo folder (only such folders are deleted)
 STEPS_FILE = "steps.json"  # each finished step's inputs; a step whose inputs change is redone
 LAYOUT = {"data", "workdirs", "report.md", "pck.png", "figures", "timings.json", STEPS_FILE,
@@ -449,23 +449,25 @@ def benchmark_section(info: dict[str, Any], path: str = BENCHMARK_RESULTS) -> li
     except (OSError, ValueError, KeyError) as err:
         return lines + [f"No benchmark results to compare with ({path}: {err}).\n"]
     rows = {}
-    for label, strategy in BENCHMARK_STRATEGIES:
+    for label, strategy in MODELS:
         if strategy in table:
             entry = table[strategy]
             rows[f"benchmark {label} ({strategy}), {entry['num_seeds']} seed(s)"] = {
                 key: entry[key] for key in ("mean_epe_mm", "median_epe_mm", "auc_20_50")
                 if key in entry}
     relpath = os.path.relpath(path, PROJECT_ROOT)
+    cpu = reproduce_config.SCALES["cpu"]
     lines += [
         "The demo config (`experiments/configs/demo.py`) is the reproduction's `cpu` scale "
-        "(64² crops, ResNet-18 of width 16, 64 cloud points, batch 32, augmentation on, the "
-        "paper's objective), trained for "
-        f"{info['steps']} steps on the demo's {info['num_train']} generated frames instead of "
-        "4,000 steps on the benchmark's 19,000 (`python -m experiments.reproduce --scale cpu`, "
+        f"({cpu.image_size}² crops, ResNet-18 of width {cpu.resnet_width}, {cpu.num_points} "
+        f"cloud points, batch {cpu.batch_size}, augmentation on, the paper's objective), "
+        f"trained for {info['steps']} steps on the demo's {info['num_train']} generated frames "
+        f"instead of {cpu.steps:,} steps on the benchmark's {cpu.data.num_train:,} "
+        "(`python -m experiments.reproduce --scale cpu`, "
         f"results committed in `{relpath}`, commit {bench.get('commit', '?')}). Its errors "
         "therefore sit above the benchmark's on the same learning curve; the benchmark's test "
-        "split is another 2,000 frames of the same generator, so the rows compare in kind, "
-        "not frame by frame.\n",
+        f"split is another {cpu.data.num_eval:,} frames of the same generator, so the rows "
+        "compare in kind, not frame by frame.\n",
         report.comparison_table({}, reference=rows),
     ]
     return lines

@@ -86,7 +86,7 @@ def make_plan(data_config: Any, size: int, global_batch: int) -> Plan:
         per_batch = max(1, global_batch // 2)
     if not 1 <= per_batch < global_batch:
         raise ValueError(f"data.labelled_per_batch must be in [1, batch size − 1] = "
-                         f"[1, {global_batch - 1}] with weak supervision (0: proportional), "
+                         f"[1, {global_batch - 1}] with weak supervision (0: half the batch), "
                          f"got {per_batch}")
     return Plan(num_train, num_labelled, per_batch, global_batch)
 

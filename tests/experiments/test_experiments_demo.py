@@ -180,3 +180,22 @@ def test_steps_run_from_the_project_root_whatever_the_working_directory(tmp_path
               "assert os.path.dirname(os.path.dirname(experiments.__file__)) == os.getcwd()")
     demo._run([sys.executable, "-c", script], "check")
     assert os.path.isabs(demo.DEMO_CONFIG) and os.path.exists(demo.DEMO_CONFIG)
+
+
+def test_benchmark_section_quotes_the_committed_rows_and_the_cpu_scale(tmp_path):
+    entry = {"num_seeds": 2, "mean_epe_mm": 32.39, "median_epe_mm": 30.29, "auc_20_50": 0.598}
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"commit": "abc1234", "table1": {
+        "R2P": entry, "RC2CHP_poe": {**entry, "mean_epe_mm": 30.14}, "R2HP": entry}}))
+    text = "\n".join(demo.benchmark_section({"steps": 7, "num_train": 99}, str(results)))
+    assert "| benchmark S1 (R2P), 2 seed(s) | 32.39 | 30.29 | 0.598 |" in text
+    assert "| benchmark S4 (RC2CHP_poe), 2 seed(s) | 30.14 |" in text
+    assert "R2HP" not in text                        # only the demo's two strategies
+    assert "7 steps on the demo's 99 generated frames instead of 4,000 steps" in text
+    assert "64² crops, ResNet-18 of width 16" in text and "commit abc1234" in text
+
+
+def test_benchmark_section_says_when_there_is_nothing_to_compare_with(tmp_path):
+    lines = demo.benchmark_section({"steps": 7, "num_train": 99}, str(tmp_path / "none.json"))
+    assert lines[0].startswith("## How the demo relates to the benchmark")
+    assert "No benchmark results to compare with" in lines[1] and "none.json" in lines[1]
