@@ -75,6 +75,11 @@ def make_slab(points: np.ndarray, normal: np.ndarray, half_thickness: float, par
                 part_id=int(part_id), albedo=np.asarray(albedo, dtype=np.float64))
 
 
+def _turn(o: tuple, a: tuple, b: tuple) -> float:
+    """z of (a − o) × (b − o): > 0 for a counter-clockwise turn (NumPy ≥ 2.5 refuses 2-D np.cross)."""
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+
 def _convex_hull(points: np.ndarray) -> np.ndarray:
     """[K, 2] counter-clockwise convex hull of [M, 2] points (Andrew's monotone chain)."""
     order = sorted(map(tuple, points))
@@ -82,8 +87,7 @@ def _convex_hull(points: np.ndarray) -> np.ndarray:
     def half(sequence):
         chain = []
         for p in sequence:
-            while len(chain) >= 2 and np.cross(np.subtract(chain[-1], chain[-2]),
-                                               np.subtract(p, chain[-2])) <= 0:
+            while len(chain) >= 2 and _turn(chain[-2], chain[-1], p) <= 0:
                 chain.pop()
             chain.append(p)
         return chain
