@@ -54,7 +54,7 @@ for strategy in R2P RC2CHP_poe; do
   timeout "$left" python3 -m experiments.train \
     --config "experiments/configs/reproduce.py:strategy=$strategy,scale=paper,steps=$steps" \
     --workdir "/tmp/runs/$strategy" --config.data.data_dir="$data/tfds" \
-    --config.optimizer.lr=1e-3 --config.data.num_workers=14 > "/tmp/train_$strategy.log" 2>&1
+    --config.optimizer.lr=1e-3 > "/tmp/train_$strategy.log" 2>&1
   log "train $strategy exit $?"
   tr '\r' '\n' < "/tmp/train_$strategy.log" | grep -v "^W0000\|^I0000" | tail -60 \
     > "$out/train_$strategy.txt"

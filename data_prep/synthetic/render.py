@@ -76,7 +76,7 @@ def make_slab(points: np.ndarray, normal: np.ndarray, half_thickness: float, par
 
 
 def _turn(o: tuple, a: tuple, b: tuple) -> float:
-    """z of (a − o) × (b − o): > 0 for a counter-clockwise turn (NumPy ≥ 2.5 refuses 2-D np.cross)."""
+    """z of (a − o) × (b − o), > 0 for a counter-clockwise turn (NumPy 2.5 refuses 2-D cross)."""
     return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
 
 

@@ -48,7 +48,10 @@ def get_base_config(dataset: str = "rhd") -> ml_collections.ConfigDict:
     c.data.labelled_fraction = 1.0
     c.data.labelled_per_batch = 0
     c.data.num_workers = 2
-    c.data.cache_mb = 1024        # per-process cache of prepared training examples
+    # "threads" (one cache, cheap start; enough on a few cores) or "processes" (no shared GIL:
+    # for many cores and large crops, e.g. the paper scale on a GPU host; handvae.data.prefetch)
+    c.data.worker_kind = "threads"
+    c.data.cache_mb = 1024        # cache of prepared training examples (processes split it)
 
     # Model: exactly the fields of handvae.models.HandVAE. Sizes shared with the data are
     # references to config.data's (one value; setting either side sets both).

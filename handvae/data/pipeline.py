@@ -18,6 +18,7 @@ strategy's): R2P's batches carry neither heat maps nor clouds.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Collection, Iterator
 from typing import Any
@@ -147,7 +148,8 @@ def train_batches(data_config: Any, batch_size: int, *, seed: int, start_step: i
 
     Args:
       data_config: ``config.data`` (also ``train_fraction``, ``labelled_fraction``,
-        ``labelled_per_batch``: see :mod:`handvae.data.streams`).
+        ``labelled_per_batch``: see :mod:`handvae.data.streams`; ``num_workers`` and
+        ``worker_kind``, "threads" or "processes": see :mod:`handvae.data.prefetch`).
       batch_size: rows per batch on THIS process (the global batch is
         ``batch_size · process_count``; process p yields rows ``[p·batch_size, (p+1)·batch_size)``
         of every global batch, so the union over processes does not depend on the split).
@@ -162,52 +164,92 @@ def train_batches(data_config: Any, batch_size: int, *, seed: int, start_step: i
     Returns:
       An iterator of batches of :mod:`handvae.data.spec`; ``labelled`` is 1 for rows from the
       first ``round(labelled_fraction · n_train)`` examples of the (sorted) split. Call
-      ``close()`` (or use it as a context manager) to stop its background thread.
+      ``close()`` (or use it as a context manager) to stop its background thread and workers.
 
     Raises:
-      ValueError: bad batch/process numbers, an empty source, or a weak-supervision field out
-        of range (the message names it).
+      ValueError: bad batch/process numbers, an empty source, a weak-supervision field out
+        of range, or an unknown ``worker_kind`` (the message names it).
     """
     if batch_size <= 0 or not 0 <= process_index < process_count:
         raise ValueError(f"need batch_size > 0 and 0 <= process_index < process_count, got "
                          f"batch_size={batch_size}, process_index={process_index}, "
                          f"process_count={process_count}")
-    keys = _check_keys(keys)
-    if source is None:
-        source = source_lib.load_source(data_config, data_config.get("train_split", "train"))
-    size = _check_source(source, "train_batches")
-    source = prepared_lib.ExampleCache(source, int(data_config.image_size),
-                                       int(data_config.get("cache_mb", 1024)) << 20)
-    plan = streams.make_plan(data_config, size, batch_size * process_count)
-    row_index = streams.RowIndex(plan, seed)
-    do_augment = bool(data_config.get("augment", True))
-    rows = range(process_index * batch_size, (process_index + 1) * batch_size)
+    maker = _TrainBatches(data_config, batch_size, seed, process_index, process_count, source,
+                          _check_keys(keys))
+    return prefetch.Prefetcher(maker, start_step, int(data_config.get("num_workers", 2)),
+                               read_ahead=functools.partial(maker.read_ahead,
+                                                            start_step=start_step),
+                               worker_kind=str(data_config.get("worker_kind", "threads")))
 
-    def make_row(step: int, row: int) -> dict[str, np.ndarray]:
+
+class _TrainBatches:
+    """``train_batches``'s batch ``step``: a pure function of the arguments it was made with.
+
+    Picklable, for worker processes: it travels without its state (the source, the cache of
+    prepared examples, the stream's plan), which each process rebuilds on first use, loading
+    its own source unless one was given (a given source must then pickle). A process's cache
+    gets ``cache_mb / num_workers``, so all workers together keep the threads' budget.
+    """
+
+    def __init__(self, data_config: Any, batch_size: int, seed: int, process_index: int,
+                 process_count: int, source, keys: tuple[str, ...]):
+        self.data_config, self.batch_size, self.seed = data_config, batch_size, seed
+        self.process_index, self.process_count = process_index, process_count
+        self.keys, self._given_source = keys, source
+        self._state = self._build(share=1)     # errors surface here, in the caller
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_state": None}
+
+    def _build(self, share: int) -> tuple:
+        source = self._given_source
+        if source is None:
+            source = source_lib.load_source(self.data_config,
+                                            self.data_config.get("train_split", "train"))
+        size = _check_source(source, "train_batches")
+        cache_bytes = (int(self.data_config.get("cache_mb", 1024)) << 20) // share
+        source = prepared_lib.ExampleCache(source, int(self.data_config.image_size), cache_bytes)
+        plan = streams.make_plan(self.data_config, size, self.batch_size * self.process_count)
+        return source, plan, streams.RowIndex(plan, self.seed)
+
+    def _ready(self) -> tuple:
+        if self._state is None:       # in a worker process
+            self._state = self._build(share=max(1, int(self.data_config.get("num_workers", 2))))
+        return self._state
+
+    def row(self, step: int, row: int) -> dict[str, np.ndarray]:
+        source, _, row_index = self._ready()
         index, labelled = row_index(step, row)
-        features = example_to_features(source[index], data_config,
-                                       np.random.default_rng([seed, step, row]),
-                                       augment=do_augment, keys=keys)
+        features = example_to_features(source[index], self.data_config,
+                                       np.random.default_rng([self.seed, step, row]),
+                                       augment=bool(self.data_config.get("augment", True)),
+                                       keys=self.keys)
         if "labelled" in features:
             features["labelled"] = np.float32(labelled)
         return features
 
-    def make_batch(step: int, pool) -> dict[str, np.ndarray]:
-        return _stack(list(pool.map(make_row, [step] * batch_size, rows)))
+    @property
+    def rows(self) -> range:
+        """This process's rows of every global batch."""
+        return range(self.process_index * self.batch_size,
+                     (self.process_index + 1) * self.batch_size)
 
-    def read_ahead(stop) -> None:
-        # Prepares the examples of the coming steps into the cache (the first epoch is the
-        # only one that reads from disk); overlaps with compiling the step. Values never
-        # depend on it: a row reads the same prepared example either way.
-        ahead = streams.RowIndex(plan, seed)      # its own permutation memo (not shared)
-        for step in range(start_step, start_step + 2 * plan.num_train // batch_size + 2):
-            for row in rows:
+    def __call__(self, step: int, pool=None) -> dict[str, np.ndarray]:
+        if pool is None:
+            return _stack([self.row(step, row) for row in self.rows])
+        return _stack(list(pool.map(self.row, [step] * self.batch_size, self.rows)))
+
+    def read_ahead(self, stop, start_step: int = 0) -> None:
+        """Prepares the examples of the coming steps into the cache (threads only: the first
+        epoch is the only one that reads from disk); overlaps with compiling the step. Values
+        never depend on it: a row reads the same prepared example either way."""
+        source, plan, _ = self._ready()
+        ahead = streams.RowIndex(plan, self.seed)      # its own permutation memo (not shared)
+        for step in range(start_step, start_step + 2 * plan.num_train // self.batch_size + 2):
+            for row in self.rows:
                 if stop.is_set() or source.full or source.cached() >= plan.num_train:
                     return
                 source[ahead(step, row)[0]]
-
-    return prefetch.Prefetcher(make_batch, start_step, int(data_config.get("num_workers", 2)),
-                               read_ahead=read_ahead)
 
 
 def eval_batches(data_config: Any, batch_size: int, *, split: str, num_examples: int = -1,

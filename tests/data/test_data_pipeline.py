@@ -145,3 +145,34 @@ def test_missing_data_set_says_how_to_build_it(tmp_path):
         source_lib.load_source(_config(str(tmp_path)), "train")
     with pytest.raises(ValueError, match="data.dataset"):
         source_lib.load_source(_config(str(tmp_path), dataset="nyu"), "train")
+
+
+def test_worker_processes_give_the_threads_batches(rhd_synthetic_data_dir):
+    """Batch k is the same function of (seed, k) in spawned processes, from any start."""
+    threads = _take(pipeline.train_batches(_config(rhd_synthetic_data_dir), 3, seed=5), 4)
+    config = _config(rhd_synthetic_data_dir, worker_kind="processes", num_workers=2)
+    processes = _take(pipeline.train_batches(config, 3, seed=5), 4)
+    resumed = _take(pipeline.train_batches(config, 3, seed=5, start_step=3), 1)[0]
+    for key in spec.BATCH_KEYS:
+        for step in range(4):
+            np.testing.assert_array_equal(processes[step][key], threads[step][key],
+                                          err_msg=f"{key} at step {step}")
+        np.testing.assert_array_equal(resumed[key], threads[3][key], err_msg=key)
+
+
+class _Broken:
+    """A picklable source whose examples cannot be read."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        raise OSError(f"example {index} is unreadable")
+
+
+def test_a_worker_process_error_reaches_the_consumer(rhd_synthetic_data_dir):
+    config = _config(rhd_synthetic_data_dir, worker_kind="processes", num_workers=1)
+    with pytest.raises(OSError, match="unreadable"):
+        _take(pipeline.train_batches(config, 2, seed=0, source=_Broken()), 1)
+    with pytest.raises(ValueError, match="worker_kind"):
+        pipeline.train_batches(_config(rhd_synthetic_data_dir, worker_kind="fibres"), 2, seed=0)
