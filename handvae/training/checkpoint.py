@@ -22,6 +22,8 @@ import json
 import logging
 import os
 import sys
+import traceback
+import warnings
 from typing import Any
 
 import jax
@@ -42,8 +44,23 @@ _REASON_CHARS = 300
 
 
 def _is_closed_loop_noise(unraisable: Any) -> bool:
+    """A failed read's leftovers: "Event loop is closed", or orbax's abandoned read raising."""
     error = unraisable.exc_value
-    return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return True
+    return _from_failed_read(unraisable.exc_traceback)
+
+
+def _from_failed_read(error_traceback: Any) -> bool:
+    frames = traceback.extract_tb(error_traceback) if error_traceback else []
+    return any(frame.name == "async_deserialize" for frame in frames)
+
+
+def _drop_unretrieved_read_errors(record: logging.LogRecord) -> bool:
+    """False for asyncio's log of a failed checkpoint read's task that nobody awaited."""
+    if "async_deserialize" in record.getMessage():
+        return False
+    return not (record.exc_info and _from_failed_read(record.exc_info[2]))
 
 
 def quiet_closed_loop_noise() -> None:
@@ -52,11 +69,18 @@ def quiet_closed_loop_noise() -> None:
     When tensorstore fails to read a checkpoint, orbax closes its asyncio loop while
     tensorstore's other reads still complete into it; each prints an "Exception ignored"
     traceback through ``sys.unraisablehook`` (dozens, some at exit, after the real error).
-    This wraps the hook once to drop exactly those; everything else goes through.
+    This wraps the hook once to drop exactly those; everything else goes through. The same
+    failed read abandons orbax's ``Store._get_array_metadatas`` coroutine, whose "never
+    awaited" RuntimeWarning, and its ``async_deserialize`` tasks whose DATA_LOSS nobody
+    retrieves (asyncio logs "Task exception was never retrieved" when they are collected),
+    would otherwise print at exit, after the real error; those are dropped too.
     """
     previous = sys.unraisablehook
     if getattr(previous, "_handvae_quiet", False):
         return
+    warnings.filterwarnings("ignore", message=r"coroutine '.*_get_array_metadatas' was never "
+                            r"awaited", category=RuntimeWarning)
+    logging.getLogger("asyncio").addFilter(_drop_unretrieved_read_errors)
 
     def hook(unraisable: Any) -> None:
         if not _is_closed_loop_noise(unraisable):
