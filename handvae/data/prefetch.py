@@ -99,32 +99,31 @@ class Prefetcher:
             while not self._stop.is_set():
                 while len(pending) < self._window:
                     pending.append(self._pool.submit(_make_in_worker, step + len(pending)))
-                future = pending.popleft()
-                while not self._stop.is_set():
-                    try:
-                        item = future.result(timeout=0.1)
-                        break
-                    except concurrent.futures.TimeoutError:
-                        continue
-                    except concurrent.futures.process.BrokenProcessPool as e:
-                        item = RuntimeError(
-                            "an input-pipeline worker process died (data.worker_kind="
-                            "'processes'). Spawned workers import the main script: guard its "
-                            "entry point with `if __name__ == '__main__':`; each worker also "
-                            "needs memory for its share of data.cache_mb. Or set "
-                            "data.worker_kind='threads'.")
-                        item.__cause__ = e
-                        break
-                    except BaseException as e:  # a worker's error, handed to the consumer
-                        item = e
-                        break
-                else:
-                    return
-                if not self._put(item):
+                item = self._outcome(pending.popleft())
+                if item is None or not self._put(item):
                     return
                 step += 1
         except BaseException as e:  # submit on a broken pool
             self._put(e)
+
+    def _outcome(self, future) -> dict[str, np.ndarray] | BaseException | None:
+        """A worker's batch, or its error for the consumer; None once stopped."""
+        while not self._stop.is_set():
+            try:
+                return future.result(timeout=0.1)
+            except concurrent.futures.TimeoutError:
+                continue
+            except concurrent.futures.process.BrokenProcessPool as e:
+                error = RuntimeError(
+                    "an input-pipeline worker process died (data.worker_kind='processes'). "
+                    "Spawned workers import the main script: guard its entry point with "
+                    "`if __name__ == '__main__':`; each worker also needs memory for its "
+                    "share of data.cache_mb. Or set data.worker_kind='threads'.")
+                error.__cause__ = e
+                return error
+            except BaseException as e:  # a worker's error, handed to the consumer
+                return e
+        return None
 
     def __iter__(self) -> "Prefetcher":
         return self

@@ -1,10 +1,12 @@
 """handvae.data.pipeline on the dummy synthetic RHD set (built once per session by conftest)."""
 
+import os
+
 import numpy as np
 import pytest
 
 from experiments.configs.common import get_base_config
-from handvae.data import pipeline, spec
+from handvae.data import pipeline, prefetch, spec
 from handvae.data import source as source_lib
 
 SIZE, HEAT, POINTS = 64, 16, 64
@@ -176,3 +178,14 @@ def test_a_worker_process_error_reaches_the_consumer(rhd_synthetic_data_dir):
         _take(pipeline.train_batches(config, 2, seed=0, source=_Broken()), 1)
     with pytest.raises(ValueError, match="worker_kind"):
         pipeline.train_batches(_config(rhd_synthetic_data_dir, worker_kind="fibres"), 2, seed=0)
+
+
+def _die(step, pool):
+    """A batch maker whose worker process exits without a word."""
+    os._exit(3)
+
+
+def test_a_dead_worker_process_is_named_with_the_fix():
+    with pytest.raises(RuntimeError, match="worker process died.*__main__") as caught:
+        _take(prefetch.Prefetcher(_die, 0, 1, worker_kind="processes"), 1)
+    assert "BrokenProcessPool" in type(caught.value.__cause__).__name__
