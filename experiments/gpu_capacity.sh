@@ -20,11 +20,7 @@ out="${1:?usage: bash experiments/gpu_capacity.sh OUT_DIR [STEPS]}"
 steps="${2:-4000}"
 deadline=$((SECONDS + ${DEADLINE_S:-540}))
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
-fi
+source experiments/device_env.sh
 log() { echo "[$SECONDS s] $*" | tee -a "$out/timeline.txt"; }
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; nproc;
   python3 -c 'import jax, flax, optax, orbax.checkpoint as o, tensorflow_datasets as t

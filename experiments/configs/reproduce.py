@@ -91,7 +91,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.heatmap_size = scale.heatmap_size
     config.data.num_points = scale.num_points
     config.data.worker_kind = scale.worker_kind
-    if scale.worker_kind == "processes":   # all cores but the trainer's
+    if scale.worker_kind == "processes":   # all cores but two (the trainer, the prefetcher)
         config.data.num_workers = max(2, (os.cpu_count() or 2) - 2)
     config.model.resnet_width = scale.resnet_width
     config.model.respel_width = scale.respel_width
