@@ -31,6 +31,7 @@ bench: $(STAMP)
 	test -d $(BENCH_DATA)/tfds || $(PY) -m data_prep.build --dataset rhd --config synthetic \
 		--manual_dir $(BENCH_DATA)/raw --data_dir $(BENCH_DATA)/tfds
 	$(PY) benchmarks/input_pipeline.py --data_dir $(BENCH_DATA)/tfds
+	$(PY) benchmarks/batch_transport.py
 	$(PY) benchmarks/train_step.py --skip_full
 
 # Paper-size steps (256² crops, batch 32): slow on a laptop CPU.

@@ -12,6 +12,10 @@ Figures go to ``results/benchmarks/train_step.json`` and are printed:
     of the demo config (``experiments/configs/demo.py``);
   * FLOP/s achieved = XLA's cost analysis of the compiled step (flops) ÷ measured step time,
     and its ratio to the FLOP/s of a large jitted float32 matmul measured in the same run;
+    ``model_flops``, the cost analysis of the step before XLA's passes (it counts the
+    convolutions a GPU hands to cuDNN, which the compiled count omits), and for S4
+    ``flops_vs_R2P``: S4's arithmetic as a multiple of R2P's, whose inverse bounds S4's rate
+    as a fraction of R2P's when both run at the same efficiency;
   * examples/s of ``handvae.data.pipeline.train_batches`` on the demo config against the
     examples/s the demo step consumes (the step must never wait on data).
 Batches for the step timings are contract-shaped random batches (``spec.dummy_batch``) so the
@@ -75,9 +79,11 @@ def time_step(config, *, steps: int, warmup: int = 1) -> dict:
         config.data.heatmap_size, seed=i), mesh) for i in range(2)]
     jitted = step_lib.make_train_step(config, mesh)
     start = time.perf_counter()
-    compiled = jitted.lower(state, batches[0]).compile()
+    lowered = jitted.lower(state, batches[0])
+    compiled = lowered.compile()
     compile_seconds = time.perf_counter() - start
     flops = _flops(compiled)
+    model_flops = _flops(lowered)   # before XLA's passes: counts cuDNN's convolutions too
     for i in range(warmup):
         state, metrics = compiled(state, batches[i % 2])
     jax.block_until_ready(metrics)
@@ -93,7 +99,8 @@ def time_step(config, *, steps: int, warmup: int = 1) -> dict:
             "devices": mesh.devices.size, "compile_seconds": compile_seconds,
             "step_seconds_median": seconds, "steps_per_sec": 1.0 / seconds,
             "examples_per_sec": config.batch_size / seconds, "step_flops": flops,
-            "achieved_flops_per_sec": flops / seconds, "timed_steps": steps,
+            "achieved_flops_per_sec": flops / seconds, "model_flops": model_flops,
+            "timed_steps": steps,
             "final_loss": float(metrics["loss"])}
 
 
@@ -167,8 +174,13 @@ def main() -> None:
         if name.startswith("paper_RC2CHP") and "paper_R2P" in results:
             figures["rate_vs_R2P"] = (figures["steps_per_sec"]
                                       / results["paper_R2P"]["steps_per_sec"])
-            print(f"  {name} runs at {100 * figures['rate_vs_R2P']:.0f}% of R2P's step rate",
-                  flush=True)
+            # A step that does k× R2P's arithmetic cannot run faster than 1/k of its rate
+            # at the same efficiency.
+            figures["flops_vs_R2P"] = (figures["model_flops"]
+                                       / results["paper_R2P"]["model_flops"])
+            print(f"  {name} runs at {100 * figures['rate_vs_R2P']:.0f}% of R2P's step rate; "
+                  f"it does {figures['flops_vs_R2P']:.2f}x R2P's FLOPs (a compute-bound "
+                  f"ceiling of {100 / figures['flops_vs_R2P']:.0f}%)", flush=True)
 
     if args.skip_pipeline or args.skip_demo:
         _write(results, args.out)

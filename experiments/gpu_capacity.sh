@@ -8,7 +8,9 @@
 #    16 frames), run beside the data generation; a failure stops everything at once;
 # 2. data: the cpu scale's benchmark (`SCALES["cpu"].data`: 20,000 + 2,000 frames, seed 0),
 #    generated and built with the RHD builder on all cores;
-# 3. runs: R2P, then S4 (RC2CHP_poe), each `reproduce.py:scale=paper,steps=STEPS` (256² crops,
+# 3. the hand-over of paper-size batches from worker processes (benchmarks/batch_transport.py);
+# 4. runs: R2P, then S4 (RC2CHP_poe), or the order in STRATEGIES; each
+#    `reproduce.py:scale=paper,steps=STEPS` (256² crops,
 #    full-width ResNet-18, the paper's decoder widths, batch 32) with the cpu scale's learning
 #    rate 1e-3 (`--config.optimizer.lr`), so that only the model and the crop size differ from
 #    the cpu-scale runs. Each trainer picks its checkpoint on validation and tests it once.
@@ -44,7 +46,12 @@ timeout 200 python3 -m data_prep.build --dataset rhd --config synthetic --manual
   --data_dir "$data/tfds" > /tmp/build.log 2>&1 \
   || { log "build FAILED"; tr '\r' '\n' < /tmp/build.log | tail -20; exit 5; }
 log "built"
-for strategy in R2P RC2CHP_poe; do
+df -h /dev/shm >> "$out/machine.txt" 2>&1
+workers=$(( $(nproc) > 4 ? $(nproc) - 2 : 2 ))   # the paper scale's num_workers
+timeout 60 python3 benchmarks/batch_transport.py --workers $workers --batches 100 \
+  --out "$out/batch_transport.json" > "$out/batch_transport.txt" 2>&1
+log "transport measured"
+for strategy in ${STRATEGIES:-R2P RC2CHP_poe}; do
   left=$((deadline - SECONDS))
   log "train $strategy (${left} s left)"
   timeout "$left" python3 -m experiments.train \

@@ -18,6 +18,7 @@ strategy's): R2P's batches carry neither heat maps nor clouds.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import zlib
 from collections.abc import Collection, Iterator
@@ -257,6 +258,8 @@ def eval_batches(data_config: Any, batch_size: int, *, split: str, num_examples:
                  ) -> Iterator[dict[str, np.ndarray]]:
     """Finite, ordered, un-augmented batches of ``split`` (the last one may be smaller).
 
+    Rows are built on ``data_config.num_workers`` threads, one batch ahead of the caller.
+
     Args:
       data_config: ``config.data``.
       batch_size: rows per batch.
@@ -275,7 +278,19 @@ def eval_batches(data_config: Any, batch_size: int, *, split: str, num_examples:
         source = source_lib.load_source(data_config, split)
     size = _check_source(source, f"eval_batches({split!r})")
     total = size if num_examples < 0 else min(num_examples, size)
-    for start in range(0, total, batch_size):
-        rows = [example_to_features(source[i], data_config, None, augment=False, keys=keys)
-                for i in range(start, min(start + batch_size, total))]
-        yield _stack(rows)
+
+    def row(index: int) -> dict[str, np.ndarray]:
+        return example_to_features(source[index], data_config, None, augment=False, keys=keys)
+
+    # Rows on data.num_workers threads, the next batch's rows in flight while the caller
+    # evaluates this one (the values and their order do not depend on it).
+    pool = concurrent.futures.ThreadPoolExecutor(max(1, int(data_config.get("num_workers", 2))))
+    try:
+        pending = None
+        for start in range(0, total + batch_size, batch_size):
+            submitted = [pool.submit(row, i) for i in range(start, min(start + batch_size, total))]
+            if pending:
+                yield _stack([future.result() for future in pending])
+            pending = submitted
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -10,7 +10,11 @@ Two kinds of workers (``data.worker_kind``):
   (``make_batch(step, None)``), up to ``num_workers + 1`` steps ahead, delivered in step order.
   No GIL is shared, so the rows scale with cores (a 16-core GPU host ran 14 threads at 224
   rows/s of paper-size rows, about a fifth of its cores' worth); ``make_batch`` must then be
-  picklable, each process holds its own state, and a batch is copied back through a pipe.
+  picklable and each process holds its own state. A batch comes back as one file in a
+  memory-backed spool directory (``/dev/shm`` where it has room), not through the pool's pipe:
+  a paper-size batch is ~37 MB, and pickling it through a pipe capped a 2-core machine at
+  ~7 batches/s against ~33 through the spool (``benchmarks/batch_transport.py``). The spool is
+  removed on ``close()``.
 
 Either way batch ``k`` is ``make_batch(k, ·)``; the kind changes where it runs, never its value.
 """
@@ -21,24 +25,72 @@ import collections
 import concurrent.futures
 import concurrent.futures.process
 import multiprocessing
+import os
 import queue
+import shutil
+import tempfile
 import threading
+import weakref
 
 import numpy as np
 
 PREFETCH_BATCHES = 4
 WORKER_KINDS = ("threads", "processes")
+SPOOL_MIN_FREE = 2 << 30      # /dev/shm is used for the spool only with this much room
+_ALIGN = 64                   # byte alignment of each array in a spooled batch
 
-_WORKER_MAKE_BATCH = None     # in a worker process: the make_batch it was started with
-
-
-def _install(make_batch) -> None:
-    global _WORKER_MAKE_BATCH
-    _WORKER_MAKE_BATCH = make_batch
+_WORKER = None                # in a worker process: (make_batch, spool directory)
 
 
-def _make_in_worker(step: int) -> dict[str, np.ndarray]:
-    return _WORKER_MAKE_BATCH(step, None)
+def _install(make_batch, spool: str) -> None:
+    global _WORKER
+    _WORKER = (make_batch, spool)
+
+
+def spool_root() -> str:
+    """Where worker processes write their batches: ``/dev/shm`` (memory) when it exists with
+    ``SPOOL_MIN_FREE`` bytes free (containers often mount it at 64 MB), else the temp dir."""
+    shm = "/dev/shm"
+    try:
+        if shutil.disk_usage(shm).free >= SPOOL_MIN_FREE:
+            return shm
+    except OSError:
+        pass
+    return tempfile.gettempdir()
+
+
+def write_batch(batch: dict[str, np.ndarray], path: str) -> list[tuple]:
+    """Writes a batch's arrays back to back (each ``_ALIGN``-aligned) to ``path``; returns the
+    layout ``[(key, shape, dtype str, offset)]`` that :func:`read_batch` needs."""
+    layout, offset = [], 0
+    with open(path, "wb") as f:
+        for key, value in batch.items():
+            value = np.asarray(value)
+            if not value.flags.c_contiguous:
+                value = value.copy(order="C")
+            f.write(b"\0" * (-offset % _ALIGN))
+            offset += -offset % _ALIGN
+            layout.append((key, value.shape, value.dtype.str, offset))
+            f.write(memoryview(value).cast("B") if value.nbytes else b"")
+            offset += value.nbytes
+    return layout
+
+
+def read_batch(path: str, layout: list[tuple]) -> dict[str, np.ndarray]:
+    """The batch :func:`write_batch` wrote (one read; arrays are views of it); removes it."""
+    raw = np.fromfile(path, np.uint8)
+    os.remove(path)
+    batch = {}
+    for key, shape, dtype, offset in layout:
+        size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        batch[key] = raw[offset:offset + size].view(dtype).reshape(shape)
+    return batch
+
+
+def _make_in_worker(step: int) -> tuple[str, list[tuple]]:
+    make_batch, spool = _WORKER
+    path = os.path.join(spool, f"{step}.batch")
+    return path, write_batch(make_batch(step, None), path)
 
 
 class Prefetcher:
@@ -60,10 +112,14 @@ class Prefetcher:
         self._queue: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
         self._stop = threading.Event()
         workers = max(1, num_workers)
+        self._spool = None
         if worker_kind == "processes":
+            self._spool = tempfile.mkdtemp(prefix="handvae-batches-", dir=spool_root())
+            # removed by close(), or at garbage collection / exit if close() is never called
+            self._remove_spool = weakref.finalize(self, shutil.rmtree, self._spool, True)
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_install, initargs=(make_batch,))
+                initializer=_install, initargs=(make_batch, self._spool))
             target, self._window = self._run_processes, workers + 1
         else:
             self._pool = concurrent.futures.ThreadPoolExecutor(workers)
@@ -110,7 +166,7 @@ class Prefetcher:
         """A worker's batch, or its error for the consumer; None once stopped."""
         while not self._stop.is_set():
             try:
-                return future.result(timeout=0.1)
+                return read_batch(*future.result(timeout=0.1))
             except concurrent.futures.TimeoutError:
                 continue
             except concurrent.futures.process.BrokenProcessPool as e:
@@ -145,7 +201,11 @@ class Prefetcher:
         """Stops the background thread and the workers; call it, or use a ``with`` block."""
         self._stop.set()
         self._thread.join(timeout=5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # Processes: wait for the batches being built, so none is written after the spool
+        # is removed (at most one batch's time).
+        self._pool.shutdown(wait=self._spool is not None, cancel_futures=True)
+        if self._spool is not None:
+            self._remove_spool()
 
     def __enter__(self) -> "Prefetcher":
         return self

@@ -1,6 +1,7 @@
 """handvae.data.pipeline on the dummy synthetic RHD set (built once per session by conftest)."""
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -82,6 +83,17 @@ def test_eval_batches_are_finite_ordered_and_unaugmented(rhd_synthetic_data_dir)
     assert batches[0]["labelled"].all()
     short = list(pipeline.eval_batches(config, 4, split="test", num_examples=1))
     assert [len(b["rgb"]) for b in short] == [1]
+
+
+def test_eval_batches_do_not_depend_on_the_worker_threads(rhd_synthetic_data_dir):
+    one = list(pipeline.eval_batches(_config(rhd_synthetic_data_dir, num_workers=1), 3,
+                                     split="test"))
+    many = list(pipeline.eval_batches(_config(rhd_synthetic_data_dir, num_workers=5), 3,
+                                      split="test"))
+    assert [len(b["rgb"]) for b in many] == [len(b["rgb"]) for b in one]
+    for a, b in zip(one, many):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 def test_augmented_row_is_self_consistent(context_sources, rhd_synthetic_data_dir):
@@ -189,3 +201,35 @@ def test_a_dead_worker_process_is_named_with_the_fix():
     with pytest.raises(RuntimeError, match="worker process died.*__main__") as caught:
         _take(prefetch.Prefetcher(_die, 0, 1, worker_kind="processes"), 1)
     assert "BrokenProcessPool" in type(caught.value.__cause__).__name__
+
+
+def test_a_spooled_batch_reads_back_exactly_and_is_removed(tmp_path):
+    """Worker processes hand batches over as files: every dtype, shape and value survives,
+    arrays stay aligned, and the file is gone once read."""
+    batch = {"rgb": np.random.default_rng(0).standard_normal((2, 5, 5, 3)).astype(np.float32),
+             "mask": np.array([True, False, True]), "count": np.uint8(7),
+             "empty": np.zeros((0, 3), np.float64), "ids": np.arange(5, dtype=np.int64)}
+    path = str(tmp_path / "0.batch")
+    back = prefetch.read_batch(path, prefetch.write_batch(batch, path))
+    assert not os.path.exists(path)
+    assert list(back) == list(batch)
+    for key, value in batch.items():
+        assert back[key].dtype == np.asarray(value).dtype and back[key].shape == np.shape(value)
+        np.testing.assert_array_equal(back[key], value, err_msg=key)
+        assert back[key].ctypes.data % 8 == 0, key
+
+
+def _ones(step, pool):
+    return {"x": np.full((4, 3), step, np.float32)}
+
+
+def test_worker_processes_leave_no_spooled_batch_behind():
+    batches = prefetch.Prefetcher(_ones, 2, 2, worker_kind="processes")
+    spool = batches._spool
+    assert [float(next(batches)["x"][0, 0]) for _ in range(3)] == [2.0, 3.0, 4.0]
+    deadline = time.monotonic() + 30    # the queue fills, then built batches wait in the spool
+    while not os.listdir(spool) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert os.listdir(spool)
+    batches.close()
+    assert not os.path.exists(spool)
