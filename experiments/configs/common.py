@@ -70,6 +70,9 @@ def get_base_config(dataset: str = "rhd") -> ml_collections.ConfigDict:
     # S4's product of experts with the prior expert N(0, I) too (Sec. 3.2's text); False:
     # the two experts of Eqs. 5-6 (see WORKSPACE.md, decisions).
     c.model.poe_prior_expert = False
+    # Initial bias of every encoder's log σ² layer (the paper is silent; 0 is flax's default,
+    # σ ≈ 1 at the start). An ablation knob, see experiments/results/cpu/README.md.
+    c.model.logvar_bias_init = 0.0
 
     # Objective (Eqs. 1-4, 11): reconstruction weights, KL weights and the EMD's auction.
     c.loss = ml_collections.ConfigDict()

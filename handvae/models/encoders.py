@@ -16,15 +16,23 @@ from handvae.models.respel import DEFAULT_NUM_BLOCKS, ResPEL
 
 
 class GaussianHead(nn.Module):
-    """Dense layers features → (μ, log σ²)."""
+    """Dense layers features → (μ, log σ²).
+
+    Attributes:
+      latent_dim: D.
+      logvar_bias: initial bias of the log σ² layer (0: flax's default, σ ≈ 1 at the start;
+        the paper is silent). An ablation knob: a negative value starts the posteriors narrow.
+    """
 
     latent_dim: int
+    logvar_bias: float = 0.0
 
     @nn.compact
     def __call__(self, features: jax.Array) -> tuple[jax.Array, jax.Array]:
         """[B, F] → (mu [B, D], logvar [B, D])."""
         mu = nn.Dense(self.latent_dim, name="mu")(features)
-        logvar = nn.Dense(self.latent_dim, name="logvar")(features)
+        logvar = nn.Dense(self.latent_dim, name="logvar",
+                          bias_init=nn.initializers.constant(self.logvar_bias))(features)
         return mu, logvar
 
 
@@ -44,18 +52,20 @@ class RGBEncoder(nn.Module):
       latent_dim: D (64 in the paper).
       image_size: expected crop side S in pixels (256 in the paper).
       width: ResNet first-stage channels.
+      logvar_bias: initial log σ² bias (:class:`GaussianHead`).
     """
 
     latent_dim: int = 64
     image_size: int = 256
     width: int = 64
+    logvar_bias: float = 0.0
 
     @nn.compact
     def __call__(self, rgb: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
         """[B, S, S, 3] normalised crops → (mu [B, D], logvar [B, D])."""
         check_rgb(rgb, self.image_size)
         features = ResNet18(self.width, name="trunk")(rgb, train=train)
-        return GaussianHead(self.latent_dim, name="head")(features)
+        return GaussianHead(self.latent_dim, self.logvar_bias, name="head")(features)
 
 
 class CloudEncoder(nn.Module):
@@ -65,17 +75,19 @@ class CloudEncoder(nn.Module):
       latent_dim: D.
       width: ResPEL hidden units.
       num_blocks: ResPEL residual blocks.
+      logvar_bias: initial log σ² bias (:class:`GaussianHead`).
     """
 
     latent_dim: int = 64
     width: int = 64
     num_blocks: int = DEFAULT_NUM_BLOCKS
+    logvar_bias: float = 0.0
 
     @nn.compact
     def __call__(self, cloud: jax.Array) -> tuple[jax.Array, jax.Array]:
         """[B, N, 3] cloud → (mu [B, D], logvar [B, D])."""
         features = ResPEL(self.width, self.num_blocks, name="trunk")(cloud)
-        return GaussianHead(self.latent_dim, name="head")(features)
+        return GaussianHead(self.latent_dim, self.logvar_bias, name="head")(features)
 
 
 class JointEncoder(nn.Module):
@@ -91,6 +103,7 @@ class JointEncoder(nn.Module):
     resnet_width: int = 64
     respel_width: int = 64
     respel_blocks: int = DEFAULT_NUM_BLOCKS
+    logvar_bias: float = 0.0
 
     @nn.compact
     def __call__(self, rgb: jax.Array, cloud: jax.Array, *, train: bool
@@ -103,4 +116,4 @@ class JointEncoder(nn.Module):
         rgb_features = ResNet18(self.resnet_width, name="rgb_trunk")(rgb, train=train)
         cloud_features = ResPEL(self.respel_width, self.respel_blocks, name="cloud_trunk")(cloud)
         features = jnp.concatenate([rgb_features, cloud_features], axis=-1)
-        return GaussianHead(self.latent_dim, name="head")(features)
+        return GaussianHead(self.latent_dim, self.logvar_bias, name="head")(features)

@@ -58,6 +58,8 @@ class HandVAE(nn.Module):
       folding_hidden: units of the FoldingNet MLPs (512, FoldingNet's folds).
       poe_prior_expert: S4's product of experts also multiplies in the prior N(0, I)
         (Sec. 3.2's text, q ∝ p(z) q(z|x) q(z|w)); False: the two experts of Eqs. 5–6.
+      logvar_bias_init: initial bias of every encoder's log σ² layer (0: flax's default, so
+        σ ≈ 1 at the start; the paper is silent). An ablation knob, 0 in every config.
     """
 
     strategy: str = "R2P"
@@ -72,17 +74,19 @@ class HandVAE(nn.Module):
     pose_hidden: int = 128
     folding_hidden: int = 512
     poe_prior_expert: bool = False
+    logvar_bias_init: float = 0.0
 
     def setup(self) -> None:
         spec = get_strategy(self.strategy)
-        self.rgb_encoder = RGBEncoder(self.latent_dim, self.image_size, self.resnet_width)
+        bias = self.logvar_bias_init
+        self.rgb_encoder = RGBEncoder(self.latent_dim, self.image_size, self.resnet_width, bias)
         if spec.fusion == "poe":
             self.cloud_encoder = CloudEncoder(self.latent_dim, self.respel_width,
-                                              self.respel_blocks)
+                                              self.respel_blocks, bias)
         if spec.fusion == "kl":
             self.joint_encoder = JointEncoder(self.latent_dim, self.image_size,
                                               self.resnet_width, self.respel_width,
-                                              self.respel_blocks)
+                                              self.respel_blocks, bias)
         self.pose_decoder = PoseDecoder(self.pose_hidden)
         if "heatmaps" in spec.targets:
             self.heatmap_decoder = HeatmapDecoder(self.heatmap_size, self.heatmap_width)
@@ -193,10 +197,10 @@ def build_model(model_config: Any) -> HandVAE:
       model_config: a ConfigDict (or mapping) with ``strategy``, ``latent_dim``,
         ``image_size``, ``resnet_width``, ``respel_width``, ``num_points``, ``heatmap_size``,
         ``pose_hidden``, ``folding_hidden``; optional ``respel_blocks`` (5),
-        ``heatmap_width`` and ``poe_prior_expert`` (False). In the experiment configs the
-        three sizes are references to ``config.data``'s (written once) and ``heatmap_width``
-        is 1024 (DC-GAN); a config without it (a work directory written before the field
-        existed) gets the width those runs had, 4 · ``resnet_width``.
+        ``heatmap_width``, ``poe_prior_expert`` (False) and ``logvar_bias_init`` (0.0). In
+        the experiment configs the three sizes are references to ``config.data``'s (written
+        once) and ``heatmap_width`` is 1024 (DC-GAN); a config without it (a work directory
+        written before the field existed) gets the width those runs had, 4 · ``resnet_width``.
 
     Raises:
       ValueError: unknown strategy (the message lists the known names).
@@ -211,7 +215,8 @@ def build_model(model_config: Any) -> HandVAE:
     return HandVAE(strategy=strategy,
                    **{name: int(_config_get(model_config, name, default))
                       for name, default in fields.items()},
-                   poe_prior_expert=bool(_config_get(model_config, "poe_prior_expert", False)))
+                   poe_prior_expert=bool(_config_get(model_config, "poe_prior_expert", False)),
+                   logvar_bias_init=float(_config_get(model_config, "logvar_bias_init", 0.0)))
 
 
 def strategy_spec(model: HandVAE) -> StrategySpec:

@@ -203,3 +203,19 @@ def test_cloud_strategies_need_a_cloud():
     with pytest.raises(ValueError, match=r"cloud must be \[B, N, 3\]"):
         jax.eval_shape(lambda: model.init(KEY, batch["rgb"], batch["cloud"][..., :2], KEY,
                                           train=False))
+
+
+def test_logvar_bias_init_sets_every_encoder_head(s4):
+    """config.model.logvar_bias_init: the initial bias of each log σ² layer (default 0)."""
+    model, variables, batch = s4
+    assert model.logvar_bias_init == 0.0
+    narrow = model.clone(logvar_bias_init=-4.0)
+    params = init_variables(narrow, jax.random.key(0), batch)["params"]
+    heads = {name: params[name]["head"]["logvar"]["bias"] for name in
+             ("rgb_encoder", "cloud_encoder")}
+    for name, bias in heads.items():
+        np.testing.assert_array_equal(bias, np.full_like(bias, -4.0), err_msg=name)
+    np.testing.assert_array_equal(variables["params"]["rgb_encoder"]["head"]["logvar"]["bias"],
+                                  0.0)
+    assert build_model(tiny_model_config("RC2CHP_poe", logvar_bias_init=-2)).logvar_bias_init \
+        == -2.0
