@@ -13,7 +13,7 @@ Two kinds of workers (``data.worker_kind``):
   each process holds its own state. A batch comes back as one file in a memory-backed spool
   directory (``/dev/shm`` where it has room), not through the pool's pipe: a paper-size batch
   is 36 MB, and ``benchmarks/batch_transport.py`` handed over 60.6 batches/s through the
-  spool against 26.7 pickled through the pipe on that host (9.2 against 27.1 on 2 cores).
+  spool against 26.7 pickled through the pipe on that host (27.1 against 9.2 on 2 cores).
   The spool is removed on ``close()``.
 
 Either way batch ``k`` is ``make_batch(k, ·)``; the kind changes where it runs, never its value.
