@@ -15,7 +15,8 @@
 #    rate 1e-3 (`--config.optimizer.lr`), so that only the model and the crop size differ from
 #    the cpu-scale runs. Each trainer picks its checkpoint on validation and tests it once.
 # NUM_TRAIN / NUM_EVAL shrink the data for a local check of the script, DEADLINE_S (540) ends
-# the last run in time. Everything small lands in OUT_DIR; packages the machine lacks come
+# the last run in time, TRAIN_FLAGS adds trainer flags to every run (an ablation, e.g.
+# TRAIN_FLAGS=--config.model.logvar_bias_init=-4). Everything small lands in OUT_DIR; packages the machine lacks come
 # from .whl/ (WORKSPACE.md).
 set -u
 out="${1:?usage: bash experiments/gpu_capacity.sh OUT_DIR [STEPS]}"
@@ -57,7 +58,7 @@ for strategy in ${STRATEGIES:-R2P RC2CHP_poe}; do
   timeout "$left" python3 -m experiments.train \
     --config "experiments/configs/reproduce.py:strategy=$strategy,scale=paper,steps=$steps" \
     --workdir "/tmp/runs/$strategy" --config.data.data_dir="$data/tfds" \
-    --config.optimizer.lr=1e-3 > "/tmp/train_$strategy.log" 2>&1
+    --config.optimizer.lr=1e-3 ${TRAIN_FLAGS:-} > "/tmp/train_$strategy.log" 2>&1
   log "train $strategy exit $?"
   tr '\r' '\n' < "/tmp/train_$strategy.log" | grep -v "^W0000\|^I0000" | tail -60 \
     > "$out/train_$strategy.txt"
