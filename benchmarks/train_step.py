@@ -13,7 +13,8 @@ Figures go to ``results/benchmarks/train_step.json`` and are printed:
   * FLOP/s achieved = XLA's cost analysis of the compiled step (flops) ÷ measured step time,
     and its ratio to the FLOP/s of a large jitted float32 matmul measured in the same run;
     ``model_flops``, the cost analysis of the step before XLA's passes (it counts the
-    convolutions a GPU hands to cuDNN, which the compiled count omits), and for S4
+    convolutions a GPU hands to cuDNN, which the compiled count omits; the CPU backend gives
+    it, a GPU backend gives none: NaN there, and the HLO is the same), and for S4
     ``flops_vs_R2P``: S4's arithmetic as a multiple of R2P's, whose inverse bounds S4's rate
     as a fraction of R2P's when both run at the same efficiency;
   * examples/s of ``handvae.data.pipeline.train_batches`` on the demo config against the
@@ -50,7 +51,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _flops(compiled) -> float:
     analysis = compiled.cost_analysis()
     if isinstance(analysis, (list, tuple)):
-        analysis = analysis[0]
+        analysis = analysis[0] if analysis else None
+    if not analysis:      # e.g. a lowered step on a GPU backend: no analysis before its passes
+        return float("nan")
     return float(analysis.get("flops", float("nan")))
 
 
@@ -178,9 +181,11 @@ def main() -> None:
             # at the same efficiency.
             figures["flops_vs_R2P"] = (figures["model_flops"]
                                        / results["paper_R2P"]["model_flops"])
-            print(f"  {name} runs at {100 * figures['rate_vs_R2P']:.0f}% of R2P's step rate; "
-                  f"it does {figures['flops_vs_R2P']:.2f}x R2P's FLOPs (a compute-bound "
-                  f"ceiling of {100 / figures['flops_vs_R2P']:.0f}%)", flush=True)
+            ceiling = (f"; it does {figures['flops_vs_R2P']:.2f}x R2P's FLOPs (a compute-bound "
+                       f"ceiling of {100 / figures['flops_vs_R2P']:.0f}%)"
+                       if np.isfinite(figures["flops_vs_R2P"]) else "")
+            print(f"  {name} runs at {100 * figures['rate_vs_R2P']:.0f}% of R2P's step "
+                  f"rate{ceiling}", flush=True)
 
     if args.skip_pipeline or args.skip_demo:
         _write(results, args.out)
