@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The capacity ablation on a lent GPU (issue 16): the cpu scale's benchmark and schedule with
-# the paper's model and crops, in one device call of under ten minutes.
+# Paper-size runs on a lent GPU (issue 16): the cpu scale's benchmark and schedule with the
+# paper's model and crops, in one device call of under ten minutes (the capacity ablation,
+# and S1 against S4 at paper size: experiments/results/gpu/).
 #
 #   bash experiments/gpu_capacity.sh OUT_DIR [STEPS]
 #
