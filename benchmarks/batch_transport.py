@@ -1,6 +1,6 @@
 """How fast worker processes can hand batches to the trainer: the spool against a pipe.
 
-    python benchmarks/batch_transport.py [--batches 40] [--workers 2]
+    python benchmarks/batch_transport.py [--batches 40] [--workers N]
 
 ``data.worker_kind = "processes"`` (``handvae.data.prefetch``) builds batches in spawned
 processes. This measures only the hand-over, on batches of the paper-size contract (batch 32,
@@ -30,6 +30,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from experiments.configs import reproduce  # noqa: E402
 from handvae.data import prefetch, spec  # noqa: E402
 
 _BATCH = None
@@ -56,7 +57,9 @@ def _rate(batches, count: int, nbytes: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=40)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int,
+                        default=reproduce.get_config("scale=paper").data.num_workers,
+                        help="worker processes (default: the paper scale's, all cores but two)")
     parser.add_argument("--out", default="results/benchmarks/batch_transport.json")
     args = parser.parse_args(argv)
     nbytes = sum(v.nbytes for v in paper_batch(0).values())

@@ -9,7 +9,8 @@
 #    16 frames), run beside the data generation; a failure stops everything at once;
 # 2. data: the cpu scale's benchmark (`SCALES["cpu"].data`: 20,000 + 2,000 frames, seed 0),
 #    generated and built with the RHD builder on all cores;
-# 3. the hand-over of paper-size batches from worker processes (benchmarks/batch_transport.py);
+# 3. the hand-over of paper-size batches from the paper scale's worker processes
+#    (benchmarks/batch_transport.py);
 # 4. runs: R2P, then S4 (RC2CHP_poe), or the order in STRATEGIES; each
 #    `reproduce.py:scale=paper,steps=STEPS` (256² crops,
 #    full-width ResNet-18, the paper's decoder widths, batch 32) with the cpu scale's learning
@@ -17,8 +18,8 @@
 #    the cpu-scale runs. Each trainer picks its checkpoint on validation and tests it once.
 # NUM_TRAIN / NUM_EVAL shrink the data for a local check of the script, DEADLINE_S (540) ends
 # the last run in time, TRAIN_FLAGS adds trainer flags to every run (an ablation, e.g.
-# TRAIN_FLAGS=--config.model.logvar_bias_init=-4). Everything small lands in OUT_DIR; packages the machine lacks come
-# from .whl/ (WORKSPACE.md).
+# TRAIN_FLAGS=--config.model.logvar_bias_init=-4). Everything small lands in OUT_DIR;
+# packages the machine lacks come from .whl/ (WORKSPACE.md).
 set -u
 out="${1:?usage: bash experiments/gpu_capacity.sh OUT_DIR [STEPS]}"
 steps="${2:-4000}"
@@ -49,8 +50,7 @@ timeout 200 python3 -m data_prep.build --dataset rhd --config synthetic --manual
   || { log "build FAILED"; tr '\r' '\n' < /tmp/build.log | tail -20; exit 5; }
 log "built"
 df -h /dev/shm >> "$out/machine.txt" 2>&1
-workers=$(( $(nproc) > 4 ? $(nproc) - 2 : 2 ))   # the paper scale's num_workers
-timeout 60 python3 benchmarks/batch_transport.py --workers $workers --batches 100 \
+timeout 60 python3 benchmarks/batch_transport.py --batches 100 \
   --out "$out/batch_transport.json" > "$out/batch_transport.txt" 2>&1
 log "transport measured"
 for strategy in ${STRATEGIES:-R2P RC2CHP_poe}; do
