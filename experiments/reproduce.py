@@ -28,7 +28,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import tqdm
@@ -59,7 +59,8 @@ def _run_name(strategy: str, seed: int, **extra: Any) -> str:
 
 def plan_runs(targets: Sequence[str], seeds: Sequence[int], scale: str,
               strategies: Sequence[str] = TABLE1_STRATEGIES,
-              shares: Sequence[float] = FIG8_SHARES) -> list[Run]:
+              shares: Sequence[float] = FIG8_SHARES,
+              extra: Mapping[str, str] | None = None) -> list[Run]:
     """The runs the targets need, each once (Table 1's S4 is Fig. 8's m = 100 %).
 
     Args:
@@ -67,7 +68,10 @@ def plan_runs(targets: Sequence[str], seeds: Sequence[int], scale: str,
       seeds: training seeds (the data set is the same for every seed).
       scale: a key of ``experiments.configs.reproduce.SCALES``.
       strategies: the Table-1 / Fig.-5 strategies to run (default all six).
-      shares: Fig. 8's labelled shares m to run (default all of :data:`FIG8_SHARES`).
+      shares: Fig. 8's labelled shares m to run (default :data:`FIG8_SHARES`; any m in
+        (0, 1], e.g. 0.01 to find where labels start to matter).
+      extra: more ``experiments/configs/reproduce.py`` arguments for every run (an ablation,
+        e.g. ``{"kl_reduction": "mean"}``); they become part of each run's name.
 
     Returns:
       Runs in a fixed order (the report does not depend on the order they ran in).
@@ -87,17 +91,25 @@ def plan_runs(targets: Sequence[str], seeds: Sequence[int], scale: str,
     if bad or not strategies:
         raise ValueError(f"--strategies must be a non-empty subset of {TABLE1_STRATEGIES}, "
                          f"got {list(strategies)}")
-    odd = sorted(set(shares) - set(FIG8_SHARES))
+    odd = sorted(s for s in shares if not 0.0 < s <= 1.0)
     if odd or not shares:
-        raise ValueError(f"--shares must be a non-empty subset of {FIG8_SHARES}, "
-                         f"got {list(shares)}")
+        raise ValueError(f"--shares must be labelled shares m in (0, 1] (default "
+                         f"{FIG8_SHARES}), got {list(shares)}")
+    extra = dict(extra or {})
+    unknown_args = sorted(set(extra) - set(reproduce_config.DEFAULTS))
+    clashing = sorted(set(extra) & {"strategy", "scale", "seed", "view_correction",
+                                    "train_fraction", "labelled"})
+    if unknown_args or clashing:
+        raise ValueError(f"--extra: {unknown_args or clashing} cannot be set there; known "
+                         f"ablation arguments: {sorted(set(reproduce_config.DEFAULTS) - {'strategy', 'scale', 'seed', 'view_correction', 'train_fraction', 'labelled'})}")
     runs: dict[str, Run] = {}
 
-    def add(strategy: str, seed: int, view_correction: bool = True, **extra: Any) -> None:
-        args = {"strategy": strategy, "scale": scale, "seed": seed, **extra}
+    def add(strategy: str, seed: int, view_correction: bool = True, **setting: Any) -> None:
+        setting.update(extra)
+        args = {"strategy": strategy, "scale": scale, "seed": seed, **setting}
         if not view_correction:
             args["view_correction"] = 0
-        name = _run_name(strategy, seed, **({} if view_correction else {"vc": 0}), **extra)
+        name = _run_name(strategy, seed, **({} if view_correction else {"vc": 0}), **setting)
         arg = ",".join(f"{key}={value}" for key, value in args.items())
         runs.setdefault(name, Run(name, arg, seed, view_correction))
 
@@ -109,7 +121,7 @@ def plan_runs(targets: Sequence[str], seeds: Sequence[int], scale: str,
         if "fig5" in targets:
             add("R2P", seed, view_correction=False)
         if "fig8" in targets:
-            for share in (s for s in FIG8_SHARES if s in shares):
+            for share in sorted(set(shares)):
                 if share == 1.0:
                     add("RC2CHP_poe", seed)
                     continue
@@ -208,11 +220,32 @@ def execute_run(run: Run, root: str, scale: str, tfds_dir: str) -> dict[str, Any
     train_s = _call([py, "-m", "experiments.train", "--config", config, "--workdir", workdir,
                      f"--config.data.data_dir={tfds_dir}"], f"training {run.name}", log_path)
     record = {**expected, "seed": run.seed, "view_correction": run.view_correction,
-              "train_s": train_s,
+              "train_s": train_s, "validation": validation_curve(workdir),
               "test": reproduce_report.read_test_metrics(workdir)}
     with open(record_path, "w") as f:
         json.dump(record, f, indent=1)
     return record
+
+
+def validation_curve(workdir: str) -> dict[str, Any]:
+    """The run's validation mean EPE at every evaluation and the step selected on it.
+
+    Read from ``<workdir>/metrics.jsonl`` (the trainer's ``validation`` rows; a resumed
+    run's repeated steps keep the last value). ``best_step`` is the step of the lowest
+    validation mean EPE, the checkpoint the trainer tested.
+    """
+    path = os.path.join(workdir, "metrics.jsonl")
+    curve: dict[int, float] = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                row = json.loads(line)
+                if row.get("split") == "validation" and "mean_epe_mm" in row:
+                    curve[int(row["step"])] = float(row["mean_epe_mm"])
+    steps = sorted(curve)
+    best = min(steps, key=lambda s: (curve[s], s)) if steps else None
+    return {"steps": steps, "mean_epe_mm": [curve[s] for s in steps], "best_step": best,
+            "best_mean_epe_mm": curve[best] if best is not None else None}
 
 
 def _commit() -> str:
@@ -236,13 +269,14 @@ def finished_record(run: Run, root: str) -> dict[str, Any] | None:
 def reproduce(root: str, *, scale: str, targets: Sequence[str], seeds: Sequence[int],
               strategies: Sequence[str] = TABLE1_STRATEGIES,
               shares: Sequence[float] = FIG8_SHARES, data_root: str | None = None,
-              report_only: bool = False) -> dict[str, Any]:
+              report_only: bool = False, extra: Mapping[str, str] | None = None
+              ) -> dict[str, Any]:
     """Data, every run, then the report; returns the ``results.json`` payload.
 
     ``report_only``: run nothing; report the planned runs that have finished (the report
     then says how many of the planned runs it covers).
     """
-    runs = plan_runs(targets, seeds, scale, strategies, shares)
+    runs = plan_runs(targets, seeds, scale, strategies, shares, extra)
     root = os.path.abspath(root)
     os.makedirs(root, exist_ok=True)
     start = time.perf_counter()
@@ -262,7 +296,8 @@ def reproduce(root: str, *, scale: str, targets: Sequence[str], seeds: Sequence[
     print("[3/3] report", flush=True)
     payload = {
         "scale": scale, "targets": list(targets), "seeds": list(seeds),
-        "strategies": list(strategies), "data": data, "planned_runs": len(runs),
+        "strategies": list(strategies), "extra": dict(extra or {}), "data": data,
+        "planned_runs": len(runs),
         "commit": _commit(), "machine": {"platform": platform.platform(),
                                          "cpu_count": os.cpu_count()},
         "wall_s_this_call": time.perf_counter() - start, "runs": records,
@@ -289,6 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run nothing; report the planned runs that have finished")
     parser.add_argument("--data-root", default=None,
                         help="reuse (or create) the generated benchmark here instead of ROOT/data")
+    parser.add_argument("--extra", default="",
+                        help="more reproduce-config arguments for every run, an ablation "
+                             "(e.g. kl_reduction=mean,weak_batch=split); part of the run names")
     args = parser.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -299,10 +337,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         parser.error(f"--shares must be numbers separated by commas, got {args.shares!r}")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    extra = {}
+    for item in (part.strip() for part in args.extra.split(",") if part.strip()):
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--extra takes key=value pairs, got {item!r}")
+        extra[key.strip()] = value.strip()
     try:
         reproduce(args.root, scale=args.scale, targets=targets, seeds=seeds,
                   strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
-                  shares=shares, data_root=args.data_root, report_only=args.report_only)
+                  shares=shares, data_root=args.data_root, report_only=args.report_only,
+                  extra=extra)
     except (ValueError, RuntimeError) as error:
         print(f"reproduce: {error}", file=sys.stderr)
         return 2

@@ -42,10 +42,12 @@ def get_base_config(dataset: str = "rhd") -> ml_collections.ConfigDict:
     c.data.augment = True
     c.data.augment_zoom = "out"   # scale s: window crop_side·s ("out") or crop_side/s ("in")
     # Sec. 5.3 / Fig. 8 (handvae.data.streams): train on the first train_fraction of the split
-    # (supervised baseline at m%); label its first labelled_fraction (weak supervision at m%:
-    # labelled_per_batch labelled rows per global batch, 0 = half the batch, B // 2).
+    # (supervised baseline at m%); label its first labelled_fraction (weak supervision at m%).
+    # weak_batch "added": every step the whole batch of B labelled rows plus B unlabelled rows
+    # (Sec. 5.3); "split": B rows, labelled_per_batch of them labelled (0 = half, B // 2).
     c.data.train_fraction = 1.0
     c.data.labelled_fraction = 1.0
+    c.data.weak_batch = "added"
     c.data.labelled_per_batch = 0
     c.data.num_workers = 2
     # "threads" (one cache, cheap start; enough on a few cores) or "processes" (no shared GIL:
@@ -84,6 +86,9 @@ def get_base_config(dataset: str = "rhd") -> ml_collections.ConfigDict:
     c.loss.beta_anneal_steps = 100_000
     c.loss.beta_anneal = "linear"    # "linear" in beta, or "log" (same factor every step)
     c.loss.beta_prime = 1.0
+    # Every KL in nats summed ("sum") or averaged ("mean") over the latent dimensions; the
+    # paper is silent (handvae.losses.objectives; chosen by validation EPE, WORKSPACE.md).
+    c.loss.kl_reduction = "sum"
     c.loss.emd_epsilon = 5e-3        # final auction ε, relative to each pair's cost scale
     c.loss.emd_max_iterations = 0    # bidding-round bound; 0: grows with B·N (always enough)
     c.loss.emd_variant = ""          # auction: "pooled" | "dense" | "pallas"; "": by backend

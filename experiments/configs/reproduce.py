@@ -12,7 +12,8 @@ Arguments: ``strategy`` (a Table-1 strategy), ``scale`` (``tiny`` for tests, ``c
 ``train_fraction`` (supervised on the first m % only, Fig. 8) and ``labelled`` (the first m %
 labelled, the rest unlabelled: weak supervision, Fig. 8); for ablations ``steps`` (0: the
 scale's; the learning-rate drops, β annealing and evaluations follow it) and ``beta_prime``
-(−1: the paper's β' = 1; S3's alignment weight).
+(−1: the paper's β' = 1; S3's alignment weight), ``kl_reduction`` (``sum``/``mean``; "": the
+base config's) and ``weak_batch`` (``added``/``split``; "": the base config's).
 
 Every scale trains on the synthetic benchmark with the paper's objective weights (λ_heat 0.01,
 λ_cloud 1, β' 1, β annealed 1e-5 → 1e-3) and selects its checkpoint on the validation split.
@@ -71,7 +72,8 @@ SCALES = {
 }
 # ``steps`` 0 and ``beta_prime`` -1 keep the scale's steps and the paper's β' (ablations set them).
 DEFAULTS = {"strategy": "R2P", "scale": "cpu", "seed": 0, "view_correction": 1,
-            "train_fraction": 1.0, "labelled": 1.0, "steps": 0, "beta_prime": -1.0}
+            "train_fraction": 1.0, "labelled": 1.0, "steps": 0, "beta_prime": -1.0,
+            "kl_reduction": "", "weak_batch": ""}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -102,6 +104,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     steps = args["steps"] or scale.steps
     if args["beta_prime"] >= 0:
         config.loss.beta_prime = args["beta_prime"]
+    if args["kl_reduction"]:
+        config.loss.kl_reduction = args["kl_reduction"]
+    if args["weak_batch"]:
+        config.data.weak_batch = args["weak_batch"]
     config.batch_size = scale.batch_size
     config.num_train_steps = steps
     config.optimizer.lr = scale.lr

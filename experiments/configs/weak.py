@@ -8,9 +8,10 @@ the weakly-supervised setting, besides fully supervised training on m% data, we 
 
 * ``setting=supervised``: ``data.train_fraction = m`` (only the first m% are read, all
   labelled);
-* ``setting=weak``: ``data.labelled_fraction = m``; every batch holds ``B // 2`` labelled
-  rows (``data.labelled_per_batch``, 0 = half the batch) and the rest from the unlabelled
-  (100−m)% (a proportional mix starved the RGB → pose path; ``handvae/data/streams.py``).
+* ``setting=weak``: ``data.labelled_fraction = m``; every step holds the supervised
+  setting's whole batch of B labelled rows plus B rows from the unlabelled (100−m)%
+  (``data.weak_batch = "added"``; ``"split"`` keeps B rows, half labelled;
+  ``handvae/data/streams.py``).
   Unlabelled rows train the RC2C parts only (RGB and cloud encoders, the
   cloud decoder and the KL terms): the pose and heat-map terms are masked by ``labelled``.
 

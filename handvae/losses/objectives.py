@@ -8,7 +8,8 @@ Every decoded latent z_s (``spec.sources``, s ∈ {R, C, RC}; see
                 + λ_cloud · (chamfer(Ĉ_s, C) + emd(Ĉ_s, C)),
 
 and the KL terms are the record's: β · KL(q_s ‖ N(0, I)) for s in ``spec.prior_kl`` and
-β' · KL(q_a ‖ q_b) for (a, b) in ``spec.alignment_kl``. So
+β' · KL(q_a ‖ q_b) for (a, b) in ``spec.alignment_kl`` (S3's alignment KL(q_RC ‖ q_R), Eq. 3:
+the joint posterior first; both encoders get its gradient). So
 
 * ``R2P``, ``R2HP``, ``R2CP``, ``R2CHP`` (S1, S2 / Alg. 1): L_R + β KL_R.
 * ``RC2CHP_kl`` (S3 / Alg. 2, Eq. 3): L_RC + L_R + β (KL_RC + KL_R) + β' KL(q_RC ‖ q_R).
@@ -26,6 +27,18 @@ contributes only the RC2C terms (cloud reconstructions, the KLs and S3's alignme
 all-unlabelled batch leaves the pose and heat-map decoders with exactly zero gradient.
 
 Terms are reported unweighted (means over their examples); ``loss`` is the weighted total.
+
+**The KL's reduction over the latent dimensions** (``kl_reduction``, ``config.loss.
+kl_reduction``) is a choice the paper leaves open: it gives the weights (β annealed 1e-5 →
+1e-3, β' = 1, λ_heat 0.01, λ_cloud 1; Sec. 5) but neither the pose units nor how Eqs. 7–11 and
+the KLs are reduced. ``"sum"`` is the Gaussian KL as written, nats summed over the D = 64
+dimensions; ``"mean"`` divides every KL by D (nats per dimension, what a ``reduce_mean``
+over the latent gives). The reconstructions are unchanged: poses in bone-length units
+(``handvae.data.spec``), squared errors summed over joints and coordinates (Eq. 10). With
+``"sum"``, S3's collapse (both posteriors at the prior, the constant-pose guess) is the
+objective's optimum at β' = 1: an informative state costs ~26.6 of pose error plus ~70 nats
+of alignment KL, the collapsed one ~66 of pose error and ~0 nats. The default is chosen by
+validation EPE (``experiments/results/cpu/ablation_kl_reduction.json``, WORKSPACE.md).
 """
 
 from __future__ import annotations
@@ -44,6 +57,7 @@ from handvae.ops.gaussian import gaussian_kl, kl_to_standard_normal
 
 Array = jax.Array
 Terms = dict[str, Array]
+KL_REDUCTIONS = ("sum", "mean")
 
 
 class LossWeights(NamedTuple):
@@ -161,27 +175,43 @@ def _reconstruction_terms(recon: Mapping[str, Mapping[str, Array]], batch: Mappi
     return total, terms
 
 
+def check_kl_reduction(kl_reduction: str) -> str:
+    """``kl_reduction`` if it is one of :data:`KL_REDUCTIONS`; ValueError naming the field."""
+    if kl_reduction not in KL_REDUCTIONS:
+        raise ValueError(f"config.loss.kl_reduction must be one of {KL_REDUCTIONS}, got "
+                         f"{kl_reduction!r}")
+    return kl_reduction
+
+
 def _kl_terms(latents: Mapping[str, Mapping[str, Array]], spec: StrategySpec, active: Array,
-              weights: LossWeights) -> tuple[Array, Terms]:
-    """β Σ_s KL(q_s ‖ N(0, I)) + β' Σ_(a,b) KL(q_a ‖ q_b), means over ``active`` examples."""
+              weights: LossWeights, kl_reduction: str) -> tuple[Array, Terms]:
+    """β Σ_s KL(q_s ‖ N(0, I)) + β' Σ_(a,b) KL(q_a ‖ q_b), means over ``active`` examples.
+
+    Each KL [B] is in nats (``"sum"``) or nats per latent dimension (``"mean"``).
+    """
     total = jnp.zeros((), jnp.float32)
     terms: Terms = {}
+
+    def reduce(kl: Array, mu: Array) -> Array:
+        return kl / mu.shape[-1] if kl_reduction == "mean" else kl
+
     for name in spec.prior_kl:
-        value = _masked_mean(kl_to_standard_normal(latents[name]["mu"],
-                                                   latents[name]["logvar"]), active)
+        mu, logvar = latents[name]["mu"], latents[name]["logvar"]
+        value = _masked_mean(reduce(kl_to_standard_normal(mu, logvar), mu), active)
         terms[f"kl_{name}"] = value
         total = total + weights.beta * value
     for a, b in spec.alignment_kl:
-        value = _masked_mean(gaussian_kl(latents[a]["mu"], latents[a]["logvar"],
-                                         latents[b]["mu"], latents[b]["logvar"]), active)
+        mu = latents[a]["mu"]
+        value = _masked_mean(reduce(gaussian_kl(mu, latents[a]["logvar"], latents[b]["mu"],
+                                                latents[b]["logvar"]), mu), active)
         terms[f"kl_{a}_{b}"] = value
         total = total + weights.beta_prime * value
     return total, terms
 
 
 def negative_elbo(spec: StrategySpec, outputs: Mapping[str, Any], batch: Mapping[str, Array],
-                  weights: LossWeights, *, emd: EMDOptions = EMDOptions()
-                  ) -> tuple[Array, Terms]:
+                  weights: LossWeights, *, emd: EMDOptions = EMDOptions(),
+                  kl_reduction: str = "sum") -> tuple[Array, Terms]:
     """The strategy's negative ELBO on one batch of model outputs (module docstring).
 
     Args:
@@ -192,6 +222,8 @@ def negative_elbo(spec: StrategySpec, outputs: Mapping[str, Any], batch: Mapping
         ``heatmaps`` and ``cloud`` as decoded; optional ``labelled`` [B]).
       weights: λ_heat, λ_cloud, β, β'.
       emd: auction options of the EMD term.
+      kl_reduction: ``"sum"`` (nats over the latent dimensions) or ``"mean"`` (nats per
+        dimension) for every KL term (module docstring).
 
     Returns:
       ``(loss, terms)``: the scalar loss and a dict of named unweighted scalar terms
@@ -201,6 +233,7 @@ def negative_elbo(spec: StrategySpec, outputs: Mapping[str, Any], batch: Mapping
     recon, terms = _reconstruction_terms(outputs["recon"], batch, weights, spec, emd)
     labelled, _ = _labels(batch, ())
     active = jnp.ones_like(labelled) if spec.decodes_cloud else labelled
-    kl, kl_terms = _kl_terms(outputs["latents"], spec, active, weights)
+    kl, kl_terms = _kl_terms(outputs["latents"], spec, active, weights,
+                             check_kl_reduction(kl_reduction))
     loss = recon + kl
     return loss, {**terms, **kl_terms, "loss": loss}

@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from handvae.data import pipeline
+from handvae.data import pipeline, streams
 from handvae.evaluation import evaluator
 from handvae.losses import objectives
 from handvae.models import registry, vae
@@ -47,8 +47,8 @@ class NonFiniteLossError(FloatingPointError):
 class ModelFunctions(NamedTuple):
     """The model and objective the loop trains (defaults: ``handvae.models``/``losses``).
 
-    ``objective(spec, outputs, batch, weights, *, emd) -> (loss, terms)`` scores the outputs
-    of ``model.apply``; the train step applies the model (``handvae.training.step``).
+    ``objective(spec, outputs, batch, weights, *, emd, kl_reduction) -> (loss, terms)`` scores
+    the outputs of ``model.apply``; the train step applies the model (``handvae.training.step``).
     """
 
     build_model: Callable[[ml_collections.ConfigDict], Any]
@@ -66,8 +66,9 @@ def default_model_functions() -> ModelFunctions:
 def _train_iterator(config: ml_collections.ConfigDict, batches: BatchSource | None,
                     start_step: int) -> Iterator[Batch]:
     if batches is None:
+        rows = streams.rows_per_step(config.data, config.batch_size)  # 2B: weak, "added"
         return iter(pipeline.train_batches(
-            config.data, config.batch_size // jax.process_count(), seed=config.seed,
+            config.data, rows // jax.process_count(), seed=config.seed,
             start_step=start_step, process_index=jax.process_index(),
             process_count=jax.process_count(),
             keys=registry.get_strategy(config.model.strategy).batch_keys()))

@@ -30,14 +30,15 @@ import optax
 from jax.sharding import Mesh
 
 from handvae.losses.emd import VARIANTS as EMD_VARIANTS
-from handvae.losses.objectives import EMDOptions, LossWeights, negative_elbo
+from handvae.losses.objectives import (EMDOptions, LossWeights, check_kl_reduction,
+                                       negative_elbo)
 from handvae.models import vae
 from handvae.models.registry import StrategySpec, get_strategy
 from handvae.training import schedules, sharding
 from handvae.training.state import TrainState
 
 Metrics = dict[str, jax.Array]
-# (spec, outputs, batch, weights, *, emd) -> (loss, terms); default negative_elbo.
+# (spec, outputs, batch, weights, *, emd, kl_reduction) -> (loss, terms); default negative_elbo.
 ObjectiveFn = Callable[..., tuple[jax.Array, Metrics]]
 
 
@@ -51,6 +52,8 @@ class StepOptions(NamedTuple):
       beta_prime: alignment weight β' (``config.loss.beta_prime``).
       emd: auction options (``config.loss.emd_epsilon``, ``emd_max_iterations``,
         ``emd_variant``).
+      kl_reduction: ``config.loss.kl_reduction`` ("sum" or "mean" over the latent
+        dimensions; ``handvae.losses.objectives``).
       beta: optax schedule step → β (``config.loss.beta_*``).
       learning_rate: optax schedule step → learning rate (``config.optimizer``), the one the
         state's optimiser was built with; reported as a metric.
@@ -61,6 +64,7 @@ class StepOptions(NamedTuple):
     lambda_cloud: float
     beta_prime: float
     emd: EMDOptions
+    kl_reduction: str
     beta: optax.Schedule
     learning_rate: optax.Schedule
 
@@ -85,6 +89,8 @@ def step_options_from_config(config: ml_collections.ConfigDict) -> StepOptions:
         emd=EMDOptions(epsilon=float(loss.emd_epsilon),
                        max_iterations=int(loss.emd_max_iterations) or None,
                        variant=variant),
+        # absent in configs saved before the field: those runs summed the KLs
+        kl_reduction=check_kl_reduction(str(loss.get("kl_reduction", "sum"))),
         beta=schedules.beta_schedule_from_config(config),
         learning_rate=schedules.learning_rate_from_config(config))
 
@@ -92,7 +98,7 @@ def step_options_from_config(config: ml_collections.ConfigDict) -> StepOptions:
 def apply_and_loss(apply_fn: Callable[..., Any], params: Any, batch_stats: Any,
                    batch: Mapping[str, jax.Array], rng: jax.Array, weights: LossWeights, *,
                    spec: StrategySpec, emd: EMDOptions = EMDOptions(), train: bool,
-                   objective_fn: ObjectiveFn = negative_elbo
+                   kl_reduction: str = "sum", objective_fn: ObjectiveFn = negative_elbo
                    ) -> tuple[jax.Array, tuple[Metrics, Any]]:
     """Applies the model to ``batch`` and scores it; differentiable w.r.t. ``params``.
 
@@ -105,9 +111,11 @@ def apply_and_loss(apply_fn: Callable[..., Any], params: Any, batch_stats: Any,
       weights: λ_heat, λ_cloud, β, β'.
       spec: the strategy record.
       emd: auction options of the EMD term.
+      kl_reduction: "sum" or "mean" over the latent dimensions (the objective's).
       train: BatchNorm in training mode (batch statistics; the updated ``batch_stats`` are
         returned) or evaluation mode (running averages; returned unchanged).
-      objective_fn: ``(spec, outputs, batch, weights, *, emd) -> (loss, terms)``.
+      objective_fn: ``(spec, outputs, batch, weights, *, emd, kl_reduction) ->
+        (loss, terms)``.
 
     Returns:
       ``(loss, (terms, new_batch_stats))``.
@@ -124,7 +132,8 @@ def apply_and_loss(apply_fn: Callable[..., Any], params: Any, batch_stats: Any,
     else:
         outputs = apply_fn(variables, batch["rgb"], cloud, rng, train=False)
         new_batch_stats = batch_stats
-    loss, terms = objective_fn(spec, outputs, batch, weights, emd=emd)
+    loss, terms = objective_fn(spec, outputs, batch, weights, emd=emd,
+                               kl_reduction=kl_reduction)
     return loss, (terms, new_batch_stats)
 
 
@@ -148,7 +157,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, options: StepO
     def loss_fn(params):
         return apply_and_loss(state.apply_fn, params, state.batch_stats, batch, rng, weights,
                               spec=options.spec, emd=options.emd, train=True,
-                              objective_fn=objective_fn)
+                              kl_reduction=options.kl_reduction, objective_fn=objective_fn)
 
     (loss, (terms, new_batch_stats)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)

@@ -31,12 +31,49 @@ def _indices(batch):
     return batch["scale"].astype(int) - 1        # toy example i has scale i + 1
 
 
-def test_every_weak_batch_mixes_a_fixed_number_of_labelled_rows():
-    config = _config(labelled_fraction=0.05, labelled_per_batch=0)   # 2 of 40 labelled
+def test_weak_default_adds_a_whole_unlabelled_batch_to_the_labelled_one():
+    """Sec. 5.3: "besides fully supervised training on m% data, we also train the 'RC2C'
+    sub-parts with the rest": B labelled rows (the supervised baseline's batch) + B unlabelled."""
+    config = _config(labelled_fraction=0.25)                    # 10 of 40 labelled
+    assert config.weak_batch == "added"
+    assert streams.rows_per_step(config, 4) == 8
+    assert streams.rows_per_step(_config(), 4) == 4             # supervised: B rows
+    assert streams.rows_per_step(_config(labelled_fraction=0.25, weak_batch="split"), 4) == 4
+    for batch in _batches(config, streams.rows_per_step(config, 4), 5):
+        index, labelled = _indices(batch), batch["labelled"]
+        assert labelled.sum() == 4 and (1 - labelled).sum() == 4
+        assert np.all(index[labelled == 1] < 10) and np.all(index[labelled == 0] >= 10)
+    with pytest.raises(ValueError, match="data.weak_batch"):
+        streams.rows_per_step(_config(labelled_fraction=0.25, weak_batch="half"), 4)
+
+
+def test_trainer_reads_the_added_weak_batch(monkeypatch):
+    """The loop asks the pipeline for 2B rows per step with the default weak mix."""
+    from experiments.configs import weak
+    from handvae.training import loop
+
+    seen = {}
+
+    def fake_train_batches(data_config, batch_size, **kwargs):
+        seen["rows"] = batch_size
+        return iter(())
+
+    monkeypatch.setattr(loop.pipeline, "train_batches", fake_train_batches)
+    config = weak.get_config("labelled=0.05,dataset=synthetic")
+    loop._train_iterator(config, None, 0)
+    assert seen["rows"] == 2 * config.batch_size
+    config.data.weak_batch = "split"
+    loop._train_iterator(config, None, 0)
+    assert seen["rows"] == config.batch_size
+
+
+def test_split_weak_batch_mixes_a_fixed_number_of_labelled_rows():
+    config = _config(labelled_fraction=0.05, labelled_per_batch=0,   # 2 of 40 labelled
+                     weak_batch="split")
     batches = _batches(config, 8, 9)
     for batch in batches:
         index, labelled = _indices(batch), batch["labelled"]
-        assert labelled.sum() == 4                        # the default: half the batch
+        assert labelled.sum() == 4                        # split's default: half the batch
         assert np.all(index[labelled == 1] < 2) and np.all(index[labelled == 0] >= 2)
     seen = np.concatenate([_indices(b)[b["labelled"] == 0] for b in batches])
     assert len(np.unique(seen)) == len(seen) == 36        # within one unlabelled epoch (38)
@@ -45,7 +82,7 @@ def test_every_weak_batch_mixes_a_fixed_number_of_labelled_rows():
 
 
 def test_weak_stream_resumes_exactly_and_splits_over_processes():
-    config = _config(labelled_fraction=0.25, labelled_per_batch=3)
+    config = _config(labelled_fraction=0.25, labelled_per_batch=3, weak_batch="split")
     first = _batches(config, 6, 3, seed=2)
     resumed = _batches(config, 6, 1, seed=2, start_step=2)[0]
     for key in KEYS:
@@ -75,9 +112,10 @@ def test_empty_cloud_gives_a_flagged_zero_cloud():
     ("labelled_fraction", 0.0, "data.labelled_fraction"),
     ("labelled_fraction", 0.99, "no unlabelled frame"),      # round(0.99·40) = 40
     ("labelled_per_batch", 8, "data.labelled_per_batch"),
+    ("weak_batch", "half", "data.weak_batch"),
 ])
 def test_bad_weak_supervision_fields_name_the_field(field, value, match):
-    config = _config(**{"labelled_fraction": 0.5, field: value})
+    config = _config(**{"labelled_fraction": 0.5, "weak_batch": "split", field: value})
     with pytest.raises(ValueError, match=match):
         streams.make_plan(config, N, 8)
 
@@ -90,6 +128,9 @@ def test_weak_config_settings():
     mixed = weak.get_config("labelled=0.05")
     assert (mixed.data.train_fraction, mixed.data.labelled_fraction) == (1.0, 0.05)
     assert mixed.model.strategy == "RC2CHP_poe"
+    assert mixed.data.weak_batch == "added"
+    with pytest.raises(ValueError, match="applies to data.weak_batch=\"split\" only"):
+        streams.make_plan(_config(labelled_fraction=0.5, labelled_per_batch=3), N, 8)
     with pytest.raises(ValueError, match="setting"):
         weak.get_config("setting=semi")
 

@@ -28,9 +28,35 @@ def test_plan_covers_each_target_once():
         for m in (0.05, 0.1))
 
 
-def test_plan_rejects_a_share_fig8_does_not_plot():
-    with pytest.raises(ValueError, match="--shares"):
-        reproduce.plan_runs(["fig8"], [0], "cpu", shares=[0.2])
+def test_plan_takes_any_share_in_the_unit_interval_and_rejects_others():
+    low = reproduce.plan_runs(["fig8"], [0], "cpu", shares=[0.01])
+    assert sorted(r.name for r in low) == ["RC2CHP_poe_labelled=0.01_seed0",
+                                           "RC2CHP_poe_train_fraction=0.01_seed0"]
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="--shares"):
+            reproduce.plan_runs(["fig8"], [0], "cpu", shares=[bad])
+
+
+def test_extra_arguments_reach_every_run_and_its_name():
+    runs = reproduce.plan_runs(["table1"], [1], "cpu", strategies=["RC2CHP_kl"],
+                               extra={"kl_reduction": "mean"})
+    assert [r.name for r in runs] == ["RC2CHP_kl_kl_reduction=mean_seed1"]
+    config = reproduce_config.get_config(runs[0].config_arg)
+    assert config.loss.kl_reduction == "mean" and config.seed == 1
+    for bad in ({"strategy": "R2P"}, {"colour": "red"}):
+        with pytest.raises(ValueError, match="--extra"):
+            reproduce.plan_runs(["table1"], [0], "cpu", extra=bad)
+
+
+def test_validation_curve_reads_the_trainer_metrics(tmp_path):
+    rows = [{"step": 1, "split": "train", "loss": 3.0},
+            {"step": 2, "split": "validation", "mean_epe_mm": 40.0},
+            {"step": 4, "split": "validation", "mean_epe_mm": 35.0},
+            {"step": 6, "split": "validation", "mean_epe_mm": 36.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    curve = reproduce.validation_curve(str(tmp_path))
+    assert curve == {"steps": [2, 4, 6], "mean_epe_mm": [40.0, 35.0, 36.0], "best_step": 4,
+                     "best_mean_epe_mm": 35.0}
 
 
 @pytest.mark.parametrize("targets,seeds,scale", [(["table3"], [0], "cpu"), ([], [0], "cpu"),

@@ -52,9 +52,9 @@ def init_variables(model, rng, batch):
     return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
 
 
-def objective(spec, outputs, batch, weights, *, emd):
+def objective(spec, outputs, batch, weights, *, emd, kl_reduction="sum"):
     """A pose term, a KL and a small term of the sampled z (so the step's RNG matters)."""
-    del spec, emd
+    del spec, emd, kl_reduction
     latent, pose = outputs["latents"]["R"], outputs["recon"]["R"]["pose"]
     mu, logvar = latent["mu"], latent["logvar"]
     pose_term = jnp.mean(jnp.sum((pose - batch["pose"]) ** 2, -1) * batch["labelled"][:, None])
