@@ -37,8 +37,8 @@ from experiments import reproduce_report
 from experiments.configs import reproduce as reproduce_config
 
 TARGETS = ("table1", "fig5", "fig8")
-TABLE1_STRATEGIES = ("R2P", "R2HP", "R2CP", "R2CHP", "RC2CHP_kl", "RC2CHP_poe")
-FIG8_SHARES = (0.05, 0.1, 0.25, 0.5, 1.0)
+TABLE1_STRATEGIES = reproduce_config.TABLE1_STRATEGIES
+FIG8_SHARES = reproduce_config.FIG8_SHARES
 RUN_DONE = "reproduce_run.json"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -295,7 +295,8 @@ def reproduce(root: str, *, scale: str, targets: Sequence[str], seeds: Sequence[
     print("[3/3] report", flush=True)
     payload = {
         "scale": scale, "targets": list(targets), "seeds": list(seeds),
-        "strategies": list(strategies), "extra": dict(extra or {}), "data": data,
+        "strategies": list(strategies), "shares": sorted(set(shares)),
+        "extra": dict(extra or {}), "data": data,
         "planned_runs": len(runs),
         "commit": _commit(), "machine": {"platform": platform.platform(),
                                          "cpu_count": os.cpu_count()},

@@ -1,8 +1,10 @@
 """The reproduction's report: ``table1.md``, ``fig5.png``, ``fig8.png``, ``results.json``.
 
 Pure bookkeeping over the run records of :mod:`experiments.reproduce`: runs that differ only
-by their seed form one setting, summarised as mean ± std over seeds (population std, ``ddof=0``,
-with the seed count beside it).
+by their seed form one setting, summarised as mean ± sample std over seeds (``ddof=1``; a
+single seed has no spread and says so), with the seed count beside it. A difference between
+two settings is given with Welch's t-test p-value (two-sided, unequal variances; scipy), which
+needs at least two seeds on each side.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from experiments.configs.reproduce import FIG8_SHARES
 
 # Yang et al. (ICCV 2019), Table 1: mean EPE (mm) on real RHD.
 PAPER_TABLE1_RHD = {"R2P": 16.61, "R2HP": 16.10, "R2CP": 15.91, "R2CHP": 15.49,
@@ -73,21 +77,47 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for name, _, _ in METRICS:
         values = np.array([r["test"][name] for r in records], np.float64)
         out[name] = float(values.mean())
-        out[name + "_std"] = float(values.std())
+        # sample std (ddof = 1); one seed has no spread (None, shown as "1 seed")
+        out[name + "_std"] = float(values.std(ddof=1)) if len(values) > 1 else None
         out[name + "_per_seed"] = values.tolist()
     out["pck_thresholds_mm"] = records[0]["test"]["pck_thresholds_mm"]
     out["pck"] = np.mean([r["test"]["pck"] for r in records], axis=0).tolist()
     out["checkpoint"] = [r["test"].get("checkpoint") for r in records]
+    curves = [r.get("validation") for r in records]
+    if all(c and c.get("best_step") is not None for c in curves):
+        out["validation_best_mean_epe_mm_per_seed"] = [c["best_mean_epe_mm"] for c in curves]
+        out["validation_best_mean_epe_mm"] = float(np.mean(
+            out["validation_best_mean_epe_mm_per_seed"]))
+        out["selected_step_per_seed"] = [c["best_step"] for c in curves]
     return out
 
 
-def table1_rows(groups) -> dict[str, dict[str, Any]]:
-    """Strategy → summary for the Table-1 settings (view-corrected, fully supervised)."""
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Two-sided p-value of Welch's t-test (unequal variances) between two seed samples;
+    None when either side has fewer than two seeds or both have zero spread."""
+    from scipy import stats
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) < 2 or len(b) < 2 or (a.std() == 0 and b.std() == 0):
+        return None
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def _p_text(p: float | None) -> str:
+    return "–" if p is None else (f"{p:.3f}" if p >= 1e-3 else f"{p:.1e}")
+
+
+def table1_rows(groups, extra: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Strategy → summary for the Table-1 settings (view-corrected, fully supervised), with
+    ``extra`` the ablation arguments every run shares (``reproduce --extra``)."""
     rows = {}
     for strategy in PAPER_TABLE1_RHD:
-        records = groups.get(_key({"strategy": strategy}))
+        records = groups.get(_key({"strategy": strategy, **(extra or {})}))
         if records:
             rows[strategy] = summarize(records)
+    if "R2P" in rows:   # every strategy against S1, Welch's t over seeds
+        for row in rows.values():
+            row["p_vs_S1"] = welch_p(row["mean_epe_mm_per_seed"],
+                                     rows["R2P"]["mean_epe_mm_per_seed"])
     return rows
 
 
@@ -95,43 +125,56 @@ def table1_markdown(rows: Mapping[str, Mapping[str, Any]], baseline: Mapping[str
                     ) -> str:
     """Table 1 as Markdown: mean ± std over seeds beside the paper's RHD column."""
     lines = ["| strategy | paper | " + " | ".join(label for _, label, _ in METRICS)
-             + " | seeds | paper mean EPE, real RHD (mm) |",
-             "|---|---|" + "---:|" * (len(METRICS) + 2)]
+             + " | p vs S1 (Welch) | validation mean EPE (mm) | selected step | seeds "
+             "| paper mean EPE, real RHD (mm) |",
+             "|---|---|" + "---:|" * (len(METRICS) + 5)]
     for strategy, row in rows.items():
         cells = [f"{row[name]:.{digits}f} ± {row[name + '_std']:.{digits}f}"
                  if row["num_seeds"] > 1 else f"{row[name]:.{digits}f} (1 seed)"
                  for name, _, digits in METRICS]
+        validation = row.get("validation_best_mean_epe_mm")
+        steps = row.get("selected_step_per_seed")
+        cells += ["–" if strategy == "R2P" else _p_text(row.get("p_vs_S1")),
+                  "–" if validation is None else f"{validation:.2f}",
+                  "–" if not steps else ", ".join(str(s) for s in steps)]
         lines.append(f"| `{strategy}` | {PAPER_LABELS[strategy]} | " + " | ".join(cells)
                      + f" | {row['num_seeds']} | {PAPER_TABLE1_RHD[strategy]:.2f} |")
     if baseline:
         cells = [f"{baseline[name]:.{digits}f}" if name in baseline else "–"
                  for name, _, digits in METRICS]
         lines.append("| constant guess (test mean pose) | – | " + " | ".join(cells)
-                     + " | – | – |")
+                     + " | – | – | – | – | – |")
+    lines += ["", "± is the sample standard deviation over seeds (ddof = 1); p is Welch's "
+              "two-sided t-test of the per-seed test mean EPEs against S1's."]
     if "R2P" in rows and "RC2CHP_poe" in rows:
         s1, s4 = rows["R2P"], rows["RC2CHP_poe"]
         ratio = s4["mean_epe_mm"] / s1["mean_epe_mm"]
-        spread = max(s1["mean_epe_mm_std"], s4["mean_epe_mm_std"])
         gap = s1["mean_epe_mm"] - s4["mean_epe_mm"]
-        if min(s1["num_seeds"], s4["num_seeds"]) > 1:
-            verdict = (f"{'more' if gap > 2 * spread else 'not more'} than twice the larger "
-                       f"seed std ({spread:.2f} mm)")
-        else:
-            verdict = "no seed spread to compare with (a strategy has a single seed)"
+        p = s4.get("p_vs_S1")
+        verdict = ("no p-value (a strategy has a single seed)" if p is None
+                   else f"Welch's p = {_p_text(p)}")
         lines += ["", (f"S4/S1 mean-EPE ratio: {ratio:.3f} (paper: {13.14 / 16.61:.3f}); "
                        f"S1 − S4 = {gap:.2f} mm, {verdict}.")]
     return "\n".join(lines) + "\n"
 
 
-def fig8_series(groups, shares: Sequence[float]) -> dict[str, list[dict[str, Any] | None]]:
-    """Supervised (first m % only) and weakly supervised (rest unlabelled) S4 over ``shares``."""
-    series: dict[str, list[dict[str, Any] | None]] = {"supervised": [], "weakly supervised": []}
-    full = groups.get(_key({"strategy": "RC2CHP_poe"}))
+def fig8_series(groups, shares: Sequence[float], extra: Mapping[str, str] | None = None
+                ) -> dict[str, list[dict[str, Any] | None]]:
+    """Supervised (first m % only) and weakly supervised (rest unlabelled) S4 over ``shares``,
+    and ``p_weak_vs_supervised`` per share (Welch's t over seeds; None below two seeds)."""
+    series: dict[str, list[Any]] = {"supervised": [], "weakly supervised": [],
+                                    "p_weak_vs_supervised": []}
+    extra = dict(extra or {})
+    full = groups.get(_key({"strategy": "RC2CHP_poe", **extra}))
     for share in shares:
         for label, field in (("supervised", "train_fraction"), ("weakly supervised", "labelled")):
             records = full if share == 1.0 else groups.get(
-                _key({"strategy": "RC2CHP_poe", field: str(share)}))
+                _key({"strategy": "RC2CHP_poe", field: str(share), **extra}))
             series[label].append(summarize(records) if records else None)
+        sup, weak = series["supervised"][-1], series["weakly supervised"][-1]
+        series["p_weak_vs_supervised"].append(
+            welch_p(weak["mean_epe_mm_per_seed"], sup["mean_epe_mm_per_seed"])
+            if sup and weak and share != 1.0 else None)
     return series
 
 
@@ -159,10 +202,11 @@ def plot_fig8(shares: Sequence[float], series: Mapping[str, Sequence[Any]], path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for label, points in series.items():
+    for label in ("supervised", "weakly supervised"):
+        points = series[label]
         xs = [100 * s for s, p in zip(shares, points) if p]
         ys = [p["mean_epe_mm"] for p in points if p]
-        es = [p["mean_epe_mm_std"] for p in points if p]
+        es = [p["mean_epe_mm_std"] or 0.0 for p in points if p]
         ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"S4 {label}")
     ax.set(xlabel="labelled share m (%)", ylabel="mean EPE (mm)", xscale="log",
            title="Fig. 8 on the synthetic benchmark (test split)")
@@ -176,31 +220,33 @@ def plot_fig8(shares: Sequence[float], series: Mapping[str, Sequence[Any]], path
 
 def write_all(root: str, payload: dict[str, Any]) -> None:
     """Writes every report file the payload's targets call for, then ``results.json``."""
-    from experiments.reproduce import FIG8_SHARES  # the one list of shares
     groups = group_by_setting(payload["runs"])
-    rows = table1_rows(groups)
+    extra = payload.get("extra") or {}
+    rows = table1_rows(groups, extra)
     baseline = next((r["test"].get("constant_pose_baseline") for r in payload["runs"]
                      if r["test"].get("constant_pose_baseline")), None)
     payload["table1"] = rows
     if rows:
         header = (f"# Table 1 on the synthetic benchmark ({payload['scale']} scale)\n\n"
-                  f"Test split, best checkpoint by validation mean EPE; mean ± std over the "
+                  f"Test split, best checkpoint by validation mean EPE; mean ± sample std over the "
                   f"seeds that finished (planned: {payload['seeds']}; {len(payload['runs'])} "
                   f"of {payload.get('planned_runs', len(payload['runs']))} planned runs "
-                  f"finished); commit {payload['commit']}.\n\n")
+                  f"finished); commit {payload['commit']}"
+                  + (f"; ablation arguments {extra}" if extra else "") + ".\n\n")
         with open(os.path.join(root, "table1.md"), "w") as f:
             f.write(header + table1_markdown(rows, baseline))
     if "fig5" in payload["targets"]:
         curves = {f"{PAPER_LABELS[s]} {s}": row for s, row in rows.items()}
-        plain = groups.get(_key({"strategy": "R2P", "view_correction": "0"}))
+        plain = groups.get(_key({"strategy": "R2P", "view_correction": "0", **extra}))
         if plain:
             curves["S1 R2P, no view correction"] = payload["fig5_no_vc"] = summarize(plain)
         if curves:
             plot_fig5(curves, os.path.join(root, "fig5.png"))
     if "fig8" in payload["targets"]:
-        series = fig8_series(groups, FIG8_SHARES)
-        payload["fig8"] = {"shares": list(FIG8_SHARES), **series}
-        if any(p for points in series.values() for p in points):
-            plot_fig8(FIG8_SHARES, series, os.path.join(root, "fig8.png"))
+        shares = sorted(set(payload.get("shares") or FIG8_SHARES) | {1.0})
+        series = fig8_series(groups, shares, extra)
+        payload["fig8"] = {"shares": shares, **series}
+        if any(series["supervised"] + series["weakly supervised"]):
+            plot_fig8(shares, series, os.path.join(root, "fig8.png"))
     with open(os.path.join(root, "results.json"), "w") as f:
         json.dump(payload, f, indent=1)

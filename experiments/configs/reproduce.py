@@ -29,6 +29,10 @@ import ml_collections
 from experiments.configs import common
 
 
+TABLE1_STRATEGIES = ("R2P", "R2HP", "R2CP", "R2CHP", "RC2CHP_kl", "RC2CHP_poe")
+FIG8_SHARES = (0.05, 0.1, 0.25, 0.5, 1.0)   # the paper's Fig. 8 range (5 % to 100 %)
+
+
 class DataSetting(NamedTuple):
     """The generated benchmark: frame counts and the generator's seed."""
 

@@ -119,9 +119,9 @@ def test_report_gives_mean_and_std_over_seeds(tmp_path):
                "commit": "abc", "runs": runs}
     reproduce_report.write_all(str(tmp_path), payload)
     table = (tmp_path / "table1.md").read_text()
-    assert "| `R2P` | S1 | 21.00 ± 1.00 |" in table
+    assert "| `R2P` | S1 | 21.00 ± 1.41 |" in table        # sample std, ddof = 1
     assert "| `RC2CHP_poe` | S4 | 15.00 ± 0.00 |" in table
-    assert "S4/S1 mean-EPE ratio: 0.714" in table and "more than twice" in table
+    assert "S4/S1 mean-EPE ratio: 0.714" in table and "Welch's p = 0.105" in table  # t = 6, df = 1
     assert (tmp_path / "fig5.png").stat().st_size > 0
     assert (tmp_path / "fig8.png").stat().st_size > 0
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -129,6 +129,33 @@ def test_report_gives_mean_and_std_over_seeds(tmp_path):
     supervised = saved["fig8"]["supervised"]
     assert supervised[0]["mean_epe_mm"] == 40.0 and supervised[-1]["mean_epe_mm"] == 15.0
     assert saved["fig8"]["weakly supervised"][0]["mean_epe_mm"] == 35.0
+
+
+def test_welch_p_matches_a_hand_computed_t_test():
+    # a = (20, 22), b = (15, 16): t = (21 − 15.5) / sqrt(2/2 + 0.5/2) = 4.919;
+    # Welch–Satterthwaite df = 1.25² / (1²/1 + 0.25²/1) = 1.4706; p from scipy's t.
+    from scipy import stats
+    expected = 2 * stats.t.sf(5.5 / np.sqrt(1.25), 1.25 ** 2 / (1 + 0.25 ** 2))
+    np.testing.assert_allclose(reproduce_report.welch_p([20, 22], [15, 16]), expected)
+    assert reproduce_report.welch_p([20], [15, 16]) is None
+    assert reproduce_report.welch_p([20, 20], [15, 15]) is None
+
+
+def test_report_of_an_ablation_groups_by_its_extra_arguments(tmp_path):
+    runs = [_record(f"strategy={s},scale=cpu,seed={seed},kl_reduction=mean", seed, m)
+            for s, seed, m in (("R2P", 0, 20.0), ("R2P", 1, 21.0),
+                               ("RC2CHP_kl", 0, 18.0), ("RC2CHP_kl", 1, 18.5))]
+    for run, best in zip(runs, (25.0, 26.0, 22.0, 23.0)):
+        run["validation"] = {"steps": [2, 4], "mean_epe_mm": [30.0, best], "best_step": 4,
+                             "best_mean_epe_mm": best}
+    payload = {"scale": "cpu", "targets": ["table1"], "seeds": [0, 1], "commit": "abc",
+               "runs": runs, "extra": {"kl_reduction": "mean"}}
+    reproduce_report.write_all(str(tmp_path), payload)
+    table = (tmp_path / "table1.md").read_text()
+    assert "{'kl_reduction': 'mean'}" in table
+    assert "| `RC2CHP_kl` | S3 | 18.25 ± 0.35 |" in table and "| 22.50 | 4, 4 |" in table
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["table1"]["R2P"]["validation_best_mean_epe_mm_per_seed"] == [25.0, 26.0]
 
 
 def test_read_test_metrics_names_the_missing_file(tmp_path):
@@ -167,4 +194,4 @@ def test_report_with_a_single_seed_shows_no_spread(tmp_path):
     reproduce_report.write_all(str(tmp_path), payload)
     table = (tmp_path / "table1.md").read_text()
     assert "| `RC2CHP_poe` | S4 | 15.00 (1 seed) |" in table
-    assert "no seed spread to compare with" in table and "3 of 4 planned runs" in table
+    assert "no p-value (a strategy has a single seed)" in table and "3 of 4 planned runs" in table
