@@ -107,6 +107,9 @@ def get_base_config(dataset: str = "rhd") -> ml_collections.ConfigDict:
     c.checkpoint_every = 5_000
     c.keep_checkpoints = 3
     c.num_eval_examples = -1  # -1: the whole eval split
+    # jax.profiler trace of steps "first,last" (inclusive) into <workdir>/profile; "" = off
+    # (handvae.training.observability).
+    c.profile_steps = ""
     return c
 
 
