@@ -91,7 +91,7 @@ def step_wait(config, keys, steps: int, epoch_steps: int) -> dict:
     mesh = sharding.make_mesh()
     model = vae.build_model(config.model)
     state = sharding.replicate(state_lib.create_train_state(config, model), mesh)
-    train_step = step_lib.make_train_step(config, model, mesh)
+    train_step = step_lib.make_train_step(config, mesh)
     iterator = _stream(config, keys)
     try:
         first = sharding.shard_batch(next(iterator), mesh)
