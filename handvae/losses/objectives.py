@@ -44,7 +44,7 @@ validation EPE (``experiments/results/cpu/ablation_kl_reduction.json``, WORKSPAC
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,8 +52,12 @@ import jax.numpy as jnp
 from handvae.losses.chamfer import chamfer_distance
 from handvae.losses.emd import earth_movers_distance
 from handvae.losses.reconstruction import heatmap_l2, pose_l2
-from handvae.models.registry import StrategySpec
 from handvae.ops.gaussian import gaussian_kl, kl_to_standard_normal
+
+if TYPE_CHECKING:
+    # Annotation only: importing handvae.models at run time would pull flax and, through
+    # handvae.data, TFDS and Pillow into `import handvae.losses` (the core install has none).
+    from handvae.models.registry import StrategySpec
 
 Array = jax.Array
 Terms = dict[str, Array]
