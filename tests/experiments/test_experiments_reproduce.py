@@ -85,6 +85,10 @@ def test_ablation_arguments_move_the_schedule_and_beta_prime():
     assert short.loss.beta_anneal_steps == 500 and short.eval_every == 125
     with pytest.raises(ValueError, match="steps"):
         reproduce_config.get_config("steps=-5")
+    assert reproduce_config.get_config("lr=1e-4").optimizer.lr == 1e-4   # the paper's
+    assert reproduce_config.get_config("").optimizer.lr == reproduce_config.SCALES["cpu"].lr
+    with pytest.raises(ValueError, match="lr"):
+        reproduce_config.get_config("lr=-1")
 
 
 def _record(config_arg, seed, mean, curve_value=0.5):
