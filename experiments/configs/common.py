@@ -75,6 +75,9 @@ def get_base_config(dataset: str = "rhd") -> ml_collections.ConfigDict:
     # Initial bias of every encoder's log σ² layer (the paper is silent; 0 is flax's default,
     # σ ≈ 1 at the start). An ablation knob, see experiments/results/cpu/README.md.
     c.model.logvar_bias_init = 0.0
+    # Layers compute in "float32" or "bfloat16" (parameters, optimiser state and the losses stay
+    # float32; handvae.models.vae). The paper is silent on precision.
+    c.model.compute_dtype = "float32"
 
     # Objective (Eqs. 1-4, 11): reconstruction weights, KL weights and the EMD's auction.
     c.loss = ml_collections.ConfigDict()

@@ -8,11 +8,17 @@
 * :class:`FoldingDecoder`: FoldingNet (Yang et al., CVPR 2018): a fixed 2-D grid of N points,
   shared by every example and not a parameter, folded twice by 3-layer MLPs of 512 units
   (FoldingNet's folds) conditioned on z → [N, 3].
+
+Mixed precision: ``dtype`` is every decoder's computation dtype (``jnp.bfloat16``); the
+parameters stay float32 and every decoder returns float32, so the losses are computed in
+float32.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -33,16 +39,17 @@ class PoseDecoder(nn.Module):
 
     hidden: int = 128
     num_layers: int = 4
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
-        """[B, D] → [B, 21, 3] (units of ``batch['pose']``)."""
+        """[B, D] → [B, 21, 3] float32 (units of ``batch['pose']``)."""
         _check_latent(z)
         y = z
         for layer in range(self.num_layers):
-            y = nn.relu(nn.Dense(self.hidden, name=f"hidden{layer + 1}")(y))
-        y = nn.Dense(NUM_JOINTS * 3, name="output")(y)
-        return y.reshape(z.shape[0], NUM_JOINTS, 3)
+            y = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name=f"hidden{layer + 1}")(y))
+        y = nn.Dense(NUM_JOINTS * 3, dtype=self.dtype, name="output")(y)
+        return y.astype(jnp.float32).reshape(z.shape[0], NUM_JOINTS, 3)
 
 
 def heatmap_upsamplings(heatmap_size: int) -> int:
@@ -61,10 +68,12 @@ class HeatmapDecoder(nn.Module):
       heatmap_size: Hm (64 in the paper), a power-of-two multiple of 4.
       width: channels of the first 4×4 map (1024 in DC-GAN's generator); halved at every
         upsampling (at least 8).
+      dtype: computation dtype (parameters stay float32; the maps are returned float32).
     """
 
     heatmap_size: int = 64
     width: int = 1024
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z: jax.Array, *, train: bool) -> jax.Array:
@@ -72,17 +81,19 @@ class HeatmapDecoder(nn.Module):
         _check_latent(z)
         num_upsamplings = heatmap_upsamplings(self.heatmap_size)
         norm = lambda name: nn.BatchNorm(  # noqa: E731
-            use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
-        y = nn.Dense(4 * 4 * self.width, name="project")(z).reshape(-1, 4, 4, self.width)
+            use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+            name=name)
+        y = nn.Dense(4 * 4 * self.width, dtype=self.dtype, name="project")(z).reshape(
+            -1, 4, 4, self.width)
         y = nn.relu(norm("project_norm")(y))
         channels = self.width
         for layer in range(num_upsamplings - 1):
             channels = max(channels // 2, 8)
             y = nn.ConvTranspose(channels, (4, 4), strides=(2, 2), padding="SAME",
-                                 use_bias=False, name=f"deconv{layer + 1}")(y)
+                                 use_bias=False, dtype=self.dtype, name=f"deconv{layer + 1}")(y)
             y = nn.relu(norm(f"deconv{layer + 1}_norm")(y))
         return nn.ConvTranspose(NUM_JOINTS, (4, 4), strides=(2, 2), padding="SAME",
-                                name="output")(y)
+                                dtype=self.dtype, name="output")(y).astype(jnp.float32)
 
 
 def grid_shape(num_points: int) -> tuple[int, int]:
@@ -113,15 +124,17 @@ class FoldingMLP(nn.Module):
     """
 
     hidden: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z: jax.Array, points: jax.Array) -> jax.Array:
-        """z [B, D], points [B or 1, N, P] → [B, N, 3]."""
-        y = (nn.Dense(self.hidden, name="latent")(z)[:, None, :]
-             + nn.Dense(self.hidden, use_bias=False, name="point")(points))
+        """z [B, D], points [B or 1, N, P] → [B, N, 3] (in ``dtype``)."""
+        dense = functools.partial(nn.Dense, dtype=self.dtype)
+        y = (dense(self.hidden, name="latent")(z)[:, None, :]
+             + dense(self.hidden, use_bias=False, name="point")(points))
         y = nn.relu(y)
-        y = nn.relu(nn.Dense(self.hidden, name="hidden")(y))
-        return nn.Dense(3, name="output")(y)
+        y = nn.relu(dense(self.hidden, name="hidden")(y))
+        return dense(3, name="output")(y)
 
 
 class FoldingDecoder(nn.Module):
@@ -130,15 +143,17 @@ class FoldingDecoder(nn.Module):
     Attributes:
       num_points: N, the size of the fixed grid (256 in the paper).
       hidden: units of the folding MLPs (512 in FoldingNet).
+      dtype: computation dtype (parameters stay float32; the cloud is returned float32).
     """
 
     num_points: int = 256
     hidden: int = 512
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
-        """[B, D] → [B, N, 3] (units of ``batch['cloud']``)."""
+        """[B, D] → [B, N, 3] float32 (units of ``batch['cloud']``)."""
         _check_latent(z)
         grid = jnp.asarray(folding_grid(self.num_points))[None]  # [1, N, 2], a constant
-        first = FoldingMLP(self.hidden, name="fold1")(z, grid)
-        return FoldingMLP(self.hidden, name="fold2")(z, first)
+        first = FoldingMLP(self.hidden, self.dtype, name="fold1")(z, grid)
+        return FoldingMLP(self.hidden, self.dtype, name="fold2")(z, first).astype(jnp.float32)

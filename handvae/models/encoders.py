@@ -3,6 +3,10 @@
 Each returns the mean and log-variance of a diagonal Gaussian over the ``latent_dim``-d
 latent. The heads are two parallel dense layers on the pooled trunk features, one giving μ and
 one giving log σ².
+
+Mixed precision: ``dtype`` is the trunks' computation dtype (``jnp.bfloat16``); parameters
+stay float32, the trunks return float32 features and the Gaussian heads compute in float32,
+so μ and log σ² (which enter exp and the KL) are float32 whatever ``dtype``.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from typing import Any
 
 from handvae.models.resnet import ResNet18
 from handvae.models.respel import DEFAULT_NUM_BLOCKS, ResPEL
@@ -53,18 +59,20 @@ class RGBEncoder(nn.Module):
       image_size: expected crop side S in pixels (256 in the paper).
       width: ResNet first-stage channels.
       logvar_bias: initial log σ² bias (:class:`GaussianHead`).
+      dtype: the trunk's computation dtype.
     """
 
     latent_dim: int = 64
     image_size: int = 256
     width: int = 64
     logvar_bias: float = 0.0
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, rgb: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
         """[B, S, S, 3] normalised crops → (mu [B, D], logvar [B, D])."""
         check_rgb(rgb, self.image_size)
-        features = ResNet18(self.width, name="trunk")(rgb, train=train)
+        features = ResNet18(self.width, self.dtype, name="trunk")(rgb, train=train)
         return GaussianHead(self.latent_dim, self.logvar_bias, name="head")(features)
 
 
@@ -76,17 +84,19 @@ class CloudEncoder(nn.Module):
       width: ResPEL hidden units.
       num_blocks: ResPEL residual blocks.
       logvar_bias: initial log σ² bias (:class:`GaussianHead`).
+      dtype: the trunk's computation dtype.
     """
 
     latent_dim: int = 64
     width: int = 64
     num_blocks: int = DEFAULT_NUM_BLOCKS
     logvar_bias: float = 0.0
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, cloud: jax.Array) -> tuple[jax.Array, jax.Array]:
         """[B, N, 3] cloud → (mu [B, D], logvar [B, D])."""
-        features = ResPEL(self.width, self.num_blocks, name="trunk")(cloud)
+        features = ResPEL(self.width, self.num_blocks, self.dtype, name="trunk")(cloud)
         return GaussianHead(self.latent_dim, self.logvar_bias, name="head")(features)
 
 
@@ -104,6 +114,7 @@ class JointEncoder(nn.Module):
     respel_width: int = 64
     respel_blocks: int = DEFAULT_NUM_BLOCKS
     logvar_bias: float = 0.0
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, rgb: jax.Array, cloud: jax.Array, *, train: bool
@@ -113,7 +124,9 @@ class JointEncoder(nn.Module):
         if cloud.shape[:1] != rgb.shape[:1]:
             raise ValueError(f"rgb and cloud must have the same batch size; got rgb "
                              f"{tuple(rgb.shape)} and cloud {tuple(cloud.shape)}")
-        rgb_features = ResNet18(self.resnet_width, name="rgb_trunk")(rgb, train=train)
-        cloud_features = ResPEL(self.respel_width, self.respel_blocks, name="cloud_trunk")(cloud)
+        rgb_features = ResNet18(self.resnet_width, self.dtype, name="rgb_trunk")(rgb,
+                                                                                 train=train)
+        cloud_features = ResPEL(self.respel_width, self.respel_blocks, self.dtype,
+                                name="cloud_trunk")(cloud)
         features = jnp.concatenate([rgb_features, cloud_features], axis=-1)
         return GaussianHead(self.latent_dim, self.logvar_bias, name="head")(features)

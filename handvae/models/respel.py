@@ -16,6 +16,8 @@ feature is layer-normalised (see :class:`ResPEL`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -28,15 +30,17 @@ class PermutationEquivariantLayer(nn.Module):
 
     Attributes:
       features: output channels.
+      dtype: computation dtype (parameters stay float32).
     """
 
     features: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """[B, N, C] → [B, N, features]; equivariant to permutations of the N axis."""
-        per_point = nn.Dense(self.features, name="per_point")(x)
-        shared = nn.Dense(self.features, use_bias=False, name="set_max")(
+        per_point = nn.Dense(self.features, dtype=self.dtype, name="per_point")(x)
+        shared = nn.Dense(self.features, use_bias=False, dtype=self.dtype, name="set_max")(
             jnp.max(x, axis=1, keepdims=True))
         return per_point + shared
 
@@ -45,12 +49,13 @@ class ResPELBlock(nn.Module):
     """Pre-activation residual block: ``x + PEL(relu(PEL(relu(x))))``."""
 
     features: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """[B, N, features] → [B, N, features]."""
-        y = PermutationEquivariantLayer(self.features)(nn.relu(x))
-        y = PermutationEquivariantLayer(self.features)(nn.relu(y))
+        y = PermutationEquivariantLayer(self.features, self.dtype)(nn.relu(x))
+        y = PermutationEquivariantLayer(self.features, self.dtype)(nn.relu(y))
         return x + y
 
 
@@ -60,10 +65,12 @@ class ResPEL(nn.Module):
     Attributes:
       width: hidden units of every PEL (64 = half of Li & Lee's 128).
       num_blocks: residual blocks after the input layer.
+      dtype: computation dtype (parameters stay float32); the pooled features are float32.
     """
 
     width: int = 64
     num_blocks: int = DEFAULT_NUM_BLOCKS
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, points: jax.Array) -> jax.Array:
@@ -73,17 +80,19 @@ class ResPEL(nn.Module):
           points: [B, N, 3] point cloud (normalised units, see ``handvae.data.spec``).
 
         Returns:
-          [B, width] layer-normalised features, invariant to the order of the N points.
+          [B, width] layer-normalised float32 features, invariant to the order of the N
+          points.
         """
         if points.ndim != 3 or points.shape[-1] != 3:
             raise ValueError(
                 f"cloud must be [B, N, 3] (batch, points, xyz); got shape {points.shape}. "
                 "Pass a batch of 3-D point clouds, e.g. batch['cloud'].")
-        y = PermutationEquivariantLayer(self.width, name="input_pel")(points)
+        y = PermutationEquivariantLayer(self.width, self.dtype, name="input_pel")(points)
         for block in range(self.num_blocks):
-            y = ResPELBlock(self.width, name=f"block{block + 1}")(y)
+            y = ResPELBlock(self.width, self.dtype, name=f"block{block + 1}")(y)
         # The pooled maximum grows with the cloud's extent and the depth (features of ~10 and
         # log-variances of ~20 at initialisation on hand-sized clouds); a LayerNorm keeps it
         # O(1) like the ResNet's BatchNorm does for the RGB features. Our addition, not in
         # Li & Lee; it is per example, so invariance to point order is kept.
-        return nn.LayerNorm(name="pooled_norm")(jnp.max(nn.relu(y), axis=1))
+        pooled = jnp.max(nn.relu(y), axis=1).astype(jnp.float32)
+        return nn.LayerNorm(name="pooled_norm")(pooled)

@@ -10,6 +10,13 @@ decodes all of them through the *shared* decoders in one batched call. The objec
 Whatever the strategy, inference is the RGB encoder's mean followed by the pose decoder
 (:func:`predict_pose`), so a model trained with S3 or S4 costs the same at test time as S1.
 
+Mixed precision (``compute_dtype = "bfloat16"``; the paper is silent on precision): every
+convolution, dense layer and normalisation computes in bfloat16 while the parameters, the
+BatchNorm statistics and hence the optimiser state stay float32 (flax's ``dtype`` vs
+``param_dtype``). The trunks' pooled features, the Gaussian heads (μ, log σ²), the
+reparameterisation, the product of experts and every decoder output are float32, so the
+objective (``handvae.losses``) is computed in float32 from float32 inputs.
+
 Example::
 
     model = build_model(config.model)
@@ -33,8 +40,10 @@ from handvae.models.registry import STRATEGIES, StrategySpec, get_strategy
 from handvae.models.respel import DEFAULT_NUM_BLOCKS
 from handvae.ops.gaussian import product_of_experts, reparameterize
 
-__all__ = ["HandVAE", "STRATEGIES", "build_model", "init_variables", "predict_pose",
-           "encode_rgb", "decode_cloud", "interpolate_latents"]
+__all__ = ["COMPUTE_DTYPES", "HandVAE", "STRATEGIES", "build_model", "init_variables",
+           "predict_pose", "encode_rgb", "decode_cloud", "interpolate_latents"]
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 Outputs = dict[str, dict[str, dict[str, jax.Array]]]
 _FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -60,6 +69,8 @@ class HandVAE(nn.Module):
         (Sec. 3.2's text, q ∝ p(z) q(z|x) q(z|w)); False: the two experts of Eqs. 5–6.
       logvar_bias_init: initial bias of every encoder's log σ² layer (0: flax's default, so
         σ ≈ 1 at the start; the paper is silent). An ablation knob, 0 in every config.
+      compute_dtype: "float32" or "bfloat16": the layers' computation dtype (parameters and
+        outputs stay float32; see the module docstring).
     """
 
     strategy: str = "R2P"
@@ -75,23 +86,28 @@ class HandVAE(nn.Module):
     folding_hidden: int = 512
     poe_prior_expert: bool = False
     logvar_bias_init: float = 0.0
+    compute_dtype: str = "float32"
 
     def setup(self) -> None:
         spec = get_strategy(self.strategy)
         bias = self.logvar_bias_init
-        self.rgb_encoder = RGBEncoder(self.latent_dim, self.image_size, self.resnet_width, bias)
+        dtype = compute_dtype(self.compute_dtype)
+        self.rgb_encoder = RGBEncoder(self.latent_dim, self.image_size, self.resnet_width, bias,
+                                      dtype=dtype)
         if spec.fusion == "poe":
             self.cloud_encoder = CloudEncoder(self.latent_dim, self.respel_width,
-                                              self.respel_blocks, bias)
+                                              self.respel_blocks, bias, dtype=dtype)
         if spec.fusion == "kl":
             self.joint_encoder = JointEncoder(self.latent_dim, self.image_size,
                                               self.resnet_width, self.respel_width,
-                                              self.respel_blocks, bias)
-        self.pose_decoder = PoseDecoder(self.pose_hidden)
+                                              self.respel_blocks, bias, dtype=dtype)
+        self.pose_decoder = PoseDecoder(self.pose_hidden, dtype=dtype)
         if "heatmaps" in spec.targets:
-            self.heatmap_decoder = HeatmapDecoder(self.heatmap_size, self.heatmap_width)
+            self.heatmap_decoder = HeatmapDecoder(self.heatmap_size, self.heatmap_width,
+                                                  dtype=dtype)
         if "cloud" in spec.targets:
-            self.cloud_decoder = FoldingDecoder(self.num_points, self.folding_hidden)
+            self.cloud_decoder = FoldingDecoder(self.num_points, self.folding_hidden,
+                                                dtype=dtype)
 
     # -- encoders -------------------------------------------------------------------------
     def encode_rgb(self, rgb: jax.Array, *, train: bool = False) -> tuple[jax.Array, jax.Array]:
@@ -182,6 +198,14 @@ class HandVAE(nn.Module):
         return {"latents": latents, "recon": recon}
 
 
+def compute_dtype(name: str) -> jnp.dtype:
+    """``config.model.compute_dtype`` → the dtype; ValueError naming the field otherwise."""
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"config.model.compute_dtype must be one of {COMPUTE_DTYPES}, got "
+                         f"{name!r}")
+    return jnp.dtype(name)
+
+
 def _config_get(config: Any, name: str, default: Any) -> Any:
     if isinstance(config, Mapping) or hasattr(config, "get"):
         value = config.get(name, default)
@@ -197,16 +221,19 @@ def build_model(model_config: Any) -> HandVAE:
       model_config: a ConfigDict (or mapping) with ``strategy``, ``latent_dim``,
         ``image_size``, ``resnet_width``, ``respel_width``, ``num_points``, ``heatmap_size``,
         ``pose_hidden``, ``folding_hidden``; optional ``respel_blocks`` (5),
-        ``heatmap_width``, ``poe_prior_expert`` (False) and ``logvar_bias_init`` (0.0). In
+        ``heatmap_width``, ``poe_prior_expert`` (False), ``logvar_bias_init`` (0.0) and
+        ``compute_dtype`` ("float32"; a config saved before the field gets it). In
         the experiment configs the three sizes are references to ``config.data``'s (written
         once) and ``heatmap_width`` is 1024 (DC-GAN); a config without it (a work directory
         written before the field existed) gets the width those runs had, 4 · ``resnet_width``.
 
     Raises:
-      ValueError: unknown strategy (the message lists the known names).
+      ValueError: unknown strategy or compute dtype (the message lists the known names).
     """
     strategy = _config_get(model_config, "strategy", None)
     get_strategy(strategy)
+    dtype_name = str(_config_get(model_config, "compute_dtype", "float32"))
+    compute_dtype(dtype_name)
     fields = {name: default for name, default in (
         ("latent_dim", 64), ("image_size", 256), ("resnet_width", 64), ("respel_width", 64),
         ("respel_blocks", DEFAULT_NUM_BLOCKS), ("num_points", 256), ("heatmap_size", 64),
@@ -216,7 +243,8 @@ def build_model(model_config: Any) -> HandVAE:
                    **{name: int(_config_get(model_config, name, default))
                       for name, default in fields.items()},
                    poe_prior_expert=bool(_config_get(model_config, "poe_prior_expert", False)),
-                   logvar_bias_init=float(_config_get(model_config, "logvar_bias_init", 0.0)))
+                   logvar_bias_init=float(_config_get(model_config, "logvar_bias_init", 0.0)),
+                   compute_dtype=dtype_name)
 
 
 def strategy_spec(model: HandVAE) -> StrategySpec:
