@@ -6,8 +6,19 @@ r"""Predict hand poses on your own PNG/JPEG images with a trained work directory
 For each image ``<stem>.png`` (the 2-D skeleton on the image beside the 3-D pose), ``<stem>.json``
 (schema: ``handvae/inference/outputs.py``) and, for strategies with a cloud decoder,
 ``<stem>.ply`` are written under ``--out``; a summary line ends the run. One bad image never
-stops the others; the exit status is 1 when any image failed, 2 when the model cannot be
-loaded.
+stops the others; the exit status is 1 when any image failed, 2 when nothing was predicted
+because an argument is wrong or the model cannot be loaded.
+
+What it may overwrite or delete, and what it refuses (before the model loads, exit 2):
+
+* it replaces or removes only ``<stem>.json``/``.png``/``.ply`` files that it wrote itself
+  (each carries a mark, ``handvae.inference.outputs.written_by_predict``): an earlier run's
+  outputs for the same image, so no other model's ``.ply`` or overlay stays behind, and an
+  image that now fails loses its old outputs; any other file at such a name fails that image,
+  untouched;
+* it refuses an ``--out`` that is a file or lies below one, an ``--out`` that is the folder
+  of an input image (the overlays would overwrite the inputs), ``--boxes`` entries that match
+  no input image, and an unreadable ``--boxes`` or ``--rhd-annotations`` file.
 
 ``--boxes`` is a JSON object keyed by image path or file name; a value is a box
 ``[x0, y0, x1, y1]`` (pixels) or an object with ``box`` and optional ``hand_side``,
@@ -15,7 +26,10 @@ loaded.
 ``--rhd-annotations anno_evaluation.pickle`` takes boxes, sides and K from an RHD-layout
 annotation file (real RHD or the synthetic set).
 Without a box the whole image is the crop; without ``K``/``focal`` the intrinsics assume a
-55° field of view across the longer side (``handvae.inference.geometry``).
+55° field of view across the longer side (``handvae.inference.geometry``). Boxes and K are in
+the upright image's pixels (a photo's EXIF orientation applied). A box mostly outside its
+image is predicted with a ``WARNING`` line (also in the JSON's ``warnings``); an image under
+16 pixels a side fails.
 """
 
 from __future__ import annotations
@@ -76,33 +90,116 @@ def boxes_from_rhd_annotations(path: str) -> dict[str, dict[str, Any]]:
     For each frame ``%05d.png``: ``K``, the side with more visible keypoints and the tight
     box around its visible keypoints (``uv_vis``), so predictions are made as the builders
     crop (``data_prep/rhd``: keypoints 0–20 left hand, 21–41 right hand).
+
+    Raises:
+      ValueError: the file is missing, empty, truncated, not a pickle or not RHD's layout
+        (one line naming it).
     """
+    import pickle
+
     import numpy as np
 
     from data_prep import safe_pickle
 
-    with open(path, "rb") as f:
-        annotations = safe_pickle.load(f)
+    what = f"--rhd-annotations {path}"
+    try:
+        with open(path, "rb") as f:
+            annotations = safe_pickle.load(f)
+    except OSError as error:
+        raise ValueError(f"{what}: cannot read it ({error.strerror or error})") from None
+    except EOFError:
+        raise ValueError(f"{what}: empty or truncated (ends before the pickle does); "
+                         "copy it again") from None
+    except (pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError,
+            IndexError, KeyError, UnicodeDecodeError) as error:
+        raise ValueError(f"{what}: not a readable RHD annotation pickle "
+                         f"({type(error).__name__}: {str(error)[:200]})") from None
+    if not isinstance(annotations, dict):
+        raise ValueError(f"{what}: expected a dict {{frame: annotation}} (RHD's "
+                         f"anno_*.pickle), got {type(annotations).__name__}")
     entries = {}
     for frame, annotation in annotations.items():
-        uv_vis = np.asarray(annotation["uv_vis"], np.float64).reshape(42, 3)
+        try:
+            name = f"{int(frame):05d}.png"
+            uv_vis = np.asarray(annotation["uv_vis"], np.float64).reshape(42, 3)
+            K = np.asarray(annotation["K"], np.float64).reshape(3, 3).tolist()
+        except (TypeError, ValueError, KeyError, IndexError) as error:
+            raise ValueError(f"{what}: frame {frame!r} lacks RHD's uv_vis [42, 3] and K "
+                             f"[3, 3] ({type(error).__name__}: {str(error)[:200]})") from None
         visible = uv_vis[:, 2] > 0
         left, right = visible[:21].sum(), visible[21:].sum()
         side, offset = ("left", 0) if left > right else ("right", 21)
         hand = uv_vis[offset:offset + 21][visible[offset:offset + 21]]
         if len(hand) < 2:
             continue  # no visible hand: the frame is predicted without a box
-        entries[f"{int(frame):05d}.png"] = {
-            "box": [*hand[:, :2].min(0).tolist(), *hand[:, :2].max(0).tolist()],
-            "hand_side": side, "K": np.asarray(annotation["K"], np.float64).tolist()}
+        entries[name] = {"box": [*hand[:, :2].min(0).tolist(), *hand[:, :2].max(0).tolist()],
+                         "hand_side": side, "K": K}
     return entries
 
 
+def _keys_of(path: str) -> tuple[str, ...]:
+    """The ``--boxes`` keys that name ``path``, most specific first."""
+    return (path, os.path.normpath(path), os.path.basename(path))
+
+
 def _entry_for(path: str, boxes: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    for key in (path, os.path.normpath(path), os.path.basename(path)):
+    for key in _keys_of(path):
         if key in boxes:
             return boxes[key]
     return {}
+
+
+def unmatched_keys(boxes: dict[str, dict[str, Any]], paths: Sequence[str]) -> list[str]:
+    """``--boxes`` keys that name none of ``paths`` (a typo would silently crop the whole
+    image of the image it was meant for)."""
+    matched = {key for path in paths for key in _keys_of(path)}
+    return [key for key in boxes if key not in matched]
+
+
+def check_out(out: str, inputs: Sequence[str], paths: Sequence[str]) -> None:
+    """Refuses an ``--out`` that cannot be a folder or that holds input images.
+
+    Args:
+      out: the ``--out`` folder.
+      inputs: the ``--input`` arguments (files and folders).
+      paths: the image files they list.
+
+    Raises:
+      ValueError: ``out`` is a file or lies below one, or it is a folder given in ``inputs``
+        or the folder of one of ``paths`` (links resolved): the overlays ``<stem>.png``
+        would overwrite input images or mix with them.
+    """
+    blocking = outputs.blocking_file(out)
+    if blocking is not None:
+        raise ValueError(f"--out {out}: {blocking} is a file, not a folder; choose a folder "
+                         "for the outputs")
+    target = os.path.realpath(out)
+    folders = [p for p in inputs if os.path.isdir(p)] + [os.path.dirname(os.path.abspath(p))
+                                                         for p in paths]
+    for folder in folders:
+        if os.path.realpath(folder) == target:
+            raise ValueError(f"--out {out} is the folder of the input images ({folder}): the "
+                             "overlays would overwrite them; choose a separate folder, e.g. "
+                             f"{os.path.join(out, 'predictions')}")
+
+
+def _clear_outputs(stem: str, keep: Sequence[str] = ()) -> list[str]:
+    """Removes the files predict wrote earlier for ``stem`` except the suffixes in ``keep``.
+
+    Returns:
+      Files at ``keep``'s suffixes that exist but predict did not write (left untouched).
+    """
+    foreign = []
+    for suffix in outputs.OUTPUT_SUFFIXES:
+        path = stem + suffix
+        if not os.path.lexists(path):
+            continue
+        if not outputs.written_by_predict(path):
+            if suffix in keep:
+                foreign.append(path)
+        elif suffix not in keep:
+            os.remove(path)
+    return foreign
 
 
 def _output_stems(paths: Sequence[str]) -> list[str]:
@@ -156,15 +253,24 @@ def predict_files(predictor: Predictor, paths: Sequence[str], out: str, *,
             results = iter(predictor.predict_many([i for i in items if i is not None]))
             for k, (path, item) in enumerate(zip(part, items)):
                 result = loaded[k] if item is None else next(results)
+                stem = os.path.join(out, stems[start + k])
                 if isinstance(result, Exception):
                     failures.append((path, str(result)))
                     tqdm.tqdm.write(f"FAILED {result}", file=sys.stderr)
+                    _clear_outputs(stem)
                     bar.update(1)
                     continue
                 image, conversion = loaded[k]
                 result = dataclasses.replace(result, conversion=conversion)
-                stem = os.path.join(out, stems[start + k])
+                for message in result.warnings:
+                    tqdm.tqdm.write(f"WARNING {message}", file=sys.stderr)
+                keep = [".json"] + [".png"] * overlays + [".ply"] * (result.cloud is not None)
                 try:
+                    foreign = _clear_outputs(stem, keep)
+                    if foreign:
+                        raise FileExistsError(
+                            f"{', '.join(foreign)} exists and was not written by predict; "
+                            "move it or choose another --out")
                     ply = None
                     if result.cloud is not None:
                         ply = os.path.basename(stem) + ".ply"
@@ -180,8 +286,9 @@ def predict_files(predictor: Predictor, paths: Sequence[str], out: str, *,
                                               title=os.path.basename(path))
                     written += 1
                 except (OSError, ValueError) as error:
-                    failures.append((path, f"{path}: writing outputs failed: {error}"))
-                    tqdm.tqdm.write(f"FAILED {path}: {error}", file=sys.stderr)
+                    message = f"{path}: writing outputs failed: {error}"
+                    failures.append((path, message))
+                    tqdm.tqdm.write(f"FAILED {message}", file=sys.stderr)
                 bar.update(1)
     return written, failures
 
@@ -206,15 +313,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     begin = time.perf_counter()
-    try:
+    paths, failures = images.list_images(args.input)
+    try:  # every check on the arguments before the model loads (seconds)
+        check_out(args.out, args.input, paths)
         boxes = read_boxes(args.boxes) if args.boxes else None
+        if boxes:
+            unmatched = unmatched_keys(boxes, paths)
+            if unmatched:
+                raise ValueError(
+                    f"--boxes {args.boxes}: keys that match no input image "
+                    f"({len(unmatched)}): {', '.join(map(repr, unmatched[:5]))}"
+                    f"{' …' * (len(unmatched) > 5)} "
+                    "(a key is an image's path as given to --input, or its file name)")
         if args.rhd_annotations:
             boxes = boxes_from_rhd_annotations(args.rhd_annotations)
         predictor = Predictor.from_workdir(args.workdir, args.which, batch_size=args.batch_size)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    paths, failures = images.list_images(args.input)
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as error:
+        print(f"error: --out {args.out}: cannot make the folder ({error})", file=sys.stderr)
+        return 2
     for _, message in failures:
         print(f"FAILED {message}", file=sys.stderr)
     written, failed = predict_files(predictor, paths, args.out, boxes=boxes, box=args.box,

@@ -38,21 +38,32 @@ STORED_CROP_SIZE = 256       # the crop box's side in the builders' stored image
 STORED_CONTEXT_SIZE = 512    # the builders' stored image: a window 2× the crop box
 DEFAULT_FOV_DEGREES = 55.0   # across the longer image side, when the intrinsics are unknown
 HAND_SIDES = ("right", "left")
+MIN_IMAGE_SIDE = 16          # pixels: a smaller image cannot show a hand; refused
+MIN_BOX_INSIDE = 0.5         # share of the box's area inside the image below which we warn
 _RGB_SCALE = (1 / (255 * spec.RGB_STD)).astype(np.float32)
 _RGB_OFFSET = (spec.RGB_MEAN / spec.RGB_STD).astype(np.float32)
 
 
-def default_intrinsics(height: int, width: int, focal: float | None = None) -> np.ndarray:
+def default_intrinsics(height: int, width: int, focal: float | None = None, *,
+                       name: str = "image") -> np.ndarray:
     """[3, 3] intrinsics for an image whose camera is unknown.
 
     The focal length is ``focal`` when given, else ``max(H, W) / (2 tan(fov/2))`` with
     fov = ``DEFAULT_FOV_DEGREES`` (55°: RHD's cameras see 55–63° across 320 px, STB's 55.5°
     across 640 px); the principal point is the image centre ``((W − 1)/2, (H − 1)/2)``.
+
+    Raises:
+      ValueError: ``focal`` is not a positive finite number (the message names ``name``).
     """
     if focal is None:
         focal = max(height, width) / (2 * math.tan(math.radians(DEFAULT_FOV_DEGREES) / 2))
-    if not (focal > 0 and math.isfinite(focal)):
-        raise ValueError(f"focal must be a positive number of pixels, got {focal}")
+    try:
+        value = float(focal)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name}: focal must be a positive number of pixels, got {focal!r}")
+    focal = value
     return np.array([[focal, 0.0, (width - 1) / 2], [0.0, focal, (height - 1) / 2],
                      [0.0, 0.0, 1.0]])
 
@@ -86,6 +97,23 @@ def check_box(box: Sequence[float] | None, height: int, width: int, name: str = 
     return (x0, y0, x1, y1)
 
 
+def box_warnings(box: tuple[float, float, float, float], height: int, width: int,
+                 name: str = "image") -> tuple[str, ...]:
+    """Why a valid box (from :func:`check_box`) may give a poor prediction, one line each.
+
+    A box mostly outside the image (less than ``MIN_BOX_INSIDE`` of its area inside, e.g. one
+    60× the image) gives a crop that is mostly zero padding around a tiny image.
+    """
+    x0, y0, x1, y1 = box
+    inside = ((min(x1, width - 0.5) - max(x0, -0.5)) * (min(y1, height - 0.5) - max(y0, -0.5))
+              / ((x1 - x0) * (y1 - y0)))
+    if inside >= MIN_BOX_INSIDE:
+        return ()
+    return (f"{name}: only {100 * inside:.2g}% of box {[round(v, 1) for v in box]} lies inside "
+            f"the {width}x{height} image (the crop is mostly padding); check the box's units "
+            "(pixels) and which image it belongs to",)
+
+
 @dataclasses.dataclass(frozen=True)
 class Crop:
     """One prepared crop and its geometry.
@@ -101,6 +129,7 @@ class Crop:
       K: [3, 3] intrinsics of the image.
       hand_side: "right" or "left".
       view_rotation: [3, 3] R, camera frame → view-corrected frame.
+      warnings: one line per reason the prediction may be poor (:func:`box_warnings`).
     """
 
     rgb: np.ndarray
@@ -113,6 +142,7 @@ class Crop:
     K: np.ndarray
     hand_side: str
     view_rotation: np.ndarray
+    warnings: tuple[str, ...] = ()
 
 
 def prepare_crop(image: np.ndarray, box: Sequence[float] | None, K: np.ndarray, image_size: int,
@@ -128,15 +158,28 @@ def prepare_crop(image: np.ndarray, box: Sequence[float] | None, K: np.ndarray, 
       hand_side: "right" or "left" (a left hand is mirrored as in training).
       name: the image's name for error messages.
       margin: crop side / box side (the builders' 1.3); ignored without a box.
+
+    Raises:
+      ValueError: an image with a side under ``MIN_IMAGE_SIDE`` pixels, or a bad side, K or
+        box (the message names ``name``). A box mostly outside the image is kept, with a
+        warning in ``Crop.warnings``.
     """
     height, width = image.shape[:2]
+    if min(height, width) < MIN_IMAGE_SIDE:
+        raise ValueError(f"{name}: the image is {width}x{height} pixels, too small to show a "
+                         f"hand (at least {MIN_IMAGE_SIDE} pixels a side)")
     if hand_side not in HAND_SIDES:
         raise ValueError(f"{name}: hand_side must be one of {HAND_SIDES}, got {hand_side!r}")
-    K = np.asarray(K, np.float64)
+    try:
+        K = np.asarray(K, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: K must be a [3, 3] intrinsics matrix of numbers (pixels), "
+                         f"got {K!r}") from None
     if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise ValueError(f"{name}: K must be a [3, 3] intrinsics matrix with positive focal "
                          f"lengths, got {K.tolist()}")
     x0, y0, x1, y1 = check_box(box, height, width, name)
+    warnings = box_warnings((x0, y0, x1, y1), height, width, name)
     corners = np.array([[x0, y0], [x1, y1]])
     center, side = view_crop.crop_box(corners, np.zeros((0, 2)),
                                       margin=1.0 if box is None else margin)
@@ -169,7 +212,7 @@ def prepare_crop(image: np.ndarray, box: Sequence[float] | None, K: np.ndarray, 
                 crop_to_image=(view_crop.crop_homography(K, view_rotation, k_model)
                                @ unmirror).astype(np.float32),
                 center=center, side=float(side), box=(x0, y0, x1, y1), K=K,
-                hand_side=hand_side, view_rotation=view_rotation)
+                hand_side=hand_side, view_rotation=view_rotation, warnings=warnings)
 
 
 # -- JAX: model outputs → image and camera frames ----------------------------------------------

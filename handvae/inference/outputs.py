@@ -24,6 +24,11 @@ JSON schema (``"schema": "handvae.prediction/1"``; lengths in the units named by
     latent_mean         D floats, mean of q(z | x_R)
     cloud_ply           file name of the decoded cloud (bone units, camera frame), or null
     num_cloud_points    N or 0
+    warnings            why the prediction may be poor (e.g. a box mostly outside the image)
+
+Each file type carries a mark of this tool (the JSON's ``schema``, the PLY's ``comment`` line,
+the overlay PNG's ``Software`` text chunk), so a rerun into the same folder replaces or removes
+only files it wrote itself (:func:`written_by_predict`) and refuses to overwrite anything else.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ from handvae.inference.predictor import Prediction
 from handvae.ops import skeleton
 
 SCHEMA = "handvae.prediction/1"
+PLY_COMMENT = "comment handvae decoded hand cloud"
+OVERLAY_SOFTWARE = "handvae.predict overlay"
+OUTPUT_SUFFIXES = (".json", ".png", ".ply")   # what predict may write for an image stem
 FINGER_COLOURS = ("#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd")
 VIEW_ELEVATION, VIEW_AZIMUTH = -70.0, -90.0   # 3-D panel: looking roughly along the camera axis
 
@@ -64,6 +72,7 @@ def prediction_record(prediction: Prediction, *, image: str, image_size: tuple[i
         "latent_mean": np.asarray(prediction.latent_mean, float).tolist(),
         "cloud_ply": cloud_ply,
         "num_cloud_points": 0 if prediction.cloud is None else len(prediction.cloud),
+        "warnings": list(prediction.warnings),
     }
 
 
@@ -77,7 +86,7 @@ def write_ply(points: np.ndarray, path: str) -> None:
     """Writes [N, 3] points as an ASCII PLY (``element vertex N``, float x, y, z)."""
     points = np.asarray(points, np.float64).reshape(-1, 3)
     with open(path, "w") as f:
-        f.write(f"ply\nformat ascii 1.0\ncomment handvae decoded hand cloud\n"
+        f.write(f"ply\nformat ascii 1.0\n{PLY_COMMENT}\n"
                 f"element vertex {len(points)}\nproperty float x\nproperty float y\n"
                 f"property float z\nend_header\n")
         np.savetxt(f, points, fmt="%.6g")
@@ -147,5 +156,64 @@ def write_overlay(image: np.ndarray, prediction: Prediction, path: str, title: s
     # Fixed margins: tight_layout would render the figure once more just to measure it.
     figure.subplots_adjust(left=0.01, right=0.97, bottom=0.02, top=0.88, wspace=0.05)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path)
+    figure.savefig(path, metadata={"Software": OVERLAY_SOFTWARE})
     plt.close(figure)
+
+
+def _is_prediction_record(path: str) -> bool:
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(record, dict) and str(record.get("schema", "")).startswith(
+        "handvae.prediction/")
+
+
+def written_by_predict(path: str) -> bool:
+    """Whether the existing file ``path`` is one that ``experiments.predict`` wrote.
+
+    A ``.json`` holding a ``handvae.prediction/*`` record, a ``.ply`` with :data:`PLY_COMMENT`,
+    a ``.png`` whose ``Software`` text is :data:`OVERLAY_SOFTWARE`, or an older overlay (drawn
+    by Matplotlib, before the mark) beside its prediction record. Anything else, links and
+    folders included, is the user's.
+    """
+    if os.path.islink(path) or not os.path.isfile(path):
+        return False
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".json":
+        return _is_prediction_record(path)
+    if suffix == ".ply":
+        try:
+            with open(path, errors="replace") as f:
+                head = [f.readline().rstrip("\n") for _ in range(3)]
+        except OSError:
+            return False
+        return head[0] == "ply" and PLY_COMMENT in head
+    if suffix == ".png":
+        from PIL import Image
+
+        try:
+            with Image.open(path) as image:
+                software = str(image.info.get("Software", ""))
+        except (OSError, SyntaxError, ValueError):
+            return False
+        return software == OVERLAY_SOFTWARE or (
+            software.startswith("Matplotlib")
+            and _is_prediction_record(os.path.splitext(path)[0] + ".json"))
+    return False
+
+
+def blocking_file(path: str) -> str | None:
+    """``path`` or the nearest path above it that exists and is not a folder, else None.
+
+    A folder can be made at ``path`` only when this is None.
+    """
+    current = os.path.abspath(path)
+    while True:
+        if os.path.lexists(current) and not os.path.isdir(current):
+            return current
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent

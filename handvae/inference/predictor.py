@@ -14,8 +14,12 @@ Whatever the strategy, the pose is the RGB encoder's mean decoded by the pose de
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+import logging
+import math
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -63,6 +67,8 @@ class Prediction:
       cloud_m: the cloud in metres when a hand scale was given.
       crop: the crop and its geometry (box, square, K, side, matrices).
       conversion: how the image was converted to 8-bit RGB, or None.
+      warnings: why the prediction may be poor (e.g. a box mostly outside the image), one
+        line each naming the image (``crop.warnings``).
     """
 
     pose_3d: np.ndarray
@@ -74,6 +80,10 @@ class Prediction:
     cloud_m: np.ndarray | None
     crop: geometry.Crop
     conversion: str | None = None
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self.crop.warnings
 
 
 def make_predict_fn(model: vae.HandVAE, variables: Any, *, keypoints: str = "auto"
@@ -122,10 +132,37 @@ def make_predict_fn(model: vae.HandVAE, variables: Any, *, keypoints: str = "aut
     return predict
 
 
+_READ_ONLY_NOTICE = "Given directory is read only=%s"
+
+
+class _DropReadOnlyNotice(logging.Filter):
+    """Drops orbax's notice that a manager opened with ``read_only=True`` is read only.
+
+    ``orbax.checkpoint.CheckpointManager.__init__`` logs it (absl, WARNING) for every read-only
+    manager; restoring for inference asks for read-only on purpose, so it is noise. Only that
+    exact message is dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != _READ_ONLY_NOTICE
+
+
+@contextlib.contextmanager
+def _quiet_read_only_notice() -> Iterator[None]:
+    absl_logger = logging.getLogger("absl")
+    notice_filter = _DropReadOnlyNotice()
+    absl_logger.addFilter(notice_filter)
+    try:
+        yield
+    finally:
+        absl_logger.removeFilter(notice_filter)
+
+
 def _restore(workdir: str, which: str, step: int | None):
     """``restore_for_inference`` with messages for a checkpoint of another strategy."""
     try:
-        return checkpoint_lib.restore_for_inference(workdir, which, step=step)
+        with _quiet_read_only_notice():
+            return checkpoint_lib.restore_for_inference(workdir, which, step=step)
     except FileNotFoundError:
         raise
     except Exception as error:  # orbax reports a tree mismatch in several exception types
@@ -195,7 +232,7 @@ class Predictor:
             array, conversion = images.to_rgb_uint8(image, name)
         height, width = array.shape[:2]
         if K is None:
-            K = geometry.default_intrinsics(height, width, focal)
+            K = geometry.default_intrinsics(height, width, focal, name=name)
         crop = geometry.prepare_crop(array, box, K, self.image_size, hand_side=hand_side,
                                      name=name)
         return crop, conversion
@@ -258,10 +295,7 @@ class Predictor:
                 crop, conversion = self.prepare(
                     item["image"], item.get("box"), K=item.get("K"), focal=item.get("focal"),
                     hand_side=item.get("hand_side") or "right", name=item.get("name"))
-                scale = item.get("hand_scale")
-                if scale is not None and not float(scale) > 0:
-                    raise ValueError(f"{item.get('name', i)}: hand_scale must be a positive "
-                                     f"length in metres, got {scale}")
+                _check_hand_scale(item.get("hand_scale"), item.get("name") or f"item {i}")
             except (ValueError, OSError) as error:
                 results[i] = error
                 continue
@@ -280,7 +314,8 @@ class Predictor:
         """Predicts one hand.
 
         Args:
-          image: [H, W(, C)] array (uint8, uint16 or float in [0, 1]) or a PNG/JPEG path.
+          image: [H, W(, C)] array (uint8, uint16, another integer dtype or float in [0, 1]:
+            ``images.to_rgb_uint8``) or a PNG/JPEG path (EXIF orientation applied).
           box: tight hand box (x0, y0, x1, y1) in pixels; None takes the whole image.
           K: [3, 3] intrinsics; default from ``focal`` or a 55° field of view
             (``geometry.default_intrinsics``).
@@ -290,12 +325,30 @@ class Predictor:
 
         Raises:
           ValueError: bad image, box, intrinsics or side (the message names the input).
+
+        Warns:
+          UserWarning: each of ``Prediction.warnings`` (e.g. a box mostly outside the image).
         """
         result = self.predict_many([{"image": image, "box": box, "K": K, "focal": focal,
                                      "hand_side": hand_side, "hand_scale": hand_scale}])[0]
         if isinstance(result, Exception):
             raise result
+        for message in result.warnings:
+            warnings.warn(message, stacklevel=2)
         return result
+
+
+def _check_hand_scale(scale: Any, name: str) -> None:
+    """Raises ``ValueError`` naming ``name`` unless ``scale`` is None or a positive length."""
+    if scale is None:
+        return
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name}: hand_scale must be a positive length in metres, got "
+                         f"{scale!r}")
 
 
 JOINT_NAMES = skeleton.JOINT_NAMES
