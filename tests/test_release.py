@@ -84,6 +84,7 @@ def test_wheel_holds_only_the_handvae_package(wheel):
     for layer in ("ops", "data", "models", "losses", "evaluation", "training", "inference"):
         assert f"handvae/{layer}/__init__.py" in names
     assert "handvae/losses/_auction_pallas.py" in names
+    assert "handvae/losses/README.md" in names  # the losses' reference page
 
 
 def test_wheel_requires_only_jax_and_numpy(metadata):
