@@ -12,7 +12,10 @@ fails). Training resumes from the newest checkpoint in ``--workdir`` when there 
 ``<workdir>/config.json`` is written only once the config is validated, the model built and
 the checkpoint restored; a resume may change fields that keep the checkpoint's shapes and
 strategy (e.g. ``--config.num_train_steps``), each change recorded in
-``<workdir>/config_changes.jsonl``, and is refused (exit 2, nothing written) otherwise. The
+``<workdir>/config_changes.jsonl``, and is refused (exit 2, nothing written) otherwise. A second
+trainer on a work directory in use refuses at once, naming the holder (exit 2;
+``handvae.training.workdir_lock``); unreadable checkpoints, data not built and a ``--workdir``
+that is a file end in one line (exit 2). The
 best checkpoint is chosen on ``config.data.validation_split``; the test split
 (``config.data.eval_split``) is evaluated once at the end, on that checkpoint
 (``final_metrics.json``'s ``test``).
@@ -30,7 +33,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from handvae.training import loop, sharding
+from handvae.training import checkpoint, loop, sharding, workdir_lock
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. experiments/configs/s4_poe.py:dataset=rhd.",
@@ -52,6 +55,11 @@ def main(argv: list[str]) -> None:
         print(f"training stopped: {error}", file=sys.stderr)
         sys.exit(3)
     except ValueError as error:  # a bad config or resume: named field, nothing written
+        print(f"experiments.train: {error}", file=sys.stderr)
+        sys.exit(2)
+    # Unreadable checkpoints, data not built, a --workdir that is a file, a workdir in use by
+    # another trainer: each message names the file and the fix, so one line, no traceback.
+    except (checkpoint.CheckpointReadError, workdir_lock.WorkdirLockedError, OSError) as error:
         print(f"experiments.train: {error}", file=sys.stderr)
         sys.exit(2)
     logging.info("final metrics: %s", final)

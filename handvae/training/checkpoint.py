@@ -10,7 +10,8 @@ Both are whole :class:`~handvae.training.state.TrainState` pytrees written by
 ``ocp.args.StandardSave``; a step's directory appears atomically (orbax writes to a
 temporary name and renames), so a run killed mid-save leaves the previous checkpoint intact.
 
-A checkpoint damaged afterwards (a truncated or corrupt file) does not block a resume:
+A checkpoint damaged afterwards (a truncated or corrupt file, a step folder without its
+``default/`` item) does not block a resume:
 :meth:`Checkpoints.restore` tries the newest, logs one line naming the unreadable one and
 the reason, and falls back to the next older one; :func:`restore_for_inference` does the same
 for the best checkpoint and then falls back to the periodic ones.
@@ -39,6 +40,7 @@ CONFIG_FILE = "config.json"
 LATEST_DIR = "checkpoints"
 BEST_DIR = "checkpoints_best"
 BEST_METRIC = "mean_epe_mm"  # lower is better
+ITEM_DIR = "default"  # the one item orbax writes in each step's folder (StandardSave)
 WHICH = ("best", "latest")
 _REASON_CHARS = 300
 
@@ -219,6 +221,13 @@ class Checkpoints:
         failures = []
         for index, candidate in enumerate(candidates):
             try:
+                # Checked before orbax reads it: a step without its item folder makes orbax's
+                # manager take the directory for a multi-item one, and then every older step
+                # fails to restore too.
+                item = os.path.join(str(manager.directory), str(candidate), ITEM_DIR)
+                if not os.path.isdir(item):
+                    raise FileNotFoundError(f"{item} is missing (an incomplete or damaged "
+                                            "checkpoint)")
                 state = manager.restore(candidate,
                                         args=ocp.args.StandardRestore(abstract_state))
             except Exception as error:  # noqa: BLE001 - orbax/tensorstore raise many types
@@ -281,6 +290,17 @@ def restore_for_inference(workdir: str, which: str = "best", *, step: int | None
                           ) -> tuple[ml_collections.ConfigDict, Any, dict[str, Any]]:
     """The config, model and variables of a trained run, for evaluation.
 
+    See :func:`restore_with_origin`, which also says which checkpoint was read.
+    """
+    config, model, variables, _ = restore_with_origin(workdir, which, step=step)
+    return config, model, variables
+
+
+def restore_with_origin(workdir: str, which: str = "best", *, step: int | None = None
+                        ) -> tuple[ml_collections.ConfigDict, Any, dict[str, Any],
+                                   dict[str, Any]]:
+    """The config, model and variables of a trained run, and the checkpoint really read.
+
     Args:
       workdir: a work directory written by ``train_and_evaluate``.
       which: "best" (lowest validation mean EPE; falls back to "latest" when the run never
@@ -288,8 +308,11 @@ def restore_for_inference(workdir: str, which: str = "best", *, step: int | None
       step: a specific checkpoint step instead of the best/newest.
 
     Returns:
-      ``(config, model, variables)`` where ``variables = {'params', 'batch_stats'}`` live on
-      the default device, ready for ``handvae.models.vae.predict_pose(model, variables, rgb)``.
+      ``(config, model, variables, origin)`` where ``variables = {'params', 'batch_stats'}``
+      live on the default device, ready for ``handvae.models.vae.predict_pose(model,
+      variables, rgb)``, and ``origin = {"which": "best"|"latest", "checkpoint_step": int}``
+      names the checkpoint read (after any fall back: an unreadable best one gives the
+      newest readable periodic one, an unreadable newest one an older one).
     """
     config = read_config(workdir)
     model = vae.build_model(config.model)
@@ -308,7 +331,9 @@ def restore_for_inference(workdir: str, which: str = "best", *, step: int | None
                 raise
             logging.warning("%s: no readable best checkpoint; using the newest readable "
                             "periodic one", workdir)
+            which = "latest"
             state = checkpoints.restore(abstract, which="latest")
+        origin = {"which": which, "checkpoint_step": checkpoints.restored_step}
     finally:
         checkpoints.close()
-    return config, model, state.variables()
+    return config, model, state.variables(), origin

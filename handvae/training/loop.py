@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -32,6 +33,7 @@ from handvae.losses import objectives
 from handvae.models import registry, vae
 from handvae.training import checkpoint as checkpoint_lib
 from handvae.training import observability, run_config, sharding, step as step_lib
+from handvae.training import workdir_lock
 from handvae.training.state import TrainState, abstract_train_state, create_train_state
 from handvae.training.writers import MetricWriter
 
@@ -148,9 +150,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     checkpoint (the final state when no validation ran), by the same
     ``handvae.evaluation.evaluator``.
 
-    ``config.json`` is written only after the config is validated, the model built and the
-    state created or restored; on resume, changes of shapes or strategy are refused and the
-    accepted ones recorded (``handvae.training.run_config``).
+    ``config.json`` is written only after the config is validated, the model built, the
+    state created or restored and the training data opened; on resume, changes of shapes or
+    strategy are refused and the accepted ones recorded (``handvae.training.run_config``).
+    The work directory is locked for the run (``handvae.training.workdir_lock``): a second
+    trainer on it refuses at once. A new work directory that fails before its config is
+    written is removed again.
 
     Args:
       config: an experiment config (``experiments/configs``).
@@ -174,13 +179,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       NonFiniteLossError: the loss became NaN/Inf (checkpoints before it are kept).
       ValueError: a bad config (names the field: ``num_train_steps`` ≤ 0, a selection split
         that is the test split, a batch size not divisible by the device count, a resume
-        that changes shapes or strategy). Nothing is written then.
+        that changes shapes or strategy, a resume whose config.json is lost and whose
+        checkpoints do not fit). Nothing is written then.
+      NotADirectoryError: ``workdir`` is a file or lies below one.
+      WorkdirLockedError: another trainer holds ``workdir`` (named: pid, host, start time).
+      CheckpointReadError: no checkpoint of ``workdir`` can be read.
+      FileNotFoundError: the data set is not built under ``config.data.data_dir``.
     """
     run_config.validate(config)
-    fns = functions or default_model_functions()
+    workdir = os.path.abspath(workdir)
+    run_config.check_workdir(workdir)
+    is_main = jax.process_index() == 0
+    created = not os.path.exists(workdir)
+    if is_main:
+        os.makedirs(workdir, exist_ok=True)
+    try:
+        with workdir_lock.hold(workdir, enabled=is_main):
+            return _train_and_evaluate(config, workdir, batches, eval_batches,
+                                       functions or default_model_functions())
+    except BaseException:
+        # A new work directory that failed before its config.json was written holds only
+        # this call's empty scaffolding: leave nothing behind.
+        if (is_main and created
+                and not os.path.exists(os.path.join(workdir, checkpoint_lib.CONFIG_FILE))):
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        batches: BatchSource | None, eval_batches: Any,
+                        fns: ModelFunctions) -> dict[str, Any]:
+    """:func:`train_and_evaluate` once ``workdir`` exists and this process holds its lock."""
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
-    workdir = os.path.abspath(workdir)
     is_main = jax.process_index() == 0
     profiler = observability.StepProfiler(config.get("profile_steps", ""), workdir,
                                           enabled=is_main)
@@ -189,12 +220,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     checkpoints = checkpoint_lib.Checkpoints(workdir, keep=config.keep_checkpoints)
     changes: dict[str, Any] = {}
     if checkpoints.latest_step() is not None:
-        if os.path.exists(os.path.join(workdir, checkpoint_lib.CONFIG_FILE)):
+        has_config = os.path.exists(os.path.join(workdir, checkpoint_lib.CONFIG_FILE))
+        if has_config:
             changes = run_config.check_resume(checkpoint_lib.read_config(workdir), config,
                                               workdir)
         # Shapes only (no initialisation compiled or run) as the restore target.
         abstract = abstract_train_state(config, model, init_fn=fns.init_variables)
-        state = checkpoints.restore(checkpoint_lib.sharded_abstract(abstract, mesh), "latest")
+        try:
+            state = checkpoints.restore(checkpoint_lib.sharded_abstract(abstract, mesh),
+                                        "latest")
+        except checkpoint_lib.CheckpointReadError as error:
+            if has_config:
+                raise
+            raise ValueError(run_config.lost_config_message(workdir)) from error
         if is_main:
             tqdm.tqdm.write(f"resuming {workdir} from step {checkpoints.latest_step()}",
                             file=sys.stderr)
@@ -203,9 +241,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             create_train_state(config, model, init_fn=fns.init_variables), mesh)
     start_step = int(jax.device_get(state.step))
     num_steps = int(config.num_train_steps)
+    # The data opens before config.json is written: a wrong data_dir keeps the run's record.
+    train_iter: Iterator[Batch] | None = _train_iterator(config, batches, start_step)
     if is_main:  # only now is the config known to be good
-        run_config.record_changes(workdir, start_step, changes)
-        checkpoint_lib.write_config(config, workdir)
+        try:
+            run_config.record_changes(workdir, start_step, changes)
+            checkpoint_lib.write_config(config, workdir)
+        except BaseException:
+            _close(train_iter)
+            raise
         tqdm.tqdm.write(observability.parameter_overview(state.params), file=sys.stderr)
 
     train_step = step_lib.make_train_step(config, mesh, objective_fn=fns.objective)
@@ -213,7 +257,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     eval_step = step_lib.make_eval_step(model, eval_mesh, predict_fn=fns.predict_pose)
     writer = MetricWriter(workdir, enabled=is_main)
     guard = _Guard(checkpoints)
-    final: dict[str, Any] = {}
+    # A resume with no step left to train keeps the run's last training means.
+    final: dict[str, Any] = _train_means(workdir) if start_step >= num_steps else {}
     last_eval: dict[str, Any] = {}
     selection = config.data.validation_split
 
@@ -243,9 +288,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     def due(every: int, done: int) -> bool:
         return every > 0 and done % every == 0
 
-    train_iter: Iterator[Batch] | None = None
     try:
-        train_iter = _train_iterator(config, batches, start_step)
         window_start, data_wait = time.perf_counter(), 0.0
         with tqdm.tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True,
                        disable=not is_main, desc=os.path.basename(workdir)) as bar:
@@ -299,8 +342,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                         writer, num_steps)
     finally:
         profiler.close()
-        if hasattr(train_iter, "close"):  # stops the pipeline's prefetch thread
-            train_iter.close()
+        _close(train_iter)
         checkpoints.wait()
         checkpoints.close()
         writer.close()
@@ -316,6 +358,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         with open(os.path.join(workdir, FINAL_METRICS_FILE), "w") as f:
             json.dump(final, f, indent=2, sort_keys=True)
     return final
+
+
+def _close(train_iter: Any) -> None:
+    if hasattr(train_iter, "close"):  # stops the pipeline's prefetch thread
+        train_iter.close()
+
+
+def _train_means(workdir: str) -> dict[str, Any]:
+    """The ``train_*`` fields of ``workdir``'s earlier ``final_metrics.json`` (or none)."""
+    try:
+        with open(os.path.join(workdir, FINAL_METRICS_FILE)) as f:
+            earlier = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(earlier, dict):
+        return {}
+    return {k: v for k, v in earlier.items() if k.startswith("train_")}
 
 
 def _final_test(config: ml_collections.ConfigDict, state: TrainState,

@@ -20,6 +20,7 @@ import ml_collections
 from handvae.evaluation import evaluator
 
 CHANGES_FILE = "config_changes.jsonl"
+CONFIG_FILE = "config.json"  # the record of a run (written by handvae.training.checkpoint)
 # Fields whose change alters the train state's shapes (or what the run is): refused on resume.
 # Every model field except the KL weights (beta*), and the data sizes the model is built for.
 FROZEN_DATA_FIELDS = ("data.image_size", "data.num_points", "data.heatmap_size")
@@ -32,19 +33,68 @@ def is_frozen(field: str) -> bool:
     return field in FROZEN_DATA_FIELDS
 
 
+# Sizes that must be positive integers (a zero or negative one fails deep inside the model).
+# (``model.image_size``/``num_points`` follow the data's through references.)
+POSITIVE_SIZE_FIELDS = ("data.image_size", "data.num_points", "model.latent_dim",
+                        "model.resnet_width")
+
+
+def _field(config: ml_collections.ConfigDict, dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not hasattr(node, "get"):
+            return None
+        node = node.get(part)
+    return node
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks the fields the loop needs before any file is written.
 
     Raises:
       ValueError: naming the field: ``num_train_steps`` ≤ 0, a selection split that is the
-        test split (``data.validation_split``), ``batch_size`` ≤ 0.
+        test split (``data.validation_split``), ``batch_size`` ≤ 0, or one of
+        :data:`POSITIVE_SIZE_FIELDS` (``model.latent_dim``, ``data.num_points``, ...) that is
+        not a positive integer.
     """
     steps = config.get("num_train_steps")
     if not isinstance(steps, int) or steps <= 0:
         raise ValueError(f"config.num_train_steps must be a positive integer, got {steps!r}")
     if int(config.batch_size) <= 0:
         raise ValueError(f"config.batch_size must be positive, got {config.batch_size}")
+    for name in POSITIVE_SIZE_FIELDS:
+        value = _field(config, name)
+        if value is None:  # a stand-in model's config may lack it
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"config.{name} must be a positive integer, got {value!r}; set "
+                             f"--config.{name} to a size ≥ 1")
     evaluator.check_selection_split(config.data)
+
+
+def check_workdir(workdir: str) -> None:
+    """Refuses a ``workdir`` that is a file or lies below one, before anything is written.
+
+    Raises:
+      NotADirectoryError: naming the file in the way.
+    """
+    path = os.path.abspath(workdir)
+    while path and not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
+    if not os.path.isdir(path):
+        where = "is" if path == os.path.abspath(workdir) else f"lies below {path}, which is"
+        raise NotADirectoryError(f"--workdir {workdir} {where} a file, not a folder; choose "
+                                 "another --workdir")
+
+
+def lost_config_message(workdir: str) -> str:
+    """The error for a work directory whose checkpoints do not fit and whose config is lost."""
+    return (f"{workdir} holds checkpoints but no {CONFIG_FILE}, and none of them fits this "
+            "config's shapes (a model field such as model.latent_dim differs from the run's); "
+            "resume with the config the run was trained with, or choose a new --workdir")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

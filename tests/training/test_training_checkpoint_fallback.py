@@ -130,3 +130,32 @@ def test_only_a_failed_reads_unretrieved_task_is_dropped():
 
     assert not asyncio_log.filter(record("async_deserialize"))
     assert asyncio_log.filter(record("user_task"))
+
+
+def test_a_newest_step_without_its_item_folder_leaves_the_older_ones_readable(tmp_path,
+                                                                             caplog):
+    """A step folder whose ``default/`` is gone (a copy cut short) is skipped, named."""
+    import shutil
+    _, abstract = _write_checkpoints(tmp_path, steps=(1, 2))
+    shutil.rmtree(tmp_path / "checkpoints" / "2" / "default")
+    checkpoints = checkpoint_lib.Checkpoints(str(tmp_path), keep=5, async_save=False)
+    with caplog.at_level(logging.WARNING):
+        state = checkpoints.restore(abstract, "latest")
+    checkpoints.close()
+    assert int(state.step) == 1 and checkpoints.restored_step == 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("checkpoints/2 unreadable" in line and "default is missing" in line
+               and "falling back to step 1" in line for line in lines), lines
+    assert any("restored latest checkpoint step 1" in line for line in lines)
+
+
+def test_inference_says_which_checkpoint_it_really_read(tmp_path, monkeypatch):
+    config, _ = _write_checkpoints(tmp_path, steps=(1, 2), best=2)
+    checkpoint_lib.write_config(config, str(tmp_path))
+    _damage(tmp_path / "checkpoints_best" / "2")
+    monkeypatch.setattr(checkpoint_lib.vae, "build_model", standins.build_model)
+    monkeypatch.setattr(checkpoint_lib, "abstract_train_state",
+                        lambda c, m: state_lib.abstract_train_state(
+                            c, m, init_fn=standins.init_variables))
+    *_, origin = checkpoint_lib.restore_with_origin(str(tmp_path), "best")
+    assert origin == {"which": "latest", "checkpoint_step": 2}

@@ -186,3 +186,97 @@ def test_selection_reads_validation_frames_and_the_test_reads_test_frames(tmp_pa
     test = writers.read_metrics(str(tmp_path), "test")[0]
     assert test["mean_epe_mm"] == pytest.approx(score("test"), rel=1e-5)
     assert score("test") != pytest.approx(score("validation"), rel=1e-3)
+
+
+# --- Safety (issue 24): one trainer per workdir, config written once it works ---------------
+
+_HOLD_LOCK = """
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("workdir_lock", sys.argv[1])
+lock = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(lock)
+with lock.hold(sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_trainer_refuses_naming_the_holder_and_a_dead_ones_lock_blocks_no_one(
+        tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from handvae.training import workdir_lock
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, workdir_lock.__file__,
+                               str(workdir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(workdir_lock.WorkdirLockedError,
+                           match=rf"in use by another trainer \(pid {holder.pid} on host "
+                                 r".+, started 20.+\)"):
+            _run(standins.tiny_config(), workdir)
+        assert sorted(os.listdir(workdir)) == [workdir_lock.LOCK_FILE]  # nothing written
+    finally:
+        holder.send_signal(signal.SIGKILL)  # dies holding it: its lock file stays behind
+        holder.wait()
+        holder.stdout.close()
+    assert str(holder.pid) in (workdir / workdir_lock.LOCK_FILE).read_text()
+    assert _run(standins.tiny_config(), workdir)["step"] == 6  # the stale lock blocks no one
+    assert not (workdir / workdir_lock.LOCK_FILE).exists()  # released at the end
+
+
+def test_a_wrong_data_dir_keeps_the_config_and_leaves_no_new_workdir(tmp_path):
+    config = standins.tiny_config()
+    config.num_train_steps = 2
+    _run(config, tmp_path / "run")
+    stored = (tmp_path / "run" / "config.json").read_text()
+    wrong = config.copy_and_resolve_references()
+    wrong.num_train_steps = 4
+    wrong.data.data_dir = str(tmp_path / "no_such_data")
+    for workdir in (tmp_path / "run", tmp_path / "fresh"):
+        with pytest.raises(FileNotFoundError, match="no built rhd/synthetic under data_dir"):
+            loop.train_and_evaluate(wrong, str(workdir), eval_batches=False,
+                                    functions=standins.FUNCTIONS)
+    assert (tmp_path / "run" / "config.json").read_text() == stored
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_a_resume_with_nothing_left_to_train_keeps_the_training_means(tmp_path):
+    config = standins.tiny_config()
+    first = _run(config, tmp_path)
+    again = _run(config, tmp_path)
+    trained = {k: v for k, v in first.items() if k.startswith("train_")}
+    assert trained and {k: again[k] for k in trained} == trained
+    written = json.load(open(tmp_path / "final_metrics.json"))
+    assert {k: written[k] for k in trained} == trained
+
+
+@pytest.mark.parametrize("field,value", [("model.latent_dim", 0), ("model.resnet_width", -2),
+                                         ("data.image_size", 0), ("data.num_points", 0)])
+def test_a_non_positive_size_is_named_and_nothing_is_left(tmp_path, field, value):
+    config = standins.tiny_config()
+    group, name = field.split(".")
+    config[group][name] = value
+    with pytest.raises(ValueError, match=rf"config\.{field} must be a positive integer"):
+        _run(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_lost_config_with_a_shape_change_and_a_file_workdir_are_one_line_errors(tmp_path):
+    config = standins.tiny_config()
+    config.num_train_steps = 2
+    _run(config, tmp_path / "run")
+    os.remove(tmp_path / "run" / "config.json")
+    wider = config.copy_and_resolve_references()
+    wider.model.resnet_width = 8  # the stand-in's conv width: other parameter shapes
+    with pytest.raises(ValueError, match="holds checkpoints but no config.json"):
+        _run(wider, tmp_path / "run")
+    assert not (tmp_path / "run" / "config.json").exists()
+    (tmp_path / "file").write_text("not a folder")
+    for workdir in (tmp_path / "file", tmp_path / "file" / "below"):
+        with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+            _run(config, workdir)
+    assert (tmp_path / "file").read_text() == "not a folder"
