@@ -54,6 +54,11 @@ def get_base_config(dataset: str = "rhd") -> ml_collections.ConfigDict:
     # for many cores and large crops, e.g. the paper scale on a GPU host; handvae.data.prefetch)
     c.data.worker_kind = "threads"
     c.data.cache_mb = 1024        # cache of prepared training examples (processes split it)
+    # Training examples decoded once into memory-mapped files (handvae.data.decoded_cache),
+    # shared by every run and worker; "" dir: beside the TFDS build. Falls back to cache_mb's
+    # per-process cache when the disk lacks room.
+    c.data.decoded_cache = False
+    c.data.decoded_cache_dir = ""
 
     # Model: exactly the fields of handvae.models.HandVAE. Sizes shared with the data are
     # references to config.data's (one value; setting either side sets both).

@@ -28,6 +28,7 @@ import numpy as np
 
 from handvae.data import augment as augment_lib
 from handvae.data import cloud as cloud_lib
+from handvae.data import decoded_cache
 from handvae.data import heatmaps as heatmaps_lib
 from handvae.data import prefetch
 from handvae.data import prepared as prepared_lib
@@ -190,6 +191,11 @@ class _TrainBatches:
     prepared examples, the stream's plan), which each process rebuilds on first use, loading
     its own source unless one was given (a given source must then pickle). A process's cache
     gets ``cache_mb / num_workers``, so all workers together keep the threads' budget.
+
+    With ``data.decoded_cache`` (and no given source) the examples come from the on-disk
+    decoded cache (:mod:`handvae.data.decoded_cache`), built here, in the caller, on first
+    use; worker processes map the same files. Where it cannot be kept (no room) the caller
+    falls back to the per-process cache and the workers follow that decision.
     """
 
     def __init__(self, data_config: Any, batch_size: int, seed: int, process_index: int,
@@ -197,19 +203,35 @@ class _TrainBatches:
         self.data_config, self.batch_size, self.seed = data_config, batch_size, seed
         self.process_index, self.process_count = process_index, process_count
         self.keys, self._given_source = keys, source
+        self._decoded_dir: str | None = None   # decided once, in the caller ("": not used)
         self._state = self._build(share=1)     # errors surface here, in the caller
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_state": None}
 
+    def _decoded(self) -> decoded_cache.DecodedCache | None:
+        if not self.data_config.get("decoded_cache", False) or self._given_source is not None:
+            return None
+        if self._decoded_dir is None:        # the caller: open or build it, once
+            cache = decoded_cache.open_or_build(
+                self.data_config, self.data_config.get("train_split", "train"),
+                int(self.data_config.image_size),
+                num_workers=int(self.data_config.get("num_workers", 2)))
+            self._decoded_dir = cache.directory if cache is not None else ""
+            return cache
+        return decoded_cache.DecodedCache(self._decoded_dir) if self._decoded_dir else None
+
     def _build(self, share: int) -> tuple:
-        source = self._given_source
+        source = self._decoded()
         if source is None:
-            source = source_lib.load_source(self.data_config,
-                                            self.data_config.get("train_split", "train"))
+            source = self._given_source
+            if source is None:
+                source = source_lib.load_source(self.data_config,
+                                                self.data_config.get("train_split", "train"))
+            cache_bytes = (int(self.data_config.get("cache_mb", 1024)) << 20) // share
+            source = prepared_lib.ExampleCache(source, int(self.data_config.image_size),
+                                               cache_bytes)
         size = _check_source(source, "train_batches")
-        cache_bytes = (int(self.data_config.get("cache_mb", 1024)) << 20) // share
-        source = prepared_lib.ExampleCache(source, int(self.data_config.image_size), cache_bytes)
         plan = streams.make_plan(self.data_config, size, self.batch_size * self.process_count)
         return source, plan, streams.RowIndex(plan, self.seed)
 
