@@ -1,6 +1,7 @@
 """jax.export of the predict function: polymorphic batch, the README loader with jax + numpy
 only, outputs equal to the Python API's to 1e-5."""
 
+import json
 import os
 import re
 import subprocess
@@ -86,3 +87,29 @@ def test_readme_loader_runs_with_jax_and_numpy_only(tmp_path, exported_file, tin
     for key in expected:
         np.testing.assert_allclose(loaded[key], expected[key], atol=1e-5, rtol=1e-5,
                                    err_msg=key)
+
+
+def test_unknown_platforms_are_refused_and_the_metadata_lists_them(exported_file,
+                                                                    tiny_predictor):
+    """Issue 24: ``--platform foo`` wrote a file no machine runs; the metadata had no platforms."""
+    with open(exported_file + ".json") as f:
+        assert json.load(f)["platforms"] == ["cpu"]
+    assert export_lib.load_exported(exported_file).platforms == ("cpu",)
+    with pytest.raises(ValueError, match="valid platforms are cpu, cuda, rocm, tpu") as info:
+        export_lib.export_predictor(tiny_predictor, platforms=("cpu", "foo"))
+    assert "'foo'" in str(info.value)
+    assert export_lib.check_platforms(["cuda", "cpu", "cuda"]) == ("cuda", "cpu")
+
+
+def test_output_paths_that_would_fail_or_overwrite_are_refused(tmp_path, exported_file):
+    """Issue 24: an ``--out`` that is a folder or below a file failed with a traceback."""
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "model.jaxexport.json").write_text('{"mine": 1}')
+    for out, match in ((tmp_path, "is a folder"), (tmp_path / "notes.txt" / "m", "is a file"),
+                       (tmp_path / "notes.txt", "not written by export"),
+                       (tmp_path / "model.jaxexport", "model.jaxexport.json exists")):
+        with pytest.raises(ValueError, match=match):
+            export_lib.check_output_path(str(out))
+    export_lib.check_output_path(exported_file)             # an earlier export: replaced
+    export_lib.check_output_path(str(tmp_path / "new" / "m.jaxexport"))
+    assert (tmp_path / "notes.txt").read_text() == "mine"

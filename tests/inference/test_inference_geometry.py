@@ -138,3 +138,62 @@ def test_folders_are_listed_and_an_empty_one_is_an_error(tmp_path):
     assert [p.rsplit("/", 1)[1] for p in files] == ["a.JPG", "b.png"]
     assert len(errors) == 2 and "empty" in errors[0][1] and "no PNG" in errors[0][1]
     assert "nothing" in errors[1][1]
+
+
+def test_wide_integer_arrays_of_8_bit_values_are_read_as_8_bit(tmp_path):
+    """Issue 24: int32/int64 arrays holding 0–255 were scaled as 16-bit (almost black)."""
+    rgb = np.random.default_rng(5).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    for dtype in (np.int16, np.int32, np.int64, np.uint32):
+        image, note = images.to_rgb_uint8(rgb.astype(dtype), "arr")
+        np.testing.assert_array_equal(image, rgb, err_msg=dtype.__name__)
+        assert "read as 8 bits" in note, note
+    wide16 = rgb.astype(np.int64) * 257             # the same picture at 16 bits
+    np.testing.assert_array_equal(images.to_rgb_uint8(wide16)[0], rgb)
+    dark16 = rgb.astype(np.int64)                   # ambiguous: the caller says 16-bit
+    assert images.to_rgb_uint8(dark16, bit_depth=16)[0].max() <= 1
+    # A 16-bit PNG stays 16-bit even when all its values are ≤ 255.
+    Image.fromarray(rgb[..., 0].astype(np.uint16)).save(tmp_path / "dark16.png")
+    image, note = images.read_image(str(tmp_path / "dark16.png"))
+    assert image.max() <= 1 and "16-bit" in note
+    for bad, match in ((rgb.astype(np.int32) - 1, r"\[-1, "), (wide16 * 300, "65535")):
+        with pytest.raises(images.ImageError, match=match) as info:
+            images.to_rgb_uint8(bad, "arr.npy")
+        assert "arr.npy" in str(info.value)
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_of_photos_is_applied(tmp_path, orientation):
+    """Issue 24: a phone photo's EXIF orientation was ignored (the hand lay on its side)."""
+    stored = np.zeros((20, 30, 3), np.uint8)
+    stored[:5, :5] = 255                            # a white corner in the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=100)
+    image, note = images.read_image(str(path))
+    upright = {3: np.rot90(stored, 2), 6: np.rot90(stored, -1), 8: np.rot90(stored, 1)}
+    assert image.shape == upright[orientation].shape
+    np.testing.assert_allclose(image.astype(float), upright[orientation], atol=40)
+    assert f"EXIF orientation {orientation}" in note
+
+
+def test_a_tiny_image_is_refused_and_a_far_box_warned():
+    """Issue 24: a 1×1 image, or a box 60× the image, was predicted without a word."""
+    K1 = geometry.default_intrinsics(1, 1)
+    with pytest.raises(ValueError, match="1x1 pixels") as info:
+        geometry.prepare_crop(np.zeros((1, 1, 3), np.uint8), None, K1, 32, name="dot.png")
+    assert "dot.png" in str(info.value)
+    image = np.zeros((48, 64, 3), np.uint8)
+    K = geometry.default_intrinsics(48, 64)
+    huge = geometry.prepare_crop(image, (0, 0, 60 * 64, 60 * 48), K, 32, name="far.png")
+    (message,) = huge.warnings
+    assert "far.png" in message and "64x48" in message and "inside" in message
+    assert geometry.prepare_crop(image, (-10, -5, 40, 40), K, 32).warnings == ()
+
+
+@pytest.mark.parametrize("focal", ["abc", [1, 2], float("nan"), 0])
+def test_a_non_numeric_focal_names_the_image(focal):
+    """Issue 24: ``"focal": "abc"`` raised a TypeError (``'>' not supported``)."""
+    with pytest.raises(ValueError, match="focal must be a positive number") as info:
+        geometry.default_intrinsics(240, 320, focal, name="photo.png")
+    assert "photo.png" in str(info.value)

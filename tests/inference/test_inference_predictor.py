@@ -1,6 +1,7 @@
 """The Predictor on a 2-step trained work directory: shapes, batching, mirroring, bad input."""
 
 import json
+import logging
 import shutil
 
 import jax
@@ -99,3 +100,35 @@ def test_checkpoint_of_another_strategy_names_the_field(tmp_path, tiny_workdir, 
     with pytest.raises(ValueError, match="config.model.strategy") as info:
         Predictor.from_workdir(str(workdir))
     assert strategy in str(info.value) and "config.json" in str(info.value)
+
+
+def test_a_bad_focal_k_or_hand_scale_fails_only_that_item(tiny_predictor):
+    """Issue 24: a non-numeric ``focal`` raised a TypeError that stopped every image."""
+    results = tiny_predictor.predict_many([
+        {"image": IMAGE, "focal": "abc", "name": "focal.png"},
+        {"image": IMAGE, "K": [["a", 0, 0], [0, 1, 0], [0, 0, 1]], "name": "k.png"},
+        {"image": IMAGE, "hand_scale": "big", "name": "scale.png"},
+        {"image": IMAGE, "box": (30, 20, 80, 75)}])
+    for result, name, field in zip(results, ("focal.png", "k.png", "scale.png"),
+                                   ("focal", "K", "hand_scale")):
+        assert isinstance(result, ValueError), result
+        assert name in str(result) and field in str(result), result
+    assert results[3].pose_3d.shape == (21, 3)
+
+
+def test_a_box_far_larger_than_the_image_warns(tiny_predictor):
+    """Issue 24: a box 60× the image gave a prediction without a warning."""
+    box = (0, 0, 60 * IMAGE.shape[1], 60 * IMAGE.shape[0])
+    with pytest.warns(UserWarning, match="lies inside the 120x90 image"):
+        result = tiny_predictor(IMAGE, box=box)
+    assert len(result.warnings) == 1
+    with pytest.raises(ValueError, match="too small"):
+        tiny_predictor(IMAGE[:1, :1])
+
+
+def test_restoring_logs_no_read_only_notice(tiny_workdir, caplog):
+    """Issue 24: every predict and export printed orbax's ``Given directory is read only``."""
+    with caplog.at_level(logging.INFO):
+        Predictor.from_workdir(tiny_workdir, batch_size=1)
+    assert not [r for r in caplog.records if "read only" in r.getMessage()], caplog.text
+    assert not logging.getLogger("absl").filters   # the filter does not outlive the restore
