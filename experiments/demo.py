@@ -16,8 +16,11 @@ Each step records its inputs (sizes, seed, strategy, steps, the config file's ha
 ``<out>/steps.json`` and is skipped when they are unchanged; a step whose inputs changed is
 redone, and so is every step after it (a model trained on other data is trained afresh;
 more ``--steps`` resume from the newest checkpoint). Arguments are checked before anything is
-written. ``--force`` deletes ``--out`` (only a folder the demo wrote: it carries
-``.handvae-demo``) and redoes everything. Works from any folder. Layout under ``--out``::
+written. ``--force`` redoes everything: it deletes the demo's own entries of ``--out`` (only
+in a folder the demo wrote: it carries ``.handvae-demo``) and keeps, naming them, any other
+files there (e.g. ``predict/``, where the README writes predictions). A SIGTERM stops the
+step's child process too (``experiments._subprocesses``). Works from any folder. Layout under
+``--out``::
 
     data/synthetic/rhd/   raw RHD-format data      data/tfds/   the built TFDS data set
     workdirs/S1_R2P/, workdirs/S4_RC2CHP_poe/  (config.json, checkpoints, eval/test_best/)
@@ -32,12 +35,12 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from experiments import _subprocesses
 from experiments.configs import demo as demo_config
 from experiments.configs import reproduce as reproduce_config
 from handvae.evaluation import report
@@ -98,9 +101,9 @@ def _run(cmd: Sequence[str], step: str) -> float:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (PROJECT_ROOT, env.get("PYTHONPATH")) if p)
     begin = time.perf_counter()
-    result = subprocess.run(list(cmd), check=False, cwd=PROJECT_ROOT, env=env)
-    if result.returncode != 0:
-        raise StepFailed(f"step {step!r} failed (exit {result.returncode}); rerun it alone "
+    returncode = _subprocesses.run(cmd, cwd=PROJECT_ROOT, env=env)  # stopped with the demo
+    if returncode != 0:
+        raise StepFailed(f"step {step!r} failed (exit {returncode}); rerun it alone "
                          f"from {PROJECT_ROOT} with:\n  {' '.join(cmd)}")
     return time.perf_counter() - begin
 
@@ -162,8 +165,25 @@ def _is_demo_folder(out: str) -> bool:
     return bool(entries) and entries <= LAYOUT and "data" in entries
 
 
+def _delete_own_entries(out: str) -> list[str]:
+    """Deletes the demo's own entries of ``out`` (:data:`LAYOUT`); returns the others, kept."""
+    kept = []
+    for entry in sorted(os.listdir(out)):
+        path = os.path.join(out, entry)
+        if entry not in LAYOUT:
+            kept.append(entry)
+        elif os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    return kept
+
+
 def prepare_out(out: str, force: bool) -> None:
-    """Makes ``out`` (marked as a demo folder); with ``force`` deletes a demo folder first.
+    """Makes ``out`` (marked as a demo folder); with ``force`` deletes the demo's entries.
+
+    ``force`` deletes only what the demo writes (:data:`LAYOUT`); other files in ``out``
+    (the README's ``predict/``, notes) are kept and named.
 
     Raises:
       DemoArgumentError: ``out`` is a file, the working directory or one of its parents, or
@@ -182,7 +202,9 @@ def prepare_out(out: str, force: bool) -> None:
                 "marker); the demo will neither write into it nor delete it: choose another "
                 "--out")
         if force:
-            shutil.rmtree(out)
+            kept = _delete_own_entries(out)
+            if kept:
+                print(f"--force: kept {', '.join(kept)} in {out} (not written by the demo)")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, DEMO_MARKER), "w") as f:
         f.write("Written by `python -m experiments.demo`; --force may delete this folder.\n")
@@ -264,13 +286,25 @@ def eval_dir(workdir: str) -> str:
     return os.path.join(workdir, "eval", f"{SPLIT}_{WHICH}")
 
 
-def read_evaluation(workdir: str) -> dict[str, Any] | None:
-    """The metrics of the demo's evaluation of ``workdir``, or None when absent."""
+def read_evaluation(workdir: str, eval_examples: int = -1) -> dict[str, Any] | None:
+    """The metrics of the demo's evaluation of ``workdir``, or None when absent or foreign.
+
+    Only an evaluation made as the demo asks counts: of ``eval_examples`` test examples
+    (-1: the whole split, and it must have covered it). Another one written to the same
+    folder (``experiments.evaluate --num_examples 4 --out ...``, or one written before the
+    evaluation recorded its request) returns None, so the demo evaluates again instead of
+    reporting it.
+    """
     try:
         with open(os.path.join(eval_dir(workdir), "metrics.json")) as f:
-            return json.load(f)
+            metrics = json.load(f)
     except (OSError, ValueError):
         return None
+    if not isinstance(metrics, dict) or metrics.get("requested_examples") != eval_examples:
+        return None
+    if eval_examples == -1 and metrics.get("full_split") is not True:
+        return None
+    return metrics
 
 
 def run_demo(out: str, *, num_train: int, num_eval: int, steps: int, seed: int = 0,
@@ -376,7 +410,7 @@ def run_demo(out: str, *, num_train: int, num_eval: int, steps: int, seed: int =
         inputs = {"train": train_inputs[label], "split": SPLIT, "which": WHICH,
                   "eval_examples": eval_examples}
         _banner(4, total, f"evaluate {name} from RGB only ({SPLIT} split)", start)
-        metrics = read_evaluation(workdir)
+        metrics = read_evaluation(workdir, eval_examples)
         if record.done(key, inputs) and metrics is not None:
             print("  same inputs, skipped")
             timings[f"{key}_s"] = _earlier(out, f"{key}_s")
@@ -391,9 +425,10 @@ def run_demo(out: str, *, num_train: int, num_eval: int, steps: int, seed: int =
                                       name=name, out_dir=eval_dir(workdir))
             timings[f"{key}_s"] = time.perf_counter() - begin
             record.finish(key, inputs)
-            metrics = read_evaluation(workdir)
+            metrics = read_evaluation(workdir, eval_examples)
             if metrics is None:
-                raise StepFailed(f"step {key!r} wrote no metrics.json in {eval_dir(workdir)}")
+                raise StepFailed(f"step {key!r} wrote no metrics.json of the requested "
+                                 f"examples in {eval_dir(workdir)}")
         results[name] = metrics
         print(f"  {name}: mean EPE {metrics['mean_epe_mm']:.2f} mm, "
               f"AUC 20–50 {metrics['auc_20_50']:.3f}")
@@ -402,7 +437,7 @@ def run_demo(out: str, *, num_train: int, num_eval: int, steps: int, seed: int =
     _banner(5, total, f"report → {os.path.join(out, 'report.md')}", start)
     timings["total_this_run_s"] = time.perf_counter() - start
     info = {"num_train": num_train, "num_eval": num_eval, "steps": steps, "seed": seed,
-            "cpu_count": os.cpu_count()}
+            "cpu_count": os.cpu_count(), "eval_examples": eval_examples}
     write_report(out, results, workdirs, timings, info)
     print(f"\ndone in {timings['total_this_run_s']:.0f} s; open {os.path.join(out, 'report.md')}")
     return {"results": results, "timings": timings}
@@ -425,6 +460,17 @@ def _baseline_row(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, flo
         if "constant_pose_baseline" in result:
             return {"constant guess (test mean pose)": result["constant_pose_baseline"]}
     return {}
+
+
+def _evaluated_on(results: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
+    """The sentence saying how many test frames the rows are over (N in the table)."""
+    counts = sorted({int(r["num_examples"]) for r in results.values() if "num_examples" in r})
+    if info.get("eval_examples", -1) == -1:
+        return (f"Every row is over the whole test split (N = {', '.join(map(str, counts))})."
+                if counts else "")
+    return (f"Only the first {info['eval_examples']} test frames were evaluated "
+            "(`--eval-examples`), so the rows, the constant guess included, are over "
+            f"N = {', '.join(map(str, counts))}, not the whole split.")
 
 
 def _fmt_seconds(value: Any) -> str:
@@ -513,7 +559,8 @@ def write_report(out: str, results: dict[str, dict[str, Any]],
         f"frames (seed {info['seed']}); demo config (`experiments/configs/demo.py`), "
         f"{info['steps']} steps per model; {info['cpu_count']} CPU cores. Poses are "
         "predicted from the RGB crop alone and scored by hand3d's protocol (per keypoint "
-        "over visible instances, then averaged; AUC over 20–50 mm).\n",
+        "over visible instances, then averaged; AUC over 20–50 mm). "
+        + _evaluated_on(results, info) + "\n",
         "## Table 1 style comparison\n",
         report.comparison_table(results, reference=_baseline_row(results)),
         "The last row scores a constant guess, the test split's own mean pose, without "

@@ -47,9 +47,15 @@ METRICS_FILE = "metrics.json"
 DEFINED_TEST_FRAMES = {"rhd": 2728, "stb": 3000}
 
 
-def report_dir(workdir: str, split: str = "test", which: str = "best") -> str:
-    """``<workdir>/eval/<split>_<which>``: where the report of that split and checkpoint goes."""
-    return os.path.join(workdir, EVAL_DIR, f"{split}_{which}")
+def report_dir(workdir: str, split: str = "test", which: str = "best",
+               num_examples: int = -1) -> str:
+    """``<workdir>/eval/<split>_<which>``: where the report of that split and checkpoint goes.
+
+    An evaluation of only the first ``num_examples`` goes to ``<split>_<which>_first<N>``, so
+    it never replaces a full-split report (which the demo and reproduce read).
+    """
+    suffix = f"_first{num_examples}" if num_examples >= 0 else ""
+    return os.path.join(workdir, EVAL_DIR, f"{split}_{which}{suffix}")
 
 
 def defined_frames(data_config: Any, split: str) -> int | None:
@@ -111,8 +117,10 @@ def evaluate_workdir(workdir: str, *, split: str = "test", which: str = "best",
     Returns:
       The dict written to ``metrics.json``: the evaluator's summary, its provenance
       (``dataset``, ``split``, ``num_examples``, ``which``, ``checkpoint``,
-      ``checkpoint_step``, ``selection_split``) and ``workdir``, ``name``, ``strategy``,
-      ``seconds``, ``files``.
+      ``checkpoint_step``: the checkpoint really read, after any fall back;
+      ``selection_split``), ``requested_examples`` (the ``num_examples`` asked for),
+      ``full_split`` (whether every example of the split was evaluated) and ``workdir``,
+      ``name``, ``strategy``, ``seconds``, ``files``.
 
     Raises:
       FileNotFoundError: not a work directory, or no checkpoint.
@@ -129,18 +137,15 @@ def evaluate_workdir(workdir: str, *, split: str = "test", which: str = "best",
     config = checkpoint.read_config(workdir)
     if data_dir:
         config.data.data_dir = data_dir
-    check_test_frames(config.data, split, len(source.load_source(config.data, split)))
-    checkpoints = checkpoint.Checkpoints(workdir, read_only=True, async_save=False)
-    try:
-        best, latest = checkpoints.best_step(), checkpoints.latest_step()
-    finally:
-        checkpoints.close()
-    if which == "best" and best is None:
-        which = "latest"  # restore_for_inference falls back the same way
-    config, model, variables = checkpoint.restore_for_inference(workdir, which=which)
+    split_size = len(source.load_source(config.data, split))
+    check_test_frames(config.data, split, split_size)
+    # ``origin`` names the checkpoint really read: "best" falls back to "latest" for a run
+    # that never evaluated or whose best checkpoint is unreadable, and to older steps.
+    config, model, variables, read = checkpoint.restore_with_origin(workdir, which=which)
+    which = read["which"]
     if data_dir:
         config.data.data_dir = data_dir
-    out_dir = out_dir or report_dir(workdir, split, which)
+    out_dir = out_dir or report_dir(workdir, split, which, num_examples)
     os.makedirs(out_dir, exist_ok=True)
     name = name or config.model.strategy
 
@@ -158,7 +163,7 @@ def evaluate_workdir(workdir: str, *, split: str = "test", which: str = "best",
         desc=f"evaluate {name} ({split}, {which})")
     origin = evaluator.provenance(
         dataset=config.data.dataset, split=split, num_examples=result.summary["num_examples"],
-        which=which, checkpoint_step=best if which == "best" else latest,
+        which=which, checkpoint_step=read["checkpoint_step"],
         selection_split=config.data.get("validation_split"))
 
     files = [os.path.join(out_dir, f) for f in (METRICS_FILE, "metrics.md", "pck.png")]
@@ -167,7 +172,9 @@ def evaluate_workdir(workdir: str, *, split: str = "test", which: str = "best",
     if make_figures and result.examples:
         files += figures.write_model_figures(model, variables, result.examples, out_dir,
                                              name=name)
-    payload = {**result.summary, **origin, "workdir": os.path.abspath(workdir), "name": name,
+    payload = {**result.summary, **origin, "requested_examples": int(num_examples),
+               "full_split": int(result.summary["num_examples"]) >= split_size,
+               "workdir": os.path.abspath(workdir), "name": name,
                "strategy": config.model.strategy, "seconds": time.perf_counter() - start,
                "files": [os.path.relpath(f, out_dir) for f in files]}
     with open(files[1], "w") as f:
@@ -183,27 +190,29 @@ _WHICH = flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint to r
 _NUM = flags.DEFINE_integer("num_examples", -1, "Examples to evaluate (-1: all).")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Batch size (default: the config's).")
 _OUT = flags.DEFINE_string("out", None,
-                           "Output folder (default: <workdir>/eval/<split>_<which>).")
+                           "Output folder (default: <workdir>/eval/<split>_<which>, "
+                           "<split>_<which>_first<N> with --num_examples N).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir overriding the config's.")
 _FIGS = flags.DEFINE_integer("num_figure_examples", 4, "Examples in the figures (0: none).")
 
 
 def main(argv: list[str]) -> None:
     del argv
+    from handvae.training.checkpoint import CheckpointReadError
     try:
         result = evaluate_workdir(_WORKDIR.value, split=_SPLIT.value, which=_WHICH.value,
                                   num_examples=_NUM.value, batch_size=_BATCH.value,
                                   out_dir=_OUT.value, data_dir=_DATA_DIR.value,
                                   num_figure_examples=_FIGS.value)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError, CheckpointReadError) as error:
         print(f"experiments.evaluate: {error}", file=sys.stderr)
         sys.exit(2)
     keys = ("name", "dataset", "split", "num_examples", "checkpoint", "checkpoint_step",
             "mean_epe_mm", "median_epe_mm", "auc_20_50", "auc_0_50", "mean_epe_all_mm",
             "constant_pose_baseline")
     print(json.dumps({k: result[k] for k in keys}, indent=2))
-    print(f"wrote {', '.join(result['files'])} to "
-          f"{_OUT.value or report_dir(_WORKDIR.value, result['split'], result['which'])}")
+    out = _OUT.value or report_dir(_WORKDIR.value, result["split"], result["which"], _NUM.value)
+    print(f"wrote {', '.join(result['files'])} to {out}")
 
 
 if __name__ == "__main__":

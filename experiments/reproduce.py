@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 import tqdm
 
-from experiments import reproduce_report
+from experiments import _subprocesses, reproduce_report
 from experiments.configs import reproduce as reproduce_config
 
 TARGETS = ("table1", "fig5", "fig8")
@@ -132,15 +132,15 @@ def plan_runs(targets: Sequence[str], seeds: Sequence[int], scale: str,
 def _call(cmd: Sequence[str], what: str, log_path: str | None = None) -> float:
     """Runs ``cmd`` from the repository root; returns seconds; RuntimeError naming ``what``."""
     begin = time.perf_counter()
+    # The shared owner of child processes: a SIGTERM to reproduce stops the trainer too.
     if log_path:
         with open(log_path, "a") as log:
-            result = subprocess.run(list(cmd), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                    check=False)
+            returncode = _subprocesses.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     else:
-        result = subprocess.run(list(cmd), cwd=REPO, check=False)
-    if result.returncode != 0:
+        returncode = _subprocesses.run(cmd, cwd=REPO)
+    if returncode != 0:
         hint = f" (log: {log_path})" if log_path else ""
-        raise RuntimeError(f"{what} failed with exit code {result.returncode}{hint}; "
+        raise RuntimeError(f"{what} failed with exit code {returncode}{hint}; "
                            f"rerun it alone with:\n  {' '.join(cmd)}")
     return time.perf_counter() - begin
 

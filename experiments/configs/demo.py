@@ -6,7 +6,8 @@ Command (after building the synthetic data set, see README)::
         --workdir workdirs/demo_s4
 
 Arguments: ``strategy`` (one of R2P, R2HP, R2CP, R2CHP, RC2CHP_kl, RC2CHP_poe; default
-RC2CHP_poe), ``steps`` (default :data:`STEPS`) and ``tiny`` (``common.shrink_to_tiny`` on top).
+RC2CHP_poe), ``steps`` (default :data:`STEPS`) and ``tiny`` (``common.shrink_to_tiny`` on top;
+its 6 steps unless ``steps`` is given, whose schedule then scales with it).
 
 Every model, data and optimiser setting is the reproduction's ``cpu`` scale
 (``experiments/configs/reproduce.py``: 64² crops, a ResNet-18 of width 16, 64 cloud points,
@@ -43,4 +44,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         f"strategy={args['strategy']},scale=cpu,steps={args['steps']}")
     config.log_every = 50
     config.num_eval_examples = 256
-    return common.shrink_to_tiny(config) if args["tiny"] else config
+    if not args["tiny"]:
+        return config
+    common.shrink_to_tiny(config)
+    if _given(arg, "steps"):  # tiny sizes, the requested length and a schedule that fits it
+        steps = args["steps"]
+        config.num_train_steps = steps
+        first = max(1, int(steps * 0.6))
+        config.optimizer.lr_boundaries = (first,)
+        config.loss.beta_anneal_steps = max(1, steps // 2)
+    return config
+
+
+def _given(arg: str | None, key: str) -> bool:
+    """Whether ``arg`` ("strategy=R2P,steps=9,tiny") sets ``key`` explicitly."""
+    return any(part.partition("=")[0].strip() == key and "=" in part
+               for part in (arg or "").split(","))

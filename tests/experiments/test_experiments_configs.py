@@ -104,3 +104,18 @@ def test_demo_lr_boundaries_are_valid_for_any_run_length(steps):
     first, second = config.optimizer.lr_boundaries
     assert 0 < first < second
     schedules.learning_rate_schedule(config.optimizer.lr, config.optimizer.lr_boundaries)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 9, 40])
+def test_demo_tiny_honours_the_steps_argument(steps):
+    """``demo.py:steps=N,tiny`` trains N steps (tiny sizes) on a schedule that fits N."""
+    from experiments.configs import demo
+    from handvae.training import schedules
+
+    for arg in (f"steps={steps},tiny", f"tiny,steps={steps}"):
+        config = demo.get_config(arg)
+        assert config.num_train_steps == steps and config.batch_size == 4
+        assert all(0 < b <= steps for b in config.optimizer.lr_boundaries)
+        assert 1 <= config.loss.beta_anneal_steps <= max(1, steps)
+        schedules.learning_rate_schedule(config.optimizer.lr, config.optimizer.lr_boundaries)
+    assert demo.get_config("tiny").num_train_steps == 6  # tiny alone: its own 6 steps

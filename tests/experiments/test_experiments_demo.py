@@ -132,7 +132,9 @@ class _FakeSteps:
     def evaluate(self, workdir, *, out_dir, name, **kwargs):
         self.ran.append(f"evaluate {name.split()[0]}")
         os.makedirs(out_dir, exist_ok=True)
-        result = {"mean_epe_mm": 20.0, "auc_20_50": 0.5, "name": name, **kwargs}
+        requested = kwargs.get("num_examples", -1)
+        result = {"mean_epe_mm": 20.0, "auc_20_50": 0.5, "name": name, **kwargs,
+                  "requested_examples": requested, "full_split": requested == -1}
         with open(os.path.join(out_dir, "metrics.json"), "w") as f:
             json.dump(result, f)
         return result
@@ -199,3 +201,50 @@ def test_benchmark_section_says_when_there_is_nothing_to_compare_with(tmp_path):
     lines = demo.benchmark_section({"steps": 7, "num_train": 99}, str(tmp_path / "none.json"))
     assert lines[0].startswith("## How the demo relates to the benchmark")
     assert "No benchmark results to compare with" in lines[1] and "none.json" in lines[1]
+
+
+# --- Safety (issue 24): --force keeps the user's files; only the demo's evaluations count ----
+
+def test_force_deletes_only_the_demos_own_entries_and_names_the_kept_ones(tmp_path, capsys):
+    out = tmp_path / "demo"
+    demo.prepare_out(str(out), force=False)
+    (out / "report.md").write_text("earlier results")
+    (out / "workdirs" / "S1_R2P").mkdir(parents=True)
+    (out / "predict").mkdir()  # where the README writes predictions
+    (out / "predict" / "00000.json").write_text("the user's prediction")
+    (out / "notes.txt").write_text("precious")
+    demo.prepare_out(str(out), force=True)
+    assert sorted(os.listdir(out)) == [demo.DEMO_MARKER, "notes.txt", "predict"]
+    assert (out / "predict" / "00000.json").read_text() == "the user's prediction"
+    assert "kept notes.txt, predict" in capsys.readouterr().out
+
+
+def test_an_evaluation_the_demo_did_not_ask_for_is_redone_not_reported(tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.setattr(demo, "write_report", lambda *args: None)
+    fake = _FakeSteps(monkeypatch)
+    out = str(tmp_path / "demo")
+    args = {"num_train": 8, "num_eval": 4, "steps": 3}
+    demo.run_demo(out, **args)
+    # `python -m experiments.evaluate --split test --num_examples 4 --out <the demo's folder>`
+    # (before this fix, the default --out) over S1's full-split evaluation:
+    s1 = os.path.join(out, "workdirs", "S1_R2P")
+    with open(os.path.join(demo.eval_dir(s1), "metrics.json"), "w") as f:
+        json.dump({"mean_epe_mm": 99.0, "auc_20_50": 0.1, "num_examples": 4,
+                   "requested_examples": 4, "full_split": False}, f)
+    fake.ran.clear()
+    result = demo.run_demo(out, **args)
+    assert fake.ran == ["evaluate S1"]
+    assert result["results"]["S1 (R2P)"]["mean_epe_mm"] == 20.0
+    assert demo.read_evaluation(s1, 4) is None and demo.read_evaluation(s1) is not None
+
+
+def test_the_report_says_over_how_many_frames_its_rows_are(tmp_path):
+    rng = np.random.default_rng(0)
+    results = {"S1 (R2P)": metrics.summarize_errors(rng.gamma(2.0, 12.0, (4, 21)))}
+    info = {"num_train": 8, "num_eval": 8, "steps": 3, "seed": 0, "cpu_count": 2}
+    text = open(demo.write_report(str(tmp_path), results, {}, {},
+                                  {**info, "eval_examples": 4})).read()
+    assert "Only the first 4 test frames were evaluated" in text and "N = 4" in text
+    text = open(demo.write_report(str(tmp_path), results, {}, {}, info)).read()
+    assert "Every row is over the whole test split (N = 4)" in text

@@ -149,3 +149,31 @@ def test_published_test_sizes_are_checked_without_a_build_record():
     config.data.dataset = "synthetic"
     config.data.data_dir = "/nonexistent"
     assert evaluate.defined_frames(config.data, "test") is None  # nothing recorded: no check
+
+
+# --- Safety (issue 24): partial and fallen-back evaluations say so -------------------------
+
+def test_a_partial_evaluation_never_replaces_the_full_split_report(r2p_run):
+    workdir, *_ = r2p_run
+    full = os.path.join(workdir, "eval", "test_best", "metrics.json")
+    before = open(full).read()
+    assert json.loads(before)["full_split"] is True
+    part = evaluate.evaluate_workdir(workdir, num_examples=1, make_figures=False)
+    assert part["num_examples"] == 1 and part["requested_examples"] == 1
+    assert part["full_split"] is False
+    assert os.path.exists(os.path.join(workdir, "eval", "test_best_first1", "metrics.json"))
+    assert open(full).read() == before
+
+
+def test_a_fall_back_records_the_checkpoint_really_read(r2p_run, tmp_path):
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(r2p_run[0], workdir)
+    (best,) = os.listdir(os.path.join(workdir, "checkpoints_best"))
+    manifest = os.path.join(workdir, "checkpoints_best", best, "default", "manifest.ocdbt")
+    with open(manifest, "r+b") as f:
+        f.truncate(os.path.getsize(manifest) // 2)
+    result = evaluate.evaluate_workdir(workdir, make_figures=False)
+    latest = max(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")))
+    assert (result["which"], result["checkpoint"]) == ("latest", "latest")
+    assert result["checkpoint_step"] == latest
+    assert os.path.exists(os.path.join(workdir, "eval", "test_latest", "metrics.json"))
