@@ -238,6 +238,17 @@ def _clean_stale(parent: epath.Path, version: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _reused(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetBuilder:
+    """Marks ``builder`` as an up-to-date data set that :func:`build` reused, not built."""
+    builder.handvae_reused = True
+    return builder
+
+
+def was_reused(builder: tfds.core.DatasetBuilder) -> bool:
+    """Whether :func:`build` returned ``builder`` without building (it was up to date)."""
+    return bool(getattr(builder, "handvae_reused", False))
+
+
 def build(dataset: str, config: str, manual_dir: str | os.PathLike, data_dir: str | os.PathLike,
           *, workers: int | None = None, overwrite: bool = False, shard_bytes: int = SHARD_BYTES,
           progress: bool = False) -> tfds.core.DatasetBuilder:
@@ -256,7 +267,8 @@ def build(dataset: str, config: str, manual_dir: str | os.PathLike, data_dir: st
       progress: show a progress bar per split.
 
     Returns:
-      A read-only builder of the built data set (``.info``, ``.as_data_source(split)``).
+      A read-only builder of the built data set (``.info``, ``.as_data_source(split)``);
+      :func:`was_reused` tells whether it was up to date and reused rather than built.
 
     Raises:
       FileNotFoundError: ``manual_dir`` is not the expected layout (the message says what to
@@ -280,7 +292,8 @@ def build(dataset: str, config: str, manual_dir: str | os.PathLike, data_dir: st
         if old is not None and old.get("digest") == manifest["digest"] and not overwrite:
             log.info("%s is up to date with %s; reusing it (--overwrite rebuilds)", final,
                      manual_dir)
-            return tfds.builder_from_directory(os.fspath(final))
+            _clean_stale(parent, version)  # a killed build's leftovers go either way
+            return _reused(tfds.builder_from_directory(os.fspath(final)))
         if old is not None and old.get("digest") != manifest["digest"]:
             log.warning("the raw data in %s differ from those %s was built from "
                         "(%d files then, %d now); rebuilding", manual_dir, final,
@@ -373,8 +386,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"error: {e}\n")
     seconds = time.perf_counter() - start
     sizes = {name: split.num_examples for name, split in builder.info.splits.items()}
-    print(f"built {args.dataset}/{args.config} into {builder.data_dir} in {seconds:.1f} s: "
-          f"{sizes}")
+    if was_reused(builder):
+        print(f"{args.dataset}/{args.config} in {builder.data_dir} is up to date with "
+              f"{args.manual_dir}, reused (--overwrite rebuilds): {sizes}")
+    else:
+        print(f"built {args.dataset}/{args.config} into {builder.data_dir} in {seconds:.1f} s: "
+              f"{sizes}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ array_record and are read back without TensorFlow (``builder.as_data_source``)::
 from __future__ import annotations
 
 import logging
+import os
+import pickle
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -260,8 +262,7 @@ def frame_tasks(manual_dir, validation_share: float = VALIDATION_SHARE
         folder = root / folder_name
         path = folder / f"anno_{folder_name}.pickle"
         files.append(path)
-        with path.open("rb") as f:
-            annotations = safe_pickle.load(f)
+        annotations = _load_annotations(path)
         if not isinstance(annotations, dict):
             raise ValueError(f"{path}: expected a dict frame → annotation, got "
                              f"{type(annotations).__name__}")
@@ -292,6 +293,24 @@ def frame_tasks(manual_dir, validation_share: float = VALIDATION_SHARE
     for split in tasks:
         counts[split]["defined"] += len(tasks[split])
     return tasks, counts, files
+
+
+# What a damaged pickle raises: not a pickle, truncated (at any byte), or empty.
+_UNREADABLE = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+               IndexError, KeyError, MemoryError, UnicodeDecodeError)
+
+
+def _load_annotations(path: epath.Path):
+    """``safe_pickle.load`` of ``path``; a ValueError naming the file when it is unreadable."""
+    with path.open("rb") as f:
+        try:
+            return safe_pickle.load(f)
+        except _UNREADABLE as error:
+            reason = "the file is empty" if os.path.getsize(os.fspath(path)) == 0 else (
+                f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+            raise ValueError(f"RHD annotation file {path} cannot be read as a pickle "
+                             f"({reason.rstrip(': ')}); it is damaged or not RHD's: download "
+                             "or generate it again") from None
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):

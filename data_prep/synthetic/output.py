@@ -3,7 +3,8 @@
 A data set is written into a hidden temporary folder beside ``--out`` and renamed into place
 only when every frame and label file is written, so an interrupted run never leaves a
 half-written data set under the requested name. Every data set carries the marker file
-:data:`MARKER_FILE`; ``--overwrite`` deletes only folders that carry it.
+:data:`MARKER_FILE`; ``--overwrite`` replaces only folders that carry it, and refuses, naming
+them, when such a folder holds files the generator does not write (:func:`foreign_files`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import multiprocessing
 import os
 import pathlib
+import re
 import secrets
 import shutil
 import signal
@@ -118,6 +120,42 @@ def check_replaceable(out: pathlib.Path, what: str = "--out") -> None:
             "or choose another folder")
 
 
+def _name_shape(name: str) -> str:
+    """A file name with its numbers generalised: ``00012.png`` → ``#.png``."""
+    return re.sub(r"\d+", "#", name)
+
+
+def foreign_files(old: pathlib.Path, new: pathlib.Path, limit: int = 5) -> list[str]:
+    """Entries of the data set ``old`` that the generator does not write, judged by ``new``.
+
+    ``new`` is a freshly generated data set. A file of ``old`` is the generator's when
+    ``new`` has a file of the same shape (numbers generalised, so other frame counts match)
+    in the same relative folder; an empty folder of ``old`` is when ``new`` has that folder.
+    Everything else (a user's notes, predictions, photos) is foreign.
+
+    Returns:
+      Up to ``limit`` relative paths of foreign entries, sorted.
+    """
+    own_files, own_dirs = set(), set()
+    for path in new.rglob("*"):
+        rel = path.relative_to(new)
+        if path.is_dir() and not path.is_symlink():
+            own_dirs.add(rel)
+        else:
+            own_files.add((rel.parent, _name_shape(rel.name)))
+    foreign = []
+    for path in sorted(old.rglob("*")):
+        rel = path.relative_to(old)
+        if path.is_dir() and not path.is_symlink():
+            if rel not in own_dirs and not any(path.iterdir()):
+                foreign.append(f"{rel}{os.sep}")
+        elif (rel.parent, _name_shape(rel.name)) not in own_files:
+            foreign.append(str(rel))
+        if len(foreign) >= limit:
+            break
+    return foreign
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -178,7 +216,9 @@ def atomic_output_dir(out: str | os.PathLike, overwrite: bool) -> Iterator[pathl
     Raises:
       FileExistsError: ``out`` exists, is not an empty folder, and ``overwrite`` is False.
       UnsafeOverwriteError: ``overwrite`` would delete the working directory, one of its
-        parents, or a folder without this generator's marker.
+        parents, a folder without this generator's marker, or files in it that the
+        generator did not write (named; checked once the new data set is written, before
+        anything of ``out`` is deleted).
       NotADirectoryError: ``out`` exists and is a file.
     """
     out = pathlib.Path(out).absolute()
@@ -208,6 +248,12 @@ def atomic_output_dir(out: str | os.PathLike, overwrite: bool) -> Iterator[pathl
             write_marker(temporary)
             yield temporary
             if out.exists():
+                foreign = foreign_files(out, temporary)
+                if foreign:
+                    raise UnsafeOverwriteError(
+                        f"--out {out} holds files the generator did not write "
+                        f"({', '.join(foreign)}), which --overwrite would delete; move them "
+                        "out of it and run again (nothing was changed)")
                 shutil.rmtree(out)
             temporary.rename(out)
     except BaseException:

@@ -317,9 +317,44 @@ def test_malicious_annotation_pickle_stops_the_build(tmp_path):
 
     with open(raw / rhd.DATA_FOLDER / "training" / "anno_training.pickle", "wb") as f:
         pickle.dump({0: Payload()}, f)
-    with pytest.raises(pickle.UnpicklingError, match="system"):
+    with pytest.raises(ValueError, match=r"anno_training\.pickle cannot be read.*system"):
         build.build("rhd", "synthetic", raw, tmp_path / "tfds")
     assert not marker.exists()
+
+
+# --- Safety (issue 24): damaged pickles named in one line; a reused build says so -----------
+
+@pytest.mark.parametrize("damage", ["not a pickle", "truncated", "empty"])
+def test_a_damaged_annotation_pickle_is_one_line_naming_the_file(tmp_path, capsys, damage):
+    raw, training, _ = _copy_dummy(tmp_path)
+    path = training / "anno_training.pickle"
+    data = path.read_bytes()
+    path.write_bytes({"not a pickle": b"RHD annotations, as text\n",
+                      "truncated": data[:len(data) // 2], "empty": b""}[damage])
+    with pytest.raises(SystemExit) as error:
+        build.main(["--dataset", "rhd", "--config", "synthetic", "--manual_dir", str(raw),
+                    "--data_dir", str(tmp_path / "tfds"), "--no-progress"])
+    assert error.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and "cannot be read" in err, err
+    assert "Traceback" not in err
+    if damage == "empty":
+        assert "the file is empty" in err
+
+
+def test_an_up_to_date_rebuild_says_reused_and_leaves_no_incomplete_folder(tmp_path, capsys):
+    raw, _, _ = _copy_dummy(tmp_path)
+    argv = ["--dataset", "rhd", "--config", "synthetic", "--manual_dir", str(raw),
+            "--data_dir", str(tmp_path / "tfds"), "--no-progress"]
+    build.main(argv)
+    assert "built rhd/synthetic into" in capsys.readouterr().out
+    parent = tmp_path / "tfds" / "rhd" / "synthetic"
+    stale = parent / f".incomplete-{rhd.Builder.VERSION}-999999999"  # a killed build's
+    stale.mkdir()
+    build.main(argv)
+    out = capsys.readouterr().out
+    assert "is up to date" in out and "reused" in out and "built" not in out
+    assert sorted(p.name for p in parent.iterdir()) == [str(rhd.Builder.VERSION)]
 
 
 def test_raw_data_changing_during_the_build_is_an_error(tmp_path, monkeypatch):

@@ -106,3 +106,28 @@ def test_a_huge_count_is_refused_with_the_sizes(tmp_path, capsys):
                             "--num-train", str(10**13), "--num-eval", "1"])
     assert "frames need about" in err and "GB" in err and "--out" in err
     assert not (tmp_path / "big").exists()
+
+
+# --- Safety (issue 24): --overwrite deletes only what the generator wrote ------------------
+
+def test_overwrite_refuses_a_marked_folder_holding_the_users_files_and_names_them(tmp_path,
+                                                                                 capsys):
+    out = tmp_path / "rhd"
+    assert cli.main(TINY + ["--out", str(out)]) == 0
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    (out / "predictions.json").write_text("the user's")
+    (out / "RHD_published_v2" / "evaluation" / "color" / "my_photo.jpg").write_bytes(b"jpg")
+    err = _refused(capsys, TINY + ["--out", str(out), "--overwrite", "--seed", "3"])
+    assert "predictions.json" in err and "my_photo.jpg" in err and "nothing was changed" in err
+    assert (out / "predictions.json").read_text() == "the user's"
+    after = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert sorted(set(after) - {"predictions.json",
+                                os.path.join("RHD_published_v2", "evaluation", "color",
+                                             "my_photo.jpg")}) == before
+    assert not list(tmp_path.glob(".rhd.partial-*"))  # the new data set was discarded
+    # Only the generator's files (other frame counts included): replaced.
+    (out / "predictions.json").unlink()
+    (out / "RHD_published_v2" / "evaluation" / "color" / "my_photo.jpg").unlink()
+    assert cli.main(TINY[:2] + ["--num-train", "3"] + TINY[4:] +
+                    ["--out", str(out), "--overwrite"]) == 0
+    assert cli.main(TINY + ["--out", str(out), "--overwrite"]) == 0
