@@ -56,3 +56,22 @@ def test_zero_steps_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="config.num_train_steps must be a positive integer"):
         loop.train_and_evaluate(config, str(tmp_path / "fresh"))
     assert not (tmp_path / "fresh").exists()
+
+
+def test_cli_user_errors_are_one_line_and_leave_nothing(tmp_path):
+    """A --workdir that is a file, and data not built: exit 2, one line, nothing written."""
+    (tmp_path / "file").write_text("not a folder")
+    base = [sys.executable, "-m", "experiments.train",
+            "--config=experiments/configs/demo.py:strategy=R2P,tiny"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    for workdir, data_dir, expected in (
+            (tmp_path / "file", tmp_path, "is a file, not a folder"),
+            (tmp_path / "fresh", tmp_path / "no_data", "no built rhd/synthetic")):
+        proc = subprocess.run(base + [f"--workdir={workdir}",
+                                      f"--config.data.data_dir={data_dir}"],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr and expected in proc.stderr, proc.stderr[-2000:]
+        assert [line for line in proc.stderr.splitlines() if "experiments.train:" in line]
+    assert (tmp_path / "file").read_text() == "not a folder"
+    assert not (tmp_path / "fresh").exists()
