@@ -215,6 +215,19 @@ def prepare_crop(image: np.ndarray, box: Sequence[float] | None, K: np.ndarray, 
                 hand_side=hand_side, view_rotation=view_rotation, warnings=warnings)
 
 
+def crop_outline(crop: Crop) -> np.ndarray:
+    """[4, 2] image pixels of the model crop's corners (the region the model sees).
+
+    The S² crop's outer corners (−0.5 and S − 0.5 in crop pixels) through ``crop_to_image``:
+    a quadrilateral, slightly skewed by the view correction away from the optical axis.
+    """
+    size = crop.rgb.shape[0]
+    lo, hi = -0.5, size - 0.5
+    corners = np.array([[lo, lo, 1.0], [hi, lo, 1.0], [hi, hi, 1.0], [lo, hi, 1.0]])
+    xyw = corners @ np.asarray(crop.crop_to_image, np.float64).T
+    return xyw[:, :2] / xyw[:, 2:3]
+
+
 # -- JAX: model outputs → image and camera frames ----------------------------------------------
 def heatmap_keypoints(heatmaps: jnp.ndarray, image_size: int) -> jnp.ndarray:
     """Keypoints from heat maps, in crop pixels.

@@ -11,7 +11,9 @@ JSON schema (``"schema": "handvae.prediction/1"``; lengths in the units named by
     hand_side           "right" | "left" (left hands are mirrored for the model, outputs are
                         in the original image and camera frame)
     box                 [x0, y0, x1, y1] pixels used (the whole image when none was given)
-    crop                {"center": [u, v], "side": px}: the square that was cropped
+    crop                {"center": [u, v], "side": px}: the square that was cropped;
+                        "outline": 4 × [u, v] image pixels of the model crop's corners (the
+                        view-corrected square, ``geometry.crop_outline``)
     intrinsics          3×3 K in pixels; "intrinsics_source": "given" | "focal" | "default_fov"
     joint_names         21 names, RHD order
     pose_3d             21 × [x, y, z]: camera frame (x right, y down, z forward),
@@ -39,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from handvae.inference import geometry
 from handvae.inference.predictor import Prediction
 from handvae.ops import skeleton
 
@@ -60,7 +63,8 @@ def prediction_record(prediction: Prediction, *, image: str, image_size: tuple[i
         "schema": SCHEMA, "image": image, "image_size": list(image_size),
         "conversion": prediction.conversion, "strategy": strategy, "checkpoint": checkpoint,
         "hand_side": crop.hand_side, "box": [float(v) for v in crop.box],
-        "crop": {"center": [float(v) for v in crop.center], "side": float(crop.side)},
+        "crop": {"center": [float(v) for v in crop.center], "side": float(crop.side),
+                 "outline": geometry.crop_outline(crop).tolist()},
         "intrinsics": np.asarray(crop.K, float).tolist(), "intrinsics_source": intrinsics_source,
         "joint_names": list(skeleton.JOINT_NAMES),
         "pose_3d": np.asarray(prediction.pose_3d, float).tolist(),
@@ -106,12 +110,19 @@ def _finger_of(bone: tuple[int, int]) -> int:
     return (max(bone) - 1) // 4
 
 
-def write_overlay(image: np.ndarray, prediction: Prediction, path: str, title: str = ""
-                  ) -> None:
-    """PNG: the 2-D skeleton and the crop square on the image, beside the 3-D pose.
+REFERENCE_COLOUR = "#ff00ff"   # ground-truth keypoints on the overlay, when given
 
-    The 3-D panel shows the camera-frame pose (bone units) from a fixed viewpoint
-    (``VIEW_ELEVATION``, ``VIEW_AZIMUTH``, y axis pointing down as in the image).
+
+def overlay_figure(image: np.ndarray, prediction: Prediction, title: str = "",
+                   reference_2d: np.ndarray | None = None) -> Any:
+    """The overlay as a Matplotlib figure (close it with ``matplotlib.pyplot.close``).
+
+    Left panel, in image pixels (pixel centres at integers): the image, the predicted 2-D
+    skeleton, the box (yellow), the region the model saw (cyan, dashed:
+    ``geometry.crop_outline``, the view-corrected crop) and, when given, reference keypoints
+    ``reference_2d`` [J, 2] (e.g. projected ground truth) as ``REFERENCE_COLOUR`` crosses.
+    Right panel: the camera-frame pose (bone units) from a fixed viewpoint (``VIEW_ELEVATION``,
+    ``VIEW_AZIMUTH``, y axis pointing down as in the image).
     """
     import matplotlib
     matplotlib.use("Agg")
@@ -125,11 +136,13 @@ def write_overlay(image: np.ndarray, prediction: Prediction, path: str, title: s
         colour = FINGER_COLOURS[_finger_of(bone)]
         ax.plot(uv[list(bone), 0], uv[list(bone), 1], "-", color=colour, lw=2)
     ax.plot(uv[:, 0], uv[:, 1], "o", color="white", ms=3, mec="black", mew=0.5)
+    if reference_2d is not None:
+        reference = np.asarray(reference_2d, np.float64).reshape(-1, 2)
+        ax.plot(reference[:, 0], reference[:, 1], "x", color=REFERENCE_COLOUR, ms=5, mew=1.5)
     x0, y0, x1, y1 = prediction.crop.box
     ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="yellow", lw=1))
-    (cu, cv), side = prediction.crop.center, prediction.crop.side
-    ax.add_patch(plt.Rectangle((cu - side / 2, cv - side / 2), side, side, fill=False,
-                               ec="cyan", lw=1, ls="--"))
+    ax.add_patch(plt.Polygon(geometry.crop_outline(prediction.crop), closed=True, fill=False,
+                             ec="cyan", lw=1, ls="--"))
     ax.set_xlim(-0.5, image.shape[1] - 0.5)
     ax.set_ylim(image.shape[0] - 0.5, -0.5)
     ax.set_title(f"2-D ({prediction.keypoints_2d_source})", fontsize=9)
@@ -155,9 +168,20 @@ def write_overlay(image: np.ndarray, prediction: Prediction, path: str, title: s
         figure.suptitle(title, fontsize=9)
     # Fixed margins: tight_layout would render the figure once more just to measure it.
     figure.subplots_adjust(left=0.01, right=0.97, bottom=0.02, top=0.88, wspace=0.05)
+    return figure
+
+
+def write_overlay(image: np.ndarray, prediction: Prediction, path: str, title: str = "",
+                  reference_2d: np.ndarray | None = None) -> None:
+    """Saves :func:`overlay_figure` as a PNG marked ``Software: OVERLAY_SOFTWARE``."""
+    import matplotlib.pyplot as plt
+
+    figure = overlay_figure(image, prediction, title, reference_2d)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, metadata={"Software": OVERLAY_SOFTWARE})
-    plt.close(figure)
+    try:
+        figure.savefig(path, metadata={"Software": OVERLAY_SOFTWARE})
+    finally:
+        plt.close(figure)
 
 
 def _is_prediction_record(path: str) -> bool:
