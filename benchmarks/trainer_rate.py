@@ -11,7 +11,10 @@ For each strategy (``--strategies``, default R2P and S4) and input path (``--pip
 ``host`` is today's path (each process prepares an example on first use and keeps up to
 ``data.cache_mb`` of them in memory), ``decoded_cache`` reads the memory-mapped decoded cache
 (:mod:`handvae.data.decoded_cache`, built once before the timing; its build time is reported),
-one fresh child process per record (so peak RSS is that record's). In it, as the trainer does
+one fresh child process per record (so peak RSS is that record's; ``--repeats R`` runs every
+record R times, alternating the order of the input paths, and keeps each figure's median, the
+single runs under ``runs``: on a shared machine the load moves between children). In it, as
+the trainer does
 (``handvae.training.loop``): the pipeline is opened, the jitted train step compiled on the
 first batch, then ``--steps`` steps are timed (``next`` → shard → step; the time inside
 ``next`` is the data wait); then the pipeline is closed and the same compiled step is timed
@@ -19,7 +22,14 @@ alone on one resident batch. Each record: ``device_kind``, ``strategy``, ``size`
 ``pipeline``, ``trainer_steps_per_s``, ``step_only_steps_per_s``, ``data_wait_fraction``,
 ``trainer_vs_step_only``, ``host_peak_rss_bytes`` (the trainer process) and
 ``workers_peak_rss_bytes`` (the largest worker process, ``worker_kind="processes"``), with
-the cache's ``cache_bytes_per_example``. Written to
+the cache's ``cache_bytes_per_example``.
+
+``--interleave`` (what a shared machine needs): per strategy ONE process compiles the step
+once, opens both input paths and then alternates rounds of ``--steps`` steps between them and
+the step alone (the order rotating each round, ``--repeats`` rounds), timing only each round's
+steps after its first ``PREFETCH_BATCHES + 1`` (the other path's producer has refilled its
+queue by then, so every counted step is steady state). Load drift then hits every path alike;
+the peak RSS is the process's, both paths together (``rss_scope``). Written to
 ``benchmarks/figures/<machine>_<date>/trainer_rate.json`` (``--out`` overrides); the full-size
 cache estimates (RHD 41,258 and STB 30,000 frames) are printed and saved with it. The machine
 is shared: the 1-minute load average is recorded at the start and end of every record.
@@ -131,6 +141,94 @@ def measure(strategy: str, size: str, pipeline: str, args) -> dict:
     return record
 
 
+def interleaved(strategy: str, size: str, args) -> list[dict]:
+    """Both input paths and the step alone, timed in alternating rounds in this process."""
+    import jax
+    import numpy as np
+
+    from handvae.data import decoded_cache, prefetch
+    from handvae.data import pipeline as pipeline_lib
+    from handvae.models import registry, vae
+    from handvae.training import sharding, state as state_lib, step as step_lib
+
+    configs = {p: _config(strategy, size, p, args) for p in PIPELINES}
+    config = configs["host"]
+    load_start = os.getloadavg()[0]
+    cache = decoded_cache.open_or_build(configs["decoded_cache"].data, config.data.train_split,
+                                        config.data.image_size,
+                                        num_workers=config.data.num_workers)
+    if cache is None:
+        raise RuntimeError("the decoded cache could not be kept (see the message above)")
+    mesh = sharding.make_mesh()
+    model = vae.build_model(config.model)
+    state = sharding.replicate(state_lib.create_train_state(config, model), mesh)
+    train_step = step_lib.make_train_step(config, mesh)
+    keys = registry.get_strategy(strategy).batch_keys()
+    streams = {p: pipeline_lib.train_batches(configs[p].data, config.batch_size, seed=0,
+                                             keys=keys) for p in PIPELINES}
+    skip = prefetch.PREFETCH_BATCHES + 1
+    paths = (*PIPELINES, "step_only")
+    totals = {p: {"elapsed": 0.0, "wait": 0.0, "steps": 0} for p in paths}
+    try:
+        batch = next(streams["host"])
+        state, metrics = train_step(state, sharding.shard_batch(batch, mesh))
+        jax.block_until_ready(metrics)
+        resident = sharding.shard_batch(batch, mesh)
+        for stream in streams.values():      # every producer started, its first batch out
+            next(stream)
+        for round_index in range(max(1, args.repeats)):
+            shift = round_index % len(paths)
+            for path in paths[shift:] + paths[:shift]:
+                for i in range(args.steps + skip):
+                    if i == skip:
+                        jax.block_until_ready(metrics)
+                        start, wait = time.perf_counter(), 0.0
+                    wait_start = time.perf_counter()
+                    if path == "step_only":
+                        sharded = resident
+                    else:
+                        sharded = sharding.shard_batch(next(streams[path]), mesh)
+                    if i >= skip:
+                        wait += time.perf_counter() - wait_start
+                    state, metrics = train_step(state, sharded)
+                jax.block_until_ready(metrics)
+                totals[path]["elapsed"] += time.perf_counter() - start
+                totals[path]["wait"] += wait
+                totals[path]["steps"] += args.steps
+    finally:
+        for stream in streams.values():
+            stream.close()
+    step_only = totals["step_only"]["steps"] / totals["step_only"]["elapsed"]
+    records = []
+    for path in PIPELINES:
+        t = totals[path]
+        record = {"device_kind": jax.devices()[0].device_kind, "strategy": strategy,
+                  "size": size, "pipeline": path, "mode": "interleaved",
+                  "batch_size": config.batch_size, "image_size": config.data.image_size,
+                  "num_workers": config.data.num_workers,
+                  "worker_kind": config.data.worker_kind, "cache_mb": config.data.cache_mb,
+                  "devices": jax.device_count(), "timed_steps": t["steps"],
+                  "rounds": max(1, args.repeats),
+                  "trainer_steps_per_s": t["steps"] / t["elapsed"],
+                  "step_only_steps_per_s": step_only,
+                  "data_wait_fraction": t["wait"] / t["elapsed"],
+                  "host_peak_rss_bytes":
+                      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  "workers_peak_rss_bytes":
+                      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
+                  "rss_scope": "one process holding both input paths",
+                  "final_loss": float(np.asarray(metrics["loss"])),
+                  "load_average_start": load_start, "load_average_end": os.getloadavg()[0]}
+        record["trainer_vs_step_only"] = record["trainer_steps_per_s"] / step_only
+        if path == "decoded_cache":
+            record.update(cache_bytes=cache.nbytes(),
+                          cache_bytes_per_example=cache.nbytes() / len(cache),
+                          cache_build_seconds=cache.manifest.get("build_seconds"),
+                          cache_directory=cache.directory)
+        records.append(record)
+    return records
+
+
 def _child(strategy: str, size: str, pipeline: str, args) -> dict:
     """:func:`measure` in a fresh process (its own peak RSS, no warm caches)."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
@@ -160,6 +258,33 @@ def full_size_estimates(sizes: dict[str, int]) -> dict:
     return out
 
 
+def _print(record: dict, prefix: str) -> None:
+    print(f"{prefix}{record['strategy']:<11} {record['pipeline']:<14} trainer "
+          f"{record['trainer_steps_per_s']:6.2f} steps/s, step alone "
+          f"{record['step_only_steps_per_s']:6.2f} ({100 * record['trainer_vs_step_only']:.0f} "
+          f"%), data wait {100 * record['data_wait_fraction']:.1f} %, peak RSS "
+          f"{record['host_peak_rss_bytes'] / 2**20:,.0f} MiB, load "
+          f"{record['load_average_start']:.1f}→{record['load_average_end']:.1f}", flush=True)
+
+
+_MEDIAN_FIELDS = ("trainer_steps_per_s", "step_only_steps_per_s", "data_wait_fraction",
+                  "trainer_vs_step_only", "host_peak_rss_bytes", "workers_peak_rss_bytes",
+                  "first_step_seconds", "load_average_start", "load_average_end")
+
+
+def _median_record(group: list[dict]) -> dict:
+    """One record of a (strategy, path): the first run's fields, each timing the median over
+    the runs, and the runs' own figures under ``runs``."""
+    import numpy as np
+
+    record = dict(group[0])
+    if len(group) > 1:
+        for field in _MEDIAN_FIELDS:
+            record[field] = float(np.median([r[field] for r in group]))
+        record["runs"] = [{k: r[k] for k in _MEDIAN_FIELDS} for r in group]
+    return record
+
+
 def machine_name() -> str:
     import jax
 
@@ -185,11 +310,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--strategies", default="R2P,RC2CHP_poe")
     parser.add_argument("--pipelines", default=",".join(PIPELINES))
     parser.add_argument("--steps", type=int, default=40, help="timed steps per record")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="children per record (alternating order); medians are kept")
     parser.add_argument("--cache_mb", type=int, default=-1,
                         help="host path's per-process budget (-1: the config's)")
     parser.add_argument("--worker_kind", default="", help="threads | processes (default: "
                                                           "the scale's)")
     parser.add_argument("--num_workers", type=int, default=0, help="0: the config's")
+    parser.add_argument("--interleave", action="store_true",
+                        help="one process per strategy, paths in alternating rounds")
     parser.add_argument("--smoke", action="store_true",
                         help="seconds: tiny scale, R2P, 2 steps, in-process, no figures file")
     parser.add_argument("--out", default=None)
@@ -212,33 +341,36 @@ def main(argv: list[str] | None = None) -> dict:
             args.cache_dir = tempfile.mkdtemp(prefix="handvae_trainer_rate_cache_")
     if not args.data_dir:
         parser.error("--data_dir is required (see the module docstring for building data)")
-    records = []
-    for strategy in args.strategies.split(","):
-        for pipeline in args.pipelines.split(","):
-            if pipeline not in PIPELINES:
-                parser.error(f"--pipelines: {pipeline!r} is not one of {PIPELINES}")
-            run = measure if args.smoke else _child
-            record = run(strategy, args.size, pipeline, args)
-            records.append(record)
-            print(f"{strategy:<11} {pipeline:<14} trainer {record['trainer_steps_per_s']:6.2f} "
-                  f"steps/s, step alone {record['step_only_steps_per_s']:6.2f} "
-                  f"({100 * record['trainer_vs_step_only']:.0f} %), data wait "
-                  f"{100 * record['data_wait_fraction']:.1f} %, peak RSS "
-                  f"{record['host_peak_rss_bytes'] / 2**20:,.0f} MiB, load "
-                  f"{record['load_average_start']:.1f}→{record['load_average_end']:.1f}",
+    pipelines = args.pipelines.split(",")
+    for pipeline in pipelines:
+        if pipeline not in PIPELINES:
+            parser.error(f"--pipelines: {pipeline!r} is not one of {PIPELINES}")
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for strategy in (args.strategies.split(",") if args.interleave else ()):
+        for record in interleaved(strategy, args.size, args):
+            runs[(strategy, record["pipeline"])] = [record]
+    for repeat in range(0 if args.interleave else 1 if args.smoke else max(1, args.repeats)):
+        for strategy in args.strategies.split(","):
+            for pipeline in (pipelines if repeat % 2 == 0 else pipelines[::-1]):
+                run = measure if args.smoke else _child
+                record = run(strategy, args.size, pipeline, args)
+                runs.setdefault((strategy, pipeline), []).append(record)
+                _print(record, "" if args.smoke else f"[run {repeat + 1}] ")
+    records = [_median_record(group) for group in runs.values()]
+    for record in records:
+        _print(record, "median: " if len(record.get("runs", ())) > 1 else "")
+        if "cache_bytes_per_example" in record:
+            print(f"  decoded cache: {record['cache_bytes_per_example']:,.0f} bytes per "
+                  f"example, {record['cache_bytes'] / 2**20:,.1f} MiB, built in "
+                  f"{record['cache_build_seconds']:.1f} s ({record['cache_directory']})",
                   flush=True)
-            if "cache_bytes_per_example" in record:
-                print(f"  decoded cache: {record['cache_bytes_per_example']:,.0f} bytes per "
-                      f"example, {record['cache_bytes'] / 2**20:,.1f} MiB, built in "
-                      f"{record['cache_build_seconds']:.1f} s ({record['cache_directory']})",
-                      flush=True)
     by_key = {(r["strategy"], r["pipeline"]): r for r in records}
     ratios = {s: by_key[(s, "decoded_cache")]["trainer_steps_per_s"]
               / by_key[(s, "host")]["trainer_steps_per_s"]
               for s in args.strategies.split(",")
               if (s, "host") in by_key and (s, "decoded_cache") in by_key}
     for strategy, ratio in ratios.items():
-        note = " (smoke: in one process, the second record reuses compiled code; not a figure)"
+        note = " (smoke: a few steps, not a figure)"
         print(f"{strategy}: decoded cache / host trainer rate = {ratio:.2f}x"
               + (note if args.smoke else ""))
     estimates = full_size_estimates({"cpu": 64, "paper": 256})

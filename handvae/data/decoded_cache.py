@@ -48,6 +48,7 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -237,22 +238,33 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+_TMP_NAME = re.compile(r"^\.tmp-(\d+)-[0-9a-f]{8}$")
+
+
 def _remove_stale(root: str, stem: str, keep: str) -> None:
-    """Removes older caches of the same split and size (other builds) and dead writers' temp
-    folders (their pid is not running on this host)."""
+    """Removes what this module wrote and no longer needs, nothing else: older caches of the
+    same split and size (another build; a folder named ``<stem>*`` holding a cache manifest)
+    and the temporary folders (``.tmp-<pid>-<8 hex>``) of writers no longer running here."""
     for name in os.listdir(root):
         path = os.path.join(root, name)
-        if name.startswith(stem) and name != keep:
+        if name.startswith(stem) and name != keep and _is_cache(path):
             shutil.rmtree(path, ignore_errors=True)
-        elif name.startswith(".tmp-") and not _alive(name):
+        elif _TMP_NAME.match(name) and not _alive(int(_TMP_NAME.match(name).group(1))):
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _alive(tmp_name: str) -> bool:
+def _is_cache(path: str) -> bool:
     try:
-        pid = int(tmp_name.split("-")[1])
+        with open(os.path.join(path, MANIFEST)) as f:
+            return "format" in json.load(f)
+    except (OSError, ValueError):
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
         os.kill(pid, 0)
-    except (ValueError, IndexError, ProcessLookupError):
+    except ProcessLookupError:
         return False
     except PermissionError:
         return True

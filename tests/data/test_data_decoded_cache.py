@@ -77,12 +77,15 @@ def test_a_changed_build_invalidates_the_cache_and_removes_the_stale_one(data_di
     config = _data_config(data_dir)
     old = decoded_cache.open_or_build(config, "train", 32)
     version_dir = source_lib._version_dir(config)
+    yours = os.path.join(os.path.dirname(old.directory), "train_s32_yours")
+    os.makedirs(yours)            # named like a cache, but not one: never removed
     report = os.path.join(version_dir, source_lib.BUILD_REPORT)
     stat = os.stat(report)
     os.utime(report, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))   # "rebuilt"
     new = decoded_cache.open_or_build(config, "train", 32)
     assert new.directory != old.directory
     assert not os.path.exists(old.directory)
+    assert os.path.isdir(yours)
     # Another crop size is another cache, kept beside it.
     other = decoded_cache.open_or_build(config, "train", 64)
     assert os.path.exists(new.directory) and other.directory != new.directory
