@@ -387,7 +387,7 @@ def _final_test(config: ml_collections.ConfigDict, state: TrainState,
     which, at = "latest", num_steps
     if best_step is not None and best_step != num_steps:
         state = checkpoints.restore(checkpoint_lib.sharded_abstract(state, mesh), "best")
-        which, at = "best", best_step
+        which, at = "best", checkpoints.restored_step  # after any fall back
     elif best_step is not None:
         which = "best"
     split = config.data.eval_split
