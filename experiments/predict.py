@@ -257,7 +257,11 @@ def predict_files(predictor: Predictor, paths: Sequence[str], out: str, *,
                 if isinstance(result, Exception):
                     failures.append((path, str(result)))
                     tqdm.tqdm.write(f"FAILED {result}", file=sys.stderr)
-                    _clear_outputs(stem)
+                    try:  # an earlier run's outputs for this image would look current
+                        _clear_outputs(stem)
+                    except OSError as error:
+                        tqdm.tqdm.write(f"FAILED {path}: removing its earlier outputs: {error}",
+                                        file=sys.stderr)
                     bar.update(1)
                     continue
                 image, conversion = loaded[k]
