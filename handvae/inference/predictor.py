@@ -159,10 +159,10 @@ def _quiet_read_only_notice() -> Iterator[None]:
 
 
 def _restore(workdir: str, which: str, step: int | None):
-    """``restore_for_inference`` with messages for a checkpoint of another strategy."""
+    """``restore_with_origin`` with messages for a checkpoint of another strategy."""
     try:
         with _quiet_read_only_notice():
-            return checkpoint_lib.restore_for_inference(workdir, which, step=step)
+            return checkpoint_lib.restore_with_origin(workdir, which, step=step)
     except FileNotFoundError:
         raise
     except Exception as error:  # orbax reports a tree mismatch in several exception types
@@ -204,19 +204,22 @@ class Predictor:
     @classmethod
     def from_workdir(cls, workdir: str, which: str = "best", *, step: int | None = None,
                      batch_size: int = 16, keypoints: str = "auto") -> Predictor:
-        """Restores a training work directory (``handvae.training.restore_for_inference``).
+        """Restores a training work directory (``checkpoint.restore_with_origin``).
+
+        ``source`` (the JSON's and the export metadata's ``checkpoint``) names the checkpoint
+        really read, e.g. ``"DIR (latest, step 2)"`` after a fall back from "best".
 
         Raises:
           FileNotFoundError: no config.json or no checkpoint (the message names the folder).
           ValueError: the checkpoint does not fit ``config.model.strategy`` (names the field).
         """
-        config, model, variables = _restore(workdir, which, step)
+        config, model, variables, origin = _restore(workdir, which, step)
         settings = settings_from_config(config)
         if settings.strategy != model.strategy or settings.image_size != model.image_size:
             raise ValueError(f"{workdir}: config.model gives {settings}, the model "
                              f"{model.strategy}/{model.image_size}")
         return cls(model, variables, batch_size=batch_size, keypoints=keypoints,
-                   source=f"{workdir} ({which})")
+                   source=f"{workdir} ({origin['which']}, step {origin['checkpoint_step']})")
 
     # -- preparation ---------------------------------------------------------------------------
     def prepare(self, image: Any, box: Sequence[float] | None = None, *,

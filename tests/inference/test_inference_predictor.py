@@ -132,3 +132,8 @@ def test_restoring_logs_no_read_only_notice(tiny_workdir, caplog):
         Predictor.from_workdir(tiny_workdir, batch_size=1)
     assert not [r for r in caplog.records if "read only" in r.getMessage()], caplog.text
     assert not logging.getLogger("absl").filters   # the filter does not outlive the restore
+
+
+def test_the_source_names_the_checkpoint_really_read(tiny_workdir, tiny_predictor):
+    """Issue 24: after a fall back from "best", the outputs still said "(best)"."""
+    assert tiny_predictor.source == f"{tiny_workdir} (latest, step 2)"   # no evaluation ran
