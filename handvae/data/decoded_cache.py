@@ -36,7 +36,8 @@ identity (``dataset_info.json``, ``build_manifest.json`` and every file's name, 
 mtime): a rebuilt data set gets a new folder and the stale ones of the same split and size
 are removed once the new one is complete. A cache is written into ``.tmp-<pid>-<random>`` and
 renamed into place only when complete, with ``manifest.json`` written last; a killed write
-leaves only a temporary folder, which no reader opens and the next writer removes. Two
+leaves only a temporary folder, which no reader opens and the next writer on that host
+removes. Two
 writers racing: the first rename wins, the other discards its copy and opens the winner's.
 When the disk lacks room (estimated before writing, or an ``OSError`` while writing), nothing
 is kept and :func:`open_or_build` returns None: the pipeline then uses today's path.
@@ -50,6 +51,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import time
 import uuid
@@ -238,19 +240,25 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-_TMP_NAME = re.compile(r"^\.tmp-(\d+)-[0-9a-f]{8}$")
+_TMP_NAME = re.compile(r"^\.tmp-(?P<host>[A-Za-z0-9_.]+)-(?P<pid>\d+)-[0-9a-f]{8}$")
 
 
 def _remove_stale(root: str, stem: str, keep: str) -> None:
     """Removes what this module wrote and no longer needs, nothing else: older caches of the
     same split and size (another build; a folder named ``<stem>*`` holding a cache manifest)
-    and the temporary folders (``.tmp-<pid>-<8 hex>``) of writers no longer running here."""
+    and the temporary folders (``.tmp-<host>-<pid>-<8 hex>``) of writers on this host that
+    are no longer running (another host's writer on a shared file system is left alone)."""
     for name in os.listdir(root):
         path = os.path.join(root, name)
+        tmp = _TMP_NAME.match(name)
         if name.startswith(stem) and name != keep and _is_cache(path):
             shutil.rmtree(path, ignore_errors=True)
-        elif _TMP_NAME.match(name) and not _alive(int(_TMP_NAME.match(name).group(1))):
+        elif tmp and tmp["host"] == _host() and not _alive(int(tmp["pid"])):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
 
 
 def _is_cache(path: str) -> bool:
@@ -299,7 +307,7 @@ def build(source, directory: str, output_size: int, *, identity: str = "", split
     if free < estimate + _MARGIN_BYTES:
         raise NoRoomError(f"{n:,} examples need about {estimate / 2**20:,.0f} MiB in {root}, "
                           f"{free / 2**20:,.0f} MiB are free")
-    tmp = os.path.join(root, f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp = os.path.join(root, f".tmp-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     os.makedirs(tmp)
     try:
         _write(source, tmp, fields, output_size, n, num_workers)

@@ -112,11 +112,13 @@ def test_a_killed_write_leaves_nothing_and_a_dead_writers_folder_is_removed(data
         decoded_cache.build(_FailingSource(source, 1), str(target), 32, num_workers=1)
     assert os.listdir(tmp_path / "root") == []
     # A writer killed by SIGKILL leaves its temporary folder; no reader opens it and the next
-    # writer removes it (its pid is not running).
-    dead = tmp_path / "root" / ".tmp-999999999-deadbeef"
+    # writer on this host removes it (its pid is not running). Another host's is kept.
+    dead = tmp_path / "root" / f".tmp-{decoded_cache._host()}-999999999-deadbeef"
     dead.mkdir()
+    elsewhere = tmp_path / "root" / ".tmp-otherhost.example-999999999-deadbeef"
+    elsewhere.mkdir()
     decoded_cache.build(source, str(target), 32, num_workers=1)
-    assert sorted(os.listdir(tmp_path / "root")) == ["train_s32_x"]
+    assert sorted(os.listdir(tmp_path / "root")) == [elsewhere.name, "train_s32_x"]
     assert len(decoded_cache.DecodedCache(str(target))) == len(source)
 
 
