@@ -150,8 +150,8 @@ def _entry_for(path: str, boxes: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def unmatched_keys(boxes: dict[str, dict[str, Any]], paths: Sequence[str]) -> list[str]:
-    """``--boxes`` keys that name none of ``paths`` (a typo would silently crop the whole
-    image of the image it was meant for)."""
+    """``--boxes`` keys that name none of ``paths`` (after a typo, the image the entry was
+    meant for would silently be cropped whole)."""
     matched = {key for path in paths for key in _keys_of(path)}
     return [key for key in boxes if key not in matched]
 
