@@ -1,6 +1,7 @@
 """How fast worker processes can hand batches to the trainer: the spool against a pipe.
 
     python benchmarks/batch_transport.py [--batches 40] [--workers N]
+    python benchmarks/batch_transport.py --smoke --out /tmp/batch_transport.json   # seconds
 
 ``data.worker_kind = "processes"`` (``handvae.data.prefetch``) builds batches in spawned
 processes. This measures only the hand-over, on batches of the paper-size contract (batch 32,
@@ -14,6 +15,8 @@ returns again and again:
 
 Printed and saved to ``results/benchmarks/batch_transport.json``: batches/s and GB/s of each,
 and the spool's rate as a multiple of the pipe's. Report ``uptime`` with the figures.
+``--smoke`` (one worker, 2 batches) checks in seconds that the script runs; ``make test``
+runs it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+import _bench  # noqa: E402  (benchmarks/, the script's folder)
 from experiments.configs import reproduce  # noqa: E402
 from handvae.data import prefetch, spec  # noqa: E402
 
@@ -54,6 +58,10 @@ def _rate(batches, count: int, nbytes: int) -> dict:
     return {"batches_per_s": count / seconds, "gb_per_s": count * nbytes / seconds / 1e9}
 
 
+# --smoke: the script's code paths in seconds (tests/benchmarks/test_benchmarks_smoke.py).
+SMOKE = {"batches": 2, "workers": 1}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=40)
@@ -61,11 +69,12 @@ def main(argv: list[str] | None = None) -> dict:
                         default=reproduce.get_config("scale=paper").data.num_workers,
                         help="worker processes (default: the paper scale's, all cores but two)")
     parser.add_argument("--out", default="results/benchmarks/batch_transport.json")
-    args = parser.parse_args(argv)
+    args = _bench.parse_args(parser, argv, SMOKE)
     nbytes = sum(v.nbytes for v in paper_batch(0).values())
     results = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                "load_average": os.getloadavg(), "workers": args.workers,
-               "batch_mb": nbytes / 1e6, "spool_root": prefetch.spool_root()}
+               "batch_mb": nbytes / 1e6, "spool_root": prefetch.spool_root(),
+               "smoke": args.smoke}
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=context) as pool:
         piped = pool.map(paper_batch, range(args.batches + 2))

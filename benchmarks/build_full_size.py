@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/build_full_size.py                 # full size (RHD 41,258 +
                                                                     # 2,728; STB 15,000 + 3,000)
     .venv/bin/python benchmarks/build_full_size.py --fraction 0.05  # a reduced run
+    .venv/bin/python benchmarks/build_full_size.py --smoke --out /tmp/out  # 2 + 2 frames each
 
 For each format: writes the raw set with the synthetic generator
 (``data_prep.synthetic``), builds it with ``data_prep.build`` (TensorFlow-free, all cores),
@@ -13,7 +14,9 @@ and whether TensorFlow was imported. With ``--fraction`` < 1 the times and sizes
 extrapolated linearly to the full size and labelled ``extrapolated_full_size``: they are
 estimates, not measurements. Results go to ``results/benchmarks/build_full_size.json``.
 Full size needs about 20 GB of scratch disk (raw synthetic RHD ~9 GB + STB ~10.5 GB, built
-~2.4 + 1.1 GB; extrapolated from a 4.5 % run); ``--tmp`` picks the folder.
+~2.4 + 1.1 GB; extrapolated from a 4.5 % run); ``--tmp`` picks the folder. ``--smoke`` (the
+smallest fraction: 2 training and 2 evaluation frames per format, one worker) checks in
+seconds that the script runs; ``make test`` runs it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import psutil
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(_ROOT))
 
+import _bench  # noqa: E402  (benchmarks/, the script's folder)
 from data_prep import build  # noqa: E402
 from data_prep.synthetic import rhd_writer, stb_writer  # noqa: E402
 
@@ -110,7 +114,12 @@ def run_format(name: str, num_train: int, num_eval: int, folder: str, workers: i
     }
 
 
-def main() -> None:
+# --smoke: the script's code paths in seconds (tests/benchmarks/test_benchmarks_smoke.py);
+# every count is floored at 2 frames.
+SMOKE = {"fraction": 1e-6, "workers": 1, "no_progress": True}
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fraction", type=float, default=1.0,
                         help="share of the full sizes to run (1 = full size)")
@@ -119,11 +128,12 @@ def main() -> None:
     parser.add_argument("--tmp", default=None, help="scratch folder (default: system temp)")
     parser.add_argument("--keep", action="store_true", help="keep the generated folders")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--out", default=str(_ROOT / "results" / "benchmarks"))
-    args = parser.parse_args()
+    parser.add_argument("--out", default=str(_ROOT / "results" / "benchmarks"),
+                        help="folder of build_full_size.json")
+    args = _bench.parse_args(parser, argv, SMOKE)
     if not 0 < args.fraction <= 1:
         parser.error(f"--fraction must be in (0, 1], got {args.fraction}")
-    report = {"fraction": args.fraction, "cpus": os.cpu_count(),
+    report = {"fraction": args.fraction, "smoke": args.smoke, "cpus": os.cpu_count(),
               "load_average_start": os.getloadavg(), "machine": platform.platform(),
               "formats": {}}
     folder = tempfile.mkdtemp(prefix="build_full_size_", dir=args.tmp)
@@ -152,6 +162,7 @@ def main() -> None:
     with open(path, "w") as f:
         json.dump(report, f, indent=2)
     print(f"tensorflow imported: {report['tensorflow_imported']}; wrote {path}")
+    return report
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
     python -m data_prep.build --dataset rhd --config synthetic \\
         --manual_dir data/synthetic/rhd --data_dir data/tfds
     python benchmarks/input_pipeline.py --data_dir data/tfds [--strategies R2P,RC2CHP_poe]
+    python benchmarks/input_pipeline.py --data_dir data/tfds --smoke --out /tmp/pipeline.json
 
 On the demo config (``experiments/configs/demo.py``, augmentation ON), for each strategy:
 
@@ -19,7 +20,8 @@ On the demo config (``experiments/configs/demo.py``, augmentation ON), for each 
   resident batch in the same run).
 
 Results go to ``results/benchmarks/input_pipeline.json``. Report ``uptime`` with the figures:
-the machine is shared.
+the machine is shared. ``--smoke`` (R2P on the demo config's ``tiny`` variant, 2 batches, 3
+steps) checks in seconds that the script runs; ``make test`` runs it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+import _bench  # noqa: E402  (benchmarks/, the script's folder)
 from experiments.configs import demo  # noqa: E402
 from handvae.data import pipeline, spec  # noqa: E402
 from handvae.data import source as source_lib  # noqa: E402
@@ -124,6 +127,10 @@ def step_wait(config, keys, steps: int, epoch_steps: int) -> dict:
             "loop_steps_per_s": round(steps / float(totals.sum()), 2)}
 
 
+# --smoke: the script's code paths in seconds (tests/benchmarks/test_benchmarks_smoke.py).
+SMOKE = {"strategies": "R2P", "num_batches": 2, "steps": 3, "tiny": True}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", default=os.environ.get("HANDVAE_DATA_DIR", "data/tfds"))
@@ -132,13 +139,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=120, help="0: pipeline rates only")
     parser.add_argument("--num_workers", type=int, default=None)
     parser.add_argument("--no_augment", action="store_true")
+    parser.add_argument("--tiny", action="store_true",
+                        help="the demo config's tiny variant (32-px crops, tiny widths, batch 4)")
     parser.add_argument("--out", default="results/benchmarks/input_pipeline.json")
-    args = parser.parse_args(argv)
+    args = _bench.parse_args(parser, argv, SMOKE)
 
     result: dict = {"cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
-                    "augment": not args.no_augment, "strategies": {}}
+                    "augment": not args.no_augment, "smoke": args.smoke, "tiny": args.tiny,
+                    "strategies": {}}
     for strategy in args.strategies.split(","):
-        config = demo.get_config(f"strategy={strategy}")
+        config = demo.get_config(f"strategy={strategy}" + (",tiny" if args.tiny else ""))
         config.data.data_dir, config.data.augment = args.data_dir, not args.no_augment
         if args.num_workers is not None:
             config.data.num_workers = args.num_workers

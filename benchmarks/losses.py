@@ -2,7 +2,7 @@
 
 Run:  .venv/bin/python benchmarks/losses.py [--repeats 5] [--large-repeats 3]
       [--sizes 32x256 8x1024 8x2048] [--variant pooled|dense|pallas] [--epsilon E]
-      [--out results/benchmarks/losses.json]
+      [--out results/benchmarks/losses.json] [--lower_for cuda] [--smoke]
 GPU (the Pallas kernel is the default there; figures: benchmarks/figures/h200_2026-11-26):
       python3 benchmarks/losses.py --sizes 32x256 8x1024
 
@@ -17,7 +17,11 @@ millimetres (gap only): the default ε is relative, so the gap must not depend o
 Chamfer forward and forward+backward times and compile times close the table. Times are
 medians over ``--repeats`` runs (``--large-repeats`` for N ≥ 1024), in seconds; the figures
 are printed and written as JSON. ``--variant`` forces an auction variant ("pallas" runs in
-Pallas' interpreter on CPU: correct but slow, only meaningful on a GPU).
+Pallas' interpreter on CPU: correct but slow, only meaningful on a GPU). ``--lower_for cuda``
+also lowers the same jitted EMD for a GPU on this machine, as that backend would trace it (its
+default variant: the Pallas kernel for Triton), without running it: the GPU branch checked
+on a CPU. ``--smoke`` (4×16 clouds, one repeat, ``--lower_for cuda``) checks in seconds that
+the script runs; ``make test`` runs it.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from scipy.optimize import linear_sum_assignment
 # worktree, `python benchmarks/losses.py` otherwise timed the main checkout's code).
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+import _bench  # noqa: E402  (benchmarks/, the script's folder)
 from handvae import losses  # noqa: E402
 from handvae.losses import _auction  # noqa: E402
 
@@ -121,10 +126,16 @@ def _gap(p: np.ndarray, q: np.ndarray, options: dict) -> dict:
             "mean_emd": float(optimum.mean() / p.shape[1])}
 
 
+def _jitted_emd(options: dict):
+    """The jitted ``earth_movers_distance`` (builds the costs, runs the auction, averages the
+    matched distances): [B, N, 3], [B, N, 3] -> [B]."""
+    return jax.jit(lambda p, q: losses.earth_movers_distance(p, q, **options))
+
+
 def bench_auction(name: str, p: np.ndarray, q: np.ndarray, repeats: int, options: dict) -> dict:
-    """Times the jitted ``earth_movers_distance`` (builds the costs, runs the auction, averages
-    the matched distances) and scipy's exact assignment (builds the costs, assigns)."""
-    emd = jax.jit(lambda p, q: losses.earth_movers_distance(p, q, **options))
+    """Times the jitted ``earth_movers_distance`` and scipy's exact assignment (builds the
+    costs, assigns)."""
+    emd = _jitted_emd(options)
     p_dev, q_dev = jnp.asarray(p), jnp.asarray(q)
     start = time.perf_counter()
     jax.block_until_ready(emd(p_dev, q_dev))
@@ -139,6 +150,18 @@ def bench_auction(name: str, p: np.ndarray, q: np.ndarray, repeats: int, options
             "speed_ratio_scipy_over_auction": scipy_s / auction_s,
             "auction_compile_and_first_call_s": first_call, "load_average_1min": load,
             **_gap(p, q, options)}
+
+
+def lower_auction(batch: int, points: int, options: dict, platform: str) -> dict:
+    """Lowers the jitted EMD of :func:`bench_auction` for ``platform`` ([B, N, 3] clouds) as its
+    backend would trace it, without running it: seconds, the variant, whether a Pallas kernel
+    were lowered for Triton."""
+    clouds = jax.ShapeDtypeStruct((batch, points, 3), jnp.float32)
+    lowered, seconds = _bench.lower_for(_jitted_emd(options), (clouds, clouds), platform)
+    with _bench.default_backend(platform):
+        variant = options.get("variant") or _auction.default_variant()
+    return {"platform": platform, "batch": batch, "points": points, "variant": variant,
+            "lower_s": seconds, "triton_kernels": _bench.triton_kernels(lowered)}
 
 
 def bench_chamfer(p: np.ndarray, q: np.ndarray, repeats: int) -> dict:
@@ -164,7 +187,11 @@ def _size(text: str) -> tuple[int, int]:
     return int(batch), int(points)
 
 
-def main() -> None:
+# --smoke: the script's code paths in seconds (tests/benchmarks/test_benchmarks_smoke.py).
+SMOKE = {"sizes": [(4, 16)], "repeats": 1, "large_repeats": 1, "lower_for": "cuda"}
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--large-repeats", type=int, default=3,
@@ -180,7 +207,10 @@ def main() -> None:
                              "dense otherwise)")
     parser.add_argument("--rounds-per-iteration", type=int, default=8,
                         help="auction rounds per loop iteration (dense variant)")
-    args = parser.parse_args()
+    parser.add_argument("--lower_for", choices=_bench.PLATFORMS, default=None,
+                        help="also lower the jitted EMD at each size for this platform, as its "
+                             "backend would trace it, without running it (a GPU branch on CPU)")
+    args = _bench.parse_args(parser, argv, SMOKE)
     options = {"variant": args.variant}
     if args.variant == "dense":
         options["rounds_per_iteration"] = args.rounds_per_iteration
@@ -222,9 +252,16 @@ def main() -> None:
           f"forward+backward {chamfer['chamfer_forward_backward_s'] * 1e3:.2f} ms; compile "
           f"(incl. first call) {chamfer['chamfer_forward_compile_and_first_call_s']:.2f} s / "
           f"{chamfer['chamfer_backward_compile_and_first_call_s']:.2f} s")
+    lowered = []
+    for batch, points in args.sizes if args.lower_for else []:
+        lowered.append(lower_auction(batch, points, options, args.lower_for))
+        r = lowered[-1]
+        print(f"lowered for {r['platform']}: {batch}x{points}, variant {r['variant']}, "
+              f"{r['lower_s']:.2f} s, {r['triton_kernels']} Triton kernel(s)", flush=True)
 
     result = {
-        "auction": rows, "units": units, "chamfer": chamfer, "repeats": args.repeats,
+        "auction": rows, "units": units, "chamfer": chamfer, "lowered": lowered,
+        "smoke": args.smoke, "repeats": args.repeats,
         "large_repeats": args.large_repeats, "jax": jax.__version__,
         "device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
         "cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
@@ -234,6 +271,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
+    return result
 
 
 if __name__ == "__main__":

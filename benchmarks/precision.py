@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per dtype")
     parser.add_argument("--smoke", action="store_true",
-                        help="seconds: tiny scale, R2P only, 1 round of 2 steps, no file")
+                        help="seconds: tiny scale, R2P only, 1 round of 2 steps, no file "
+                             "unless --out")
     parser.add_argument("--out", default=None, help="JSON path (default: figures dir)")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"steps/s, bfloat16 {record['bfloat16']['steps_per_sec']:.2f} steps/s, "
               f"bf16/f32 = {record['bf16_vs_f32']:.2f}x", flush=True)
     results["load_average_end"] = list(os.getloadavg())
-    if not args.smoke:
+    if not args.smoke or args.out:   # a smoke run writes only where it is told to
         out = args.out or os.path.join(figures_dir(), "precision.json")
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with open(out, "w") as f:

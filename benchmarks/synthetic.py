@@ -1,6 +1,7 @@
 """Generation rate of the synthetic RHD and STB writers, and sample images with keypoints.
 
-    .venv/bin/python benchmarks/synthetic.py [--num-frames 200] [--workers 2]
+    .venv/bin/python benchmarks/synthetic.py [--num-frames 200] [--workers 2] [--out results]
+    .venv/bin/python benchmarks/synthetic.py --smoke --out /tmp/results   # 3 frames, seconds
 
 Writes each format's data set (``--num-frames`` training frames plus a tenth for evaluation)
 into a temporary folder with the CLI's writer, prints frames per second (wall clock, PNG and
@@ -31,6 +32,7 @@ from PIL import Image, ImageDraw
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(_ROOT))
 
+import _bench  # noqa: E402  (benchmarks/, the script's folder)
 from data_prep.synthetic import output, rhd_writer, stb_writer  # noqa: E402
 from handvae.ops import camera, skeleton  # noqa: E402
 
@@ -121,14 +123,19 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def main() -> None:
+# --smoke: the script's code paths in seconds (tests/benchmarks/test_benchmarks_smoke.py).
+SMOKE = {"num_frames": 2, "workers": 1, "samples": 1}
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-frames", type=int, default=200,
                         help="training frames per format (evaluation: a tenth more)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--samples", type=int, default=4, help="sample images per format")
-    parser.add_argument("--out", default=str(_ROOT / "results"))
-    args = parser.parse_args()
+    parser.add_argument("--out", default=str(_ROOT / "results"),
+                        help="results folder: benchmarks/synthetic.json and synthetic_samples/")
+    args = _bench.parse_args(parser, argv, SMOKE)
     results_dir = pathlib.Path(args.out)
     samples_dir = results_dir / "synthetic_samples"
     samples_dir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +143,8 @@ def main() -> None:
     num_eval = max(1, args.num_frames // 10)
     report = {"num_train": args.num_frames, "num_eval": num_eval, "workers": args.workers,
               "cpu_count": os.cpu_count(), "platform": platform.platform(),
-              "python": platform.python_version(), "numpy": np.__version__, "formats": {}}
+              "python": platform.python_version(), "numpy": np.__version__,
+              "smoke": args.smoke, "formats": {}}
     with tempfile.TemporaryDirectory(prefix="synthetic_bench_") as scratch:
         for name, writer, draw in (("rhd", rhd_writer.write_rhd, rhd_samples),
                                    ("stb", stb_writer.write_stb, stb_samples)):
@@ -168,6 +176,7 @@ def main() -> None:
     path = results_dir / "benchmarks" / "synthetic.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"saved {path}")
+    return report
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
     python benchmarks/train_step.py            # the paper-scale steps + the demo
     python benchmarks/train_step.py --skip_full  # the demo config only
     python benchmarks/train_step.py --skip_demo --skip_pipeline --steps 20   # a GPU
+    python benchmarks/train_step.py --lower_for cuda  # the paper-scale steps lowered, not run
+    python benchmarks/train_step.py --smoke --out /tmp/train_step.json       # seconds
 
 Figures go to ``results/benchmarks/train_step.json`` and are printed:
   * steps/s of the jitted, sharded R2P (S1) and S4 (RC2CHP_poe) steps at the paper's scale
@@ -21,6 +23,14 @@ Figures go to ``results/benchmarks/train_step.json`` and are printed:
     examples/s the demo step consumes (the step must never wait on data).
 Batches for the step timings are contract-shaped random batches (``spec.dummy_batch``) so the
 timing is of the step alone.
+
+``--lower_for cuda`` lowers the paper-scale steps for a GPU on this machine instead of timing
+them, as a GPU backend would trace them (its default auction variant: the Pallas kernel
+compiled for Triton), from abstract state and batches (nothing allocated, nothing compiled):
+their entries then hold ``lower_seconds`` and ``model_flops``, and S4's ``flops_vs_R2P``.
+``--smoke`` (a 256² matmul, the demo's ``tiny`` variant, 2 steps, 4 pipeline batches and
+``--lower_for cuda``) checks in seconds that the script and the GPU branch of the paper-scale
+steps run; ``make test`` runs it.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+import _bench  # noqa: E402  (benchmarks/, the script's folder)
 from experiments.configs import demo, reproduce  # noqa: E402
 from handvae.data import source as source_lib  # noqa: E402
 from handvae.data import spec  # noqa: E402
@@ -107,6 +118,27 @@ def time_step(config, *, steps: int, warmup: int = 1) -> dict:
             "final_loss": float(metrics["loss"])}
 
 
+def lower_step(config, platform: str) -> dict:
+    """Lowers the sharded train step of ``config`` for ``platform`` without running it.
+
+    The same step as :func:`time_step`, traced as ``platform``'s backend would trace it
+    (``_bench.lower_for``) from the abstract train state and batch: the GPU branch at the
+    GPU's sizes, checked on a CPU.
+    """
+    mesh = sharding.make_mesh()
+    model = vae.build_model(config.model)
+    state = state_lib.abstract_train_state(config, model)
+    batch = _bench.abstract(spec.dummy_batch(
+        config.batch_size, config.data.image_size, config.data.num_points,
+        config.data.heatmap_size, seed=0))
+    jitted = step_lib.make_train_step(config, mesh)
+    lowered, seconds = _bench.lower_for(jitted, (state, batch), platform)
+    return {"strategy": config.model.strategy, "batch_size": config.batch_size,
+            "image_size": config.data.image_size, "resnet_width": config.model.resnet_width,
+            "devices": mesh.devices.size, "lowered_for": platform, "lower_seconds": seconds,
+            "model_flops": _flops(lowered), "triton_kernels": _bench.triton_kernels(lowered)}
+
+
 def pipeline_rate(config, *, batches: int = 20) -> dict:
     """examples/s of the training pipeline on ``config`` (builds the dummy RHD data if needed)."""
     from handvae.data import pipeline
@@ -138,7 +170,12 @@ def pipeline_rate(config, *, batches: int = 20) -> dict:
             "examples_per_sec": batches * config.batch_size / seconds}
 
 
-def main() -> None:
+# --smoke: the script's code paths in seconds (tests/benchmarks/test_benchmarks_smoke.py).
+SMOKE = {"matmul_size": 256, "steps": 2, "pipeline_batches": 4, "tiny": True,
+         "lower_for": "cuda"}
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip_full", action="store_true", help="skip the paper-scale steps")
     parser.add_argument("--skip_demo", action="store_true", help="skip the demo-config step")
@@ -148,17 +185,27 @@ def main() -> None:
                         help="comma-separated EMD variants for the paper-scale S4 step "
                              "(default: the backend's; e.g. default,pallas on a GPU)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per config")
+    parser.add_argument("--matmul_size", type=int, default=2048,
+                        help="n of the [n, n] @ [n, n] reference matmul")
+    parser.add_argument("--pipeline_batches", type=int, default=20)
+    parser.add_argument("--tiny", action="store_true",
+                        help="the demo config's tiny variant (32-px crops, tiny widths, batch 4)")
+    parser.add_argument("--lower_for", choices=_bench.PLATFORMS, default=None,
+                        help="lower the paper-scale steps for this platform instead of timing "
+                             "them (e.g. cuda: the GPU branch, checked on a CPU)")
     parser.add_argument("--out", default=os.path.join(REPO, "results", "benchmarks",
                                                       "train_step.json"))
-    args = parser.parse_args()
+    args = _bench.parse_args(parser, argv, SMOKE)
 
     results: dict = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                     "devices": [str(d) for d in jax.devices()], "jax": jax.__version__}
-    results["matmul"] = matmul_flops_per_sec()
+                     "devices": [str(d) for d in jax.devices()], "jax": jax.__version__,
+                     "smoke": args.smoke}
+    results["matmul"] = matmul_flops_per_sec(args.matmul_size)
     peak = results["matmul"]["flops_per_sec"]
-    print(f"matmul 2048²: {peak / 1e9:.1f} GFLOP/s", flush=True)
+    print(f"matmul {args.matmul_size}²: {peak / 1e9:.1f} GFLOP/s", flush=True)
 
-    runs = {} if args.skip_demo else {"demo_s4": demo.get_config("strategy=RC2CHP_poe")}
+    demo_arg = "strategy=RC2CHP_poe" + (",tiny" if args.tiny else "")
+    runs = {} if args.skip_demo else {"demo_s4": demo.get_config(demo_arg)}
     if not args.skip_full:
         runs["paper_R2P"] = reproduce.get_config("strategy=R2P,scale=paper")
         for variant in args.s4_variants.split(","):
@@ -166,17 +213,25 @@ def main() -> None:
             config.loss.emd_variant = "" if variant == "default" else variant
             runs[f"paper_RC2CHP_poe_{variant}"] = config
     for name, config in runs.items():
-        figures = time_step(config, steps=args.steps)
-        figures["fraction_of_matmul_flops"] = figures["achieved_flops_per_sec"] / peak
-        results[name] = figures
-        print(f"{name}: {figures['steps_per_sec']:.3f} steps/s "
-              f"({figures['examples_per_sec']:.1f} examples/s), "
-              f"{figures['achieved_flops_per_sec'] / 1e9:.2f} GFLOP/s = "
-              f"{100 * figures['fraction_of_matmul_flops']:.1f}% of the matmul, "
-              f"compile {figures['compile_seconds']:.1f} s", flush=True)
+        if args.lower_for and name.startswith("paper_"):
+            figures = lower_step(config, args.lower_for)
+            results[name] = figures
+            print(f"{name}: lowered for {args.lower_for} in {figures['lower_seconds']:.1f} s, "
+                  f"{figures['model_flops'] / 1e9:.1f} GFLOP per step, "
+                  f"{figures['triton_kernels']} Triton kernel(s)", flush=True)
+        else:
+            figures = time_step(config, steps=args.steps)
+            figures["fraction_of_matmul_flops"] = figures["achieved_flops_per_sec"] / peak
+            results[name] = figures
+            print(f"{name}: {figures['steps_per_sec']:.3f} steps/s "
+                  f"({figures['examples_per_sec']:.1f} examples/s), "
+                  f"{figures['achieved_flops_per_sec'] / 1e9:.2f} GFLOP/s = "
+                  f"{100 * figures['fraction_of_matmul_flops']:.1f}% of the matmul, "
+                  f"compile {figures['compile_seconds']:.1f} s", flush=True)
         if name.startswith("paper_RC2CHP") and "paper_R2P" in results:
             figures["rate_vs_R2P"] = (figures["steps_per_sec"]
-                                      / results["paper_R2P"]["steps_per_sec"])
+                                      / results["paper_R2P"]["steps_per_sec"]
+                                      if "steps_per_sec" in figures else float("nan"))
             # A step that does k× R2P's arithmetic cannot run faster than 1/k of its rate
             # at the same efficiency.
             figures["flops_vs_R2P"] = (figures["model_flops"]
@@ -184,14 +239,15 @@ def main() -> None:
             ceiling = (f"; it does {figures['flops_vs_R2P']:.2f}x R2P's FLOPs (a compute-bound "
                        f"ceiling of {100 / figures['flops_vs_R2P']:.0f}%)"
                        if np.isfinite(figures["flops_vs_R2P"]) else "")
-            print(f"  {name} runs at {100 * figures['rate_vs_R2P']:.0f}% of R2P's step "
-                  f"rate{ceiling}", flush=True)
+            rate = (f"runs at {100 * figures['rate_vs_R2P']:.0f}% of R2P's step rate"
+                    if np.isfinite(figures["rate_vs_R2P"]) else "was not timed")
+            print(f"  {name} {rate}{ceiling}", flush=True)
 
     if args.skip_pipeline or args.skip_demo:
         _write(results, args.out)
-        return
-    demo_config = demo.get_config("strategy=RC2CHP_poe")
-    rate = pipeline_rate(demo_config)
+        return results
+    demo_config = demo.get_config(demo_arg)
+    rate = pipeline_rate(demo_config, batches=args.pipeline_batches)
     rate["step_consumes_examples_per_sec"] = results["demo_s4"]["examples_per_sec"]
     rate["headroom"] = rate["examples_per_sec"] / rate["step_consumes_examples_per_sec"]
     results["pipeline_demo"] = rate
@@ -199,6 +255,7 @@ def main() -> None:
           f"{rate['step_consumes_examples_per_sec']:.1f} (x{rate['headroom']:.2f})", flush=True)
 
     _write(results, args.out)
+    return results
 
 
 def _write(results: dict, out: str) -> None:
