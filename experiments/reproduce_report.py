@@ -83,12 +83,13 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out["pck_thresholds_mm"] = records[0]["test"]["pck_thresholds_mm"]
     out["pck"] = np.mean([r["test"]["pck"] for r in records], axis=0).tolist()
     out["checkpoint"] = [r["test"].get("checkpoint") for r in records]
+    # the step the trainer tested (the best by validation), from the test record's provenance
+    out["selected_step_per_seed"] = [r["test"].get("checkpoint_step") for r in records]
     curves = [r.get("validation") for r in records]
     if all(c and c.get("best_step") is not None for c in curves):
         out["validation_best_mean_epe_mm_per_seed"] = [c["best_mean_epe_mm"] for c in curves]
         out["validation_best_mean_epe_mm"] = float(np.mean(
             out["validation_best_mean_epe_mm_per_seed"]))
-        out["selected_step_per_seed"] = [c["best_step"] for c in curves]
     return out
 
 
@@ -133,7 +134,7 @@ def table1_markdown(rows: Mapping[str, Mapping[str, Any]], baseline: Mapping[str
                  if row["num_seeds"] > 1 else f"{row[name]:.{digits}f} (1 seed)"
                  for name, _, digits in METRICS]
         validation = row.get("validation_best_mean_epe_mm")
-        steps = row.get("selected_step_per_seed")
+        steps = [s for s in row.get("selected_step_per_seed", []) if s is not None]
         cells += ["–" if strategy == "R2P" else _p_text(row.get("p_vs_S1")),
                   "–" if validation is None else f"{validation:.2f}",
                   "–" if not steps else ", ".join(str(s) for s in steps)]

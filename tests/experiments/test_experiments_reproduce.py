@@ -152,6 +152,7 @@ def test_report_of_an_ablation_groups_by_its_extra_arguments(tmp_path):
     for run, best in zip(runs, (25.0, 26.0, 22.0, 23.0)):
         run["validation"] = {"steps": [2, 4], "mean_epe_mm": [30.0, best], "best_step": 4,
                              "best_mean_epe_mm": best}
+        run["test"]["checkpoint_step"] = 4
     payload = {"scale": "cpu", "targets": ["table1"], "seeds": [0, 1], "commit": "abc",
                "runs": runs, "extra": {"kl_reduction": "mean"}}
     reproduce_report.write_all(str(tmp_path), payload)
