@@ -163,8 +163,8 @@ def _readme_snippet() -> str:
 
 
 def _check_snippet_output(stdout: str) -> None:
-    """The snippet's last line: ``loss <value> emd [B] converged True kl [B]``."""
-    assert re.search(r"^ok loss \d+\.\d+ emd \(8,\) converged True kl \(8,\)$", stdout,
+    """The snippet's last line: ``ok loss <value> grad [B, N, 3] converged True kl [B]``."""
+    assert re.search(r"^ok loss \d+\.\d+ grad \(8, 256, 3\) converged True kl \(8,\)$", stdout,
                      re.MULTILINE), stdout
 
 
