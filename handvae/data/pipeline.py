@@ -194,8 +194,11 @@ class _TrainBatches:
 
     With ``data.decoded_cache`` (and no given source) the examples come from the on-disk
     decoded cache (:mod:`handvae.data.decoded_cache`), built here, in the caller, on first
-    use; worker processes map the same files. Where it cannot be kept (no room) the caller
-    falls back to the per-process cache and the workers follow that decision.
+    use; worker processes map the same files. The per-process cache still sits in front of
+    it (the same ``cache_mb``), so a warm example costs what it costs today and one beyond the
+    budget costs a read of the mapped file instead of a decode. Where the decoded cache
+    cannot be kept (no room) the caller falls back to today's path and the workers follow
+    that decision.
     """
 
     def __init__(self, data_config: Any, batch_size: int, seed: int, process_index: int,
@@ -223,15 +226,13 @@ class _TrainBatches:
 
     def _build(self, share: int) -> tuple:
         source = self._decoded()
+        source = self._given_source if source is None else source
         if source is None:
-            source = self._given_source
-            if source is None:
-                source = source_lib.load_source(self.data_config,
-                                                self.data_config.get("train_split", "train"))
-            cache_bytes = (int(self.data_config.get("cache_mb", 1024)) << 20) // share
-            source = prepared_lib.ExampleCache(source, int(self.data_config.image_size),
-                                               cache_bytes)
+            source = source_lib.load_source(self.data_config,
+                                            self.data_config.get("train_split", "train"))
         size = _check_source(source, "train_batches")
+        cache_bytes = (int(self.data_config.get("cache_mb", 1024)) << 20) // share
+        source = prepared_lib.ExampleCache(source, int(self.data_config.image_size), cache_bytes)
         plan = streams.make_plan(self.data_config, size, self.batch_size * self.process_count)
         return source, plan, streams.RowIndex(plan, self.seed)
 
