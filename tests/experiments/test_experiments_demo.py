@@ -1,4 +1,6 @@
-"""The demo driver's bookkeeping: resume markers, clear failures, the report it writes."""
+"""The demo preset's bookkeeping: resume markers, clear failures, the report it writes.
+
+The steps run through ``experiments.launcher``; the stand-ins replace its child runner."""
 
 import json
 import os
@@ -7,22 +9,24 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import demo
+from experiments import demo, launcher, launcher_records
 from handvae.evaluation import metrics
 
 
 def test_trained_check(tmp_path):
     workdir = tmp_path / "w"
     workdir.mkdir()
-    assert not demo._trained(str(workdir), 10)
+    assert not launcher_records.trained(str(workdir), 10)
     (workdir / "final_metrics.json").write_text(json.dumps({"step": 5.0}))
-    assert not demo._trained(str(workdir), 10)  # a shorter run resumes, not skips
-    assert demo._trained(str(workdir), 5)
+    assert not launcher_records.trained(str(workdir), 10)  # a shorter run resumes, not skips
+    assert launcher_records.trained(str(workdir), 5)
 
 
 def test_missing_parts_and_failed_steps_are_named(monkeypatch):
-    monkeypatch.setitem(demo.NEEDS, "train", ("handvae.no_such_module", "json"))
-    assert demo.missing_modules("train") == ["handvae.no_such_module"]
+    monkeypatch.setitem(launcher.NEEDS, "train", ("handvae.no_such_module", "json"))
+    assert launcher.missing_modules("train") == ["handvae.no_such_module"]
+    with pytest.raises(demo.StepFailed, match="needs handvae.no_such_module"):
+        launcher.require("train")
     with pytest.raises(demo.StepFailed, match="exit 3.*rerun it alone"):
         demo._run([sys.executable, "-c", "raise SystemExit(3)"], "generate")
 
@@ -53,12 +57,13 @@ def test_write_report(tmp_path):
 
 
 def test_skipped_steps_keep_the_time_measured_by_the_run_that_did_them(tmp_path):
-    assert demo._earlier(str(tmp_path), "build_s") == "skipped (exists)"
+    earlier = launcher_records.earlier_seconds
+    assert earlier(str(tmp_path), "build_s") == "skipped (exists)"
     (tmp_path / "timings.json").write_text(json.dumps({"build_s": 81.4, "train_S1_s": "x"}))
-    assert demo._earlier(str(tmp_path), "build_s") == "81 s (earlier run)"
-    assert demo._earlier(str(tmp_path), "train_S1_s") == "skipped (exists)"
+    assert earlier(str(tmp_path), "build_s") == "81 s (earlier run)"
+    assert earlier(str(tmp_path), "train_S1_s") == "skipped (exists)"
     (tmp_path / "timings.json").write_text(json.dumps({"build_s": "81 s (earlier run)"}))
-    assert demo._earlier(str(tmp_path), "build_s") == "81 s (earlier run)"
+    assert earlier(str(tmp_path), "build_s") == "81 s (earlier run)"
 
 
 # --- Safety: arguments first, delete only demo folders (issue 14, items 1 and 7) ---------
@@ -101,16 +106,16 @@ def test_a_huge_num_train_is_refused_with_the_sizes(tmp_path, capsys):
 
 
 class _FakeSteps:
-    """Stands in for the subprocess steps and the evaluation: records what ran."""
+    """Stands in for the launcher's child steps and the evaluation: records what ran."""
 
     def __init__(self, monkeypatch):
         self.ran: list[str] = []
-        monkeypatch.setattr(demo, "_run", self.run)
-        monkeypatch.setattr(demo, "missing_modules", lambda step: [])
+        monkeypatch.setattr(launcher, "call", self.run)
+        monkeypatch.setattr(launcher, "missing_modules", lambda step: [])
         from experiments import evaluate
         monkeypatch.setattr(evaluate, "evaluate_workdir", self.evaluate)
 
-    def run(self, cmd, step):
+    def run(self, cmd, step, log_path=None, *, echo=False):
         self.ran.append(step)
         module = cmd[2]
         if module == "experiments.train":

@@ -1,0 +1,426 @@
+r"""The one launcher: how demo, reproduce and sweep generate, build, train, test and record.
+
+Every experiment that trains several models goes through the same stages, here:
+
+1. **data**: generate the synthetic benchmark (``data_prep.synthetic``, RHD layout) and build
+   it with the RHD TFDS builder (``data_prep.build``): :func:`data_commands`. Two policies,
+   one per kind of data folder: :func:`prepare_shared_data` (a folder that several roots
+   share, ``reproduce --data-root``: generated once, *refused* when asked for other sizes)
+   and :func:`prepare_owned_data` (inside a preset's own output folder, the demo: *redone*
+   when its inputs change, with every step after it).
+2. **plan**: a list of :class:`RunSpec` (name, work directory, config file and argument,
+   seed), in a fixed order; the presets make it (``reproduce.plan_runs``, the demo's two
+   models, the sweep's grid).
+3. **train**: an *executor* trains the runs not yet done (:data:`EXECUTORS`). Today there is
+   one, ``sequential``: one ``experiments.train`` child after another. An executor receives
+   the pending runs, the data directory and two callbacks (``before(run)``,
+   ``after(run, seconds)``), and calls ``after`` for each run once its work directory holds a
+   finished run. That is the seam for a population executor (``handvae.training.
+   population_loop.train_population``): it trains the runs that differ only in population
+   fields as one program, calls ``after`` for each member, and registers in
+   :data:`EXECUTORS`; skipping, records and reports stay as they are.
+4. **test once**: the trainer tests the best-by-validation checkpoint once, in full, at the
+   end (``final_metrics.json``, :func:`launcher_records.read_test_metrics`). The demo also
+   evaluates each model in this process for its figures (:func:`evaluate_owned`), and reports
+   only an evaluation made as it asked (:func:`read_evaluation`).
+5. **record and report**: a record per run (:func:`train_recorded`, the run's identity, time,
+   validation curve and test metrics, read back to skip a finished run) or a folder ledger
+   (``steps.json``, :func:`train_owned`); the presets write their own report from them.
+
+Child processes: every step that runs as a child goes through :func:`call`, from the
+repository root (so ``-m experiments...`` resolves from any folder), and through
+``experiments._subprocesses``, the one owner of child processes: a SIGTERM to the launcher
+stops the child, then exits 143. Sweep runs its grid in this process (no child).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import tqdm
+
+from experiments import _subprocesses, launcher_records
+from experiments.launcher_records import Ledger
+
+REPO = launcher_records.REPO
+# Modules each stage needs (written by other parts of the project).
+NEEDS = {
+    "generate": ("data_prep.synthetic",),
+    "build": ("data_prep.build", "data_prep.rhd.rhd_dataset_builder"),
+    "train": ("handvae.training.loop", "handvae.data.pipeline", "handvae.models.vae",
+              "handvae.losses.objectives"),
+    "evaluate": ("handvae.training.checkpoint", "handvae.data.pipeline", "handvae.models.vae"),
+}
+
+
+class StepFailed(RuntimeError):
+    """A launcher step failed; the message names the step and the command to rerun."""
+
+
+def missing_modules(stage: str) -> list[str]:
+    """Modules of ``NEEDS[stage]`` that cannot be imported (parts not landed yet)."""
+    missing = []
+    for name in NEEDS[stage]:
+        try:
+            if importlib.util.find_spec(name) is None:
+                missing.append(name)
+        except ModuleNotFoundError:
+            missing.append(name)
+    return missing
+
+
+def require(stage: str) -> None:
+    """Raises StepFailed naming the modules ``stage`` needs that this checkout lacks."""
+    missing = missing_modules(stage)
+    if missing:
+        raise StepFailed(f"step {stage!r} needs {', '.join(missing)}, which this checkout does "
+                         "not have yet (another part of the project); the steps before it are "
+                         "done and a re-run resumes from here")
+
+
+def call(cmd: Sequence[str], what: str, log_path: str | None = None, *,
+         echo: bool = False) -> float:
+    """Runs ``cmd`` as an owned child from the repository root; returns its seconds.
+
+    Args:
+      cmd: the command; ``-m experiments...`` resolves from any working directory.
+      what: the step's name, for the error.
+      log_path: append the child's output there (default: this terminal).
+      echo: print ``$ cmd`` first.
+
+    Raises:
+      StepFailed: a non-zero exit (the message names the step, the log and the command).
+      SystemExit: SIGTERM while waiting (143), the child stopped first.
+    """
+    if echo:
+        print("  $ " + " ".join(cmd), flush=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
+    begin = time.perf_counter()
+    if log_path:
+        with open(log_path, "a") as log:
+            returncode = _subprocesses.run(cmd, cwd=REPO, env=env, stdout=log,
+                                           stderr=subprocess.STDOUT)
+    else:
+        returncode = _subprocesses.run(cmd, cwd=REPO, env=env)
+    if returncode != 0:
+        hint = f" (log: {log_path})" if log_path else ""
+        raise StepFailed(f"step {what!r} failed (exit {returncode}){hint}; rerun it alone "
+                         f"from {REPO} with:\n  {' '.join(cmd)}")
+    return time.perf_counter() - begin
+
+
+# Progress callback: ``progress(stage, text)``, stage one of :data:`STAGES`.
+Progress = Callable[[str, str], None]
+STAGES = ("generate", "build", "train", "evaluate", "report")
+
+
+def stage_printer(start: float) -> Progress:
+    """A :data:`Progress` that prints ``[3/5] text  (t = 12 s)``, seconds since ``start``."""
+
+    def progress(stage: str, text: str) -> None:
+        number, total = STAGES.index(stage) + 1, len(STAGES)
+        print(f"\n[{number}/{total}] {text}  (t = {time.perf_counter() - start:5.0f} s)",
+              flush=True)
+
+    return progress
+
+
+# --- 1. data ------------------------------------------------------------------------------
+
+class DataSpec(NamedTuple):
+    """The synthetic benchmark: frame counts and the generator's seed."""
+
+    num_train: int
+    num_eval: int
+    seed: int
+
+
+def data_commands(data: DataSpec, raw: str, tfds_dir: str,
+                  configs: Sequence[str] = ("synthetic",)) -> list[tuple[str, list[str]]]:
+    """``(step, command)`` pairs: generate into ``raw``, then build each RHD config."""
+    py = sys.executable
+    steps = [("generate", [py, "-m", "data_prep.synthetic", "--format", "rhd", "--out", raw,
+                           "--num-train", str(data.num_train), "--num-eval",
+                           str(data.num_eval), "--seed", str(data.seed)])]
+    for config in configs:
+        steps.append((f"build {config}", [py, "-m", "data_prep.build", "--dataset", "rhd",
+                                          "--config", config, "--manual_dir", raw,
+                                          "--data_dir", tfds_dir]))
+    return steps
+
+
+def prepare_shared_data(folder: str, data: DataSpec, configs: Sequence[str] = ("synthetic",)
+                        ) -> dict[str, Any]:
+    """Generates and builds into ``folder/{raw,tfds}`` once; returns its record and timings.
+
+    ``folder/benchmark.json`` records the sizes and each finished step's seconds; a step done
+    earlier is skipped. The folder may be shared between roots, so nothing is deleted.
+
+    Raises:
+      RuntimeError: the folder holds a benchmark generated with other sizes.
+      StepFailed: a step failed.
+    """
+    folder = os.path.abspath(folder)
+    raw, tfds_dir = os.path.join(folder, "raw"), os.path.join(folder, "tfds")
+    done_path = os.path.join(folder, "benchmark.json")
+    done = launcher_records._read_json(done_path) or {}
+    wanted = dict(data._asdict())
+    if done.get("setting") not in (None, wanted):
+        raise RuntimeError(f"{folder} holds a benchmark generated with {done.get('setting')}, "
+                           f"not {wanted}; pass another --data-root or remove that folder")
+    done["setting"] = wanted
+    os.makedirs(folder, exist_ok=True)
+    for what, cmd in data_commands(data, raw, tfds_dir, configs):
+        key = what.replace(" ", "_") + "_s"
+        if key in done:
+            print(f"  {what}: done earlier ({done[key]:.0f} s)")
+            continue
+        print(f"  {what}: $ {' '.join(cmd)}", flush=True)
+        done[key] = call(cmd, what)
+        launcher_records.write_json(done_path, done)
+    done["tfds_dir"] = tfds_dir
+    return done
+
+
+def prepare_owned_data(data: DataSpec, raw: str, tfds_dir: str, ledger: Ledger,
+                       timings: dict[str, Any], progress: Progress
+                       ) -> dict[str, Any]:
+    """Generates into ``raw`` and builds into ``tfds_dir`` unless done with these inputs.
+
+    Both folders lie inside the preset's own output folder: a step whose inputs changed
+    deletes its output first. Returns the build's inputs (the training steps' data key).
+    """
+    generate_inputs = {"num_train": data.num_train, "num_eval": data.num_eval,
+                       "seed": data.seed}
+    build_inputs = {"data": generate_inputs}
+    (_, generate), (_, build) = data_commands(data, raw, tfds_dir)
+    folder = os.path.dirname(ledger.path)
+    for step, inputs, output, cmd, text in (
+            ("generate", generate_inputs, raw, generate,
+             f"synthetic RHD-format data: {data.num_train} train / {data.num_eval} eval "
+             f"frames → {raw}"),
+            ("build", build_inputs, tfds_dir, build,
+             f"TFDS build (rhd/synthetic, array_record) → {tfds_dir}")):
+        progress(step, text)
+        if ledger.done(step, inputs) and os.path.isdir(output):
+            print("  same inputs, skipped")
+            timings[f"{step}_s"] = launcher_records.earlier_seconds(folder, f"{step}_s")
+            continue
+        require(step)
+        ledger.start(step)
+        shutil.rmtree(output, ignore_errors=True)  # inside the preset's own folder
+        timings[f"{step}_s"] = call(cmd, step, echo=True)
+        ledger.finish(step, inputs)
+    return build_inputs
+
+
+# --- 2./3. runs and executors -------------------------------------------------------------
+
+class RunSpec(NamedTuple):
+    """One training run: ``experiments.train --config CONFIG --workdir WORKDIR FLAGS``."""
+
+    name: str                      # unique in the plan; the work directory's name
+    workdir: str
+    config: str                    # "file.py:arg", absolute or relative to the repository
+    seed: int = 0
+    label: str = ""                # how progress and errors name it ("S1"); default name
+    steps: int | None = None       # the run's length, where more steps resume (demo)
+    inputs: Mapping[str, Any] = {}  # what else identifies it in a ledger (strategy, digest)
+    flags: tuple[str, ...] = ()    # more trainer flags ("--verbosity=-1")
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+
+def train_command(run: RunSpec, data_dir: str) -> list[str]:
+    """The ``experiments.train`` command of ``run`` reading the data built in ``data_dir``."""
+    return [sys.executable, "-m", "experiments.train", "--config", run.config,
+            "--workdir", run.workdir, f"--config.data.data_dir={data_dir}", *run.flags]
+
+
+Before = Callable[[RunSpec], None]
+After = Callable[[RunSpec, float], None]
+Executor = Callable[..., None]
+
+
+def train_sequentially(runs: Sequence[RunSpec], data_dir: str, *, before: Before,
+                       after: After, log_file: str | None = None) -> None:
+    """One ``experiments.train`` child after another; ``after`` once each has finished."""
+    for run in runs:
+        before(run)
+        require("train")
+        os.makedirs(run.workdir, exist_ok=True)
+        log_path = os.path.join(run.workdir, log_file) if log_file else None
+        seconds = call(train_command(run, data_dir), f"train {run.title}", log_path,
+                       echo=log_file is None)
+        after(run, seconds)
+
+
+# Registry of executors (plain dict; an unknown name fails loudly in `executor`).
+EXECUTORS: dict[str, Executor] = {"sequential": train_sequentially}
+
+
+def executor(name: str) -> Executor:
+    """The executor registered as ``name``; ValueError naming the known ones."""
+    if name not in EXECUTORS:
+        raise ValueError(f"executor {name!r} is unknown; choose one of {sorted(EXECUTORS)}")
+    return EXECUTORS[name]
+
+
+def train_recorded(runs: Sequence[RunSpec], data_dir: str, *,
+                   identity: Callable[[RunSpec], dict[str, Any]], record_file: str,
+                   fields: Callable[[RunSpec], dict[str, Any]] | None = None,
+                   log_file: str | None = None, how: str = "sequential"
+                   ) -> list[dict[str, Any]]:
+    """Trains the runs without a matching record; returns every run's record, in order.
+
+    Args:
+      runs: the plan.
+      data_dir: the built data's TFDS ``data_dir``.
+      identity: a run's identifying fields; a record whose fields equal them is finished
+        (returned with ``"skipped": True``, nothing run).
+      record_file: the record's file name inside the work directory.
+      fields: more fields to record (seed, settings).
+      log_file: the trainer's output goes to this file of the work directory.
+      how: the executor's name (:data:`EXECUTORS`).
+    """
+    train = executor(how)
+    records: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        found = launcher_records.read_record(os.path.join(run.workdir, record_file),
+                                             identity(run))
+        if found is not None:
+            records[run.name] = {**found, "skipped": True}
+    pending = [run for run in runs if run.name not in records]
+    with tqdm.tqdm(total=len(runs), initial=len(records), desc="runs", unit="run",
+                   dynamic_ncols=True) as bar:
+
+        def before(run: RunSpec) -> None:
+            bar.set_postfix_str(run.name)
+
+        def after(run: RunSpec, seconds: float) -> None:
+            records[run.name] = launcher_records.write_run_record(
+                run.workdir, record_file, identity(run), seconds,
+                **(fields(run) if fields else {}))
+            bar.update()
+
+        train(pending, data_dir, before=before, after=after, log_file=log_file)
+    return [records[run.name] for run in runs]
+
+
+def train_owned(runs: Sequence[RunSpec], data_inputs: Mapping[str, Any], data_dir: str,
+                ledger: Ledger, timings: dict[str, Any], progress: Progress,
+                how: str = "sequential") -> dict[str, dict[str, Any]]:
+    """Trains the runs whose ledger entry or finished run is missing; returns their inputs.
+
+    A run whose inputs changed trains afresh (its work directory deleted: it lies in the
+    preset's own folder), except that more ``steps`` with the same inputs resume from the
+    newest checkpoint. Ledger keys: ``train_<label>``.
+    """
+    train = executor(how)
+    folder = os.path.dirname(ledger.path)
+    all_inputs: dict[str, dict[str, Any]] = {}
+    pending = []
+    for run in runs:
+        key = f"train_{run.title}"
+        inputs = {"build": dict(data_inputs), **run.inputs, "steps": run.steps}
+        all_inputs[run.name] = inputs
+        if ledger.done(key, inputs) and launcher_records.trained(run.workdir, run.steps):
+            progress("train", f"train {run.name}, {run.steps} steps → {run.workdir}")
+            print("  same inputs, skipped")
+            timings[f"{key}_s"] = launcher_records.earlier_seconds(folder, f"{key}_s")
+        else:
+            pending.append(run)
+
+    def before(run: RunSpec) -> None:
+        progress("train", f"train {run.name}, {run.steps} steps → {run.workdir}")
+        key, inputs = f"train_{run.title}", all_inputs[run.name]
+        earlier = ledger.recorded(key)
+        ledger.start(key)
+        resumable = (isinstance(earlier, dict) and earlier.get("steps", run.steps + 1)
+                     <= run.steps and {**earlier, "steps": run.steps} == inputs)
+        if not resumable:  # other data, config or fewer steps: train from scratch
+            shutil.rmtree(run.workdir, ignore_errors=True)
+
+    def after(run: RunSpec, seconds: float) -> None:
+        timings[f"train_{run.title}_s"] = seconds
+        ledger.finish(f"train_{run.title}", all_inputs[run.name])
+
+    train(pending, data_dir, before=before, after=after)
+    return all_inputs
+
+
+# --- 4. evaluation of the test split --------------------------------------------------------
+
+SPLIT, WHICH = "test", "best"
+
+
+def eval_dir(workdir: str) -> str:
+    """``<workdir>/eval/test_best``: where the launcher's evaluation of a run lives."""
+    return os.path.join(workdir, "eval", f"{SPLIT}_{WHICH}")
+
+
+def read_evaluation(workdir: str, eval_examples: int = -1) -> dict[str, Any] | None:
+    """The metrics of the launcher's evaluation of ``workdir``; None when absent or foreign.
+
+    Only an evaluation made as asked counts: of ``eval_examples`` test examples (-1: the
+    whole split, and it must have covered it). Another one written to the same folder
+    (``experiments.evaluate --num_examples 4 --out ...``, or one written before evaluations
+    recorded their request) returns None, so the launcher evaluates again.
+    """
+    metrics = launcher_records._read_json(os.path.join(eval_dir(workdir), "metrics.json"))
+    if not isinstance(metrics, dict) or metrics.get("requested_examples") != eval_examples:
+        return None
+    if eval_examples == -1 and metrics.get("full_split") is not True:
+        return None
+    return metrics
+
+
+def evaluate_owned(runs: Sequence[RunSpec], train_inputs: Mapping[str, Mapping[str, Any]],
+                   data_dir: str, eval_examples: int, ledger: Ledger,
+                   timings: dict[str, Any], progress: Progress
+                   ) -> dict[str, dict[str, Any]]:
+    """Evaluates each run's best checkpoint on the test split here (metrics and figures).
+
+    Returns ``{run.name: metrics}``; an evaluation is redone when its inputs changed or the
+    one on disk is not the one asked for. Ledger keys: ``evaluate_<label>``.
+    """
+    folder = os.path.dirname(ledger.path)
+    results = {}
+    for run in runs:
+        key = f"evaluate_{run.title}"
+        inputs = {"train": dict(train_inputs[run.name]), "split": SPLIT, "which": WHICH,
+                  "eval_examples": eval_examples}
+        progress("evaluate", f"evaluate {run.name} from RGB only ({SPLIT} split)")
+        metrics = read_evaluation(run.workdir, eval_examples)
+        if ledger.done(key, inputs) and metrics is not None:
+            print("  same inputs, skipped")
+            timings[f"{key}_s"] = launcher_records.earlier_seconds(folder, f"{key}_s")
+        else:
+            require("evaluate")
+            ledger.start(key)
+            shutil.rmtree(eval_dir(run.workdir), ignore_errors=True)
+            from experiments import evaluate  # imports jax: only when evaluating
+            begin = time.perf_counter()
+            evaluate.evaluate_workdir(run.workdir, split=SPLIT, which=WHICH,
+                                      num_examples=eval_examples, data_dir=data_dir,
+                                      name=run.name, out_dir=eval_dir(run.workdir))
+            timings[f"{key}_s"] = time.perf_counter() - begin
+            ledger.finish(key, inputs)
+            metrics = read_evaluation(run.workdir, eval_examples)
+            if metrics is None:
+                raise StepFailed(f"step {key!r} wrote no metrics.json of the requested "
+                                 f"examples in {eval_dir(run.workdir)}")
+        results[run.name] = metrics
+        print(f"  {run.name}: mean EPE {metrics['mean_epe_mm']:.2f} mm, "
+              f"AUC 20–50 {metrics['auc_20_50']:.3f}")
+    return results
