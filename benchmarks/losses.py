@@ -9,11 +9,14 @@ GPU (the Pallas kernel is the default there; figures: benchmarks/figures/h200_20
 For each size B×N (default 32×256 uniform and hand-like, 8×1024 and 8×2048 hand-like) it
 times the jitted ``earth_movers_distance`` with its default arguments (after compilation)
 against ``scipy.optimize.linear_sum_assignment`` looped over the batch, both including
-building the Euclidean costs, in the same run; reports the scipy/auction speed ratio, the
-mean and max relative optimality gap of the auction's matching (exact costs in float64), the
-bidding rounds, whether every element converged, and the 1-minute load average when the row
-was measured. The 32×256 hand-like clouds are also solved in metres, decimetres and
-millimetres (gap only): the default ε is relative, so the gap must not depend on the unit.
+building the Euclidean costs, in the same run (and POT's exact network simplex ``ot.emd2``
+the same way where POT is installed: ``pip install pot``, a benchmark-only anchor; JSON
+``pot_s`` and ``speed_ratio_pot_over_auction``, null without it); reports the scipy/auction
+speed ratio, the mean and max relative optimality gap of the auction's matching (exact costs
+in float64), the bidding rounds, whether every element converged, and the 1-minute load
+average when the row was measured. The 32×256 hand-like clouds are also solved in metres,
+decimetres and millimetres (gap only): the default ε is relative, so the gap must not depend
+on the unit.
 Chamfer forward and forward+backward times and compile times close the table. Times are
 medians over ``--repeats`` runs (``--large-repeats`` for N ≥ 1024), in seconds; the figures
 are printed and written as JSON. ``--variant`` forces an auction variant ("pallas" runs in
@@ -39,6 +42,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+try:  # POT (`pip install pot`): a benchmark-only anchor, not a handvae dependency
+    import ot
+except ImportError:
+    ot = None
 
 # The checkout this script is in, not whichever handvae the environment installed (run from a
 # worktree, `python benchmarks/losses.py` otherwise timed the main checkout's code).
@@ -113,6 +121,16 @@ def _scipy_emd(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.asarray(totals)
 
 
+def _pot_emd(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Exact total matching cost per example by POT's network simplex (builds the costs)."""
+    totals = []
+    for a, b in zip(p, q):
+        cost = np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1).astype(np.float64)
+        weights = np.full(len(a), 1.0 / len(a))
+        totals.append(ot.emd2(weights, weights, cost, numItermax=50_000_000) * len(a))
+    return np.asarray(totals)
+
+
 def _gap(p: np.ndarray, q: np.ndarray, options: dict) -> dict:
     """Relative optimality gap of the auction's matching (float64 costs), rounds, convergence."""
     cost = np.linalg.norm(p[:, :, None].astype(np.float64) - q[:, None], axis=-1)
@@ -142,12 +160,14 @@ def bench_auction(name: str, p: np.ndarray, q: np.ndarray, repeats: int, options
     first_call = time.perf_counter() - start
     auction_s = _median_time(lambda: emd(p_dev, q_dev), repeats)
     scipy_s = _median_time(lambda: _scipy_emd(p, q), repeats)
+    pot_s = _median_time(lambda: _pot_emd(p, q), repeats) if ot else None
     load = os.getloadavg()[0]
     return {"clouds": name, "batch": p.shape[0], "points": p.shape[1],
             "variant": options.get("variant") or _auction.default_variant(),
             "epsilon": options.get("epsilon", losses.emd.EPSILON), "repeats": repeats,
             "auction_s": auction_s, "scipy_s": scipy_s,
             "speed_ratio_scipy_over_auction": scipy_s / auction_s,
+            "pot_s": pot_s, "speed_ratio_pot_over_auction": pot_s / auction_s if ot else None,
             "auction_compile_and_first_call_s": first_call, "load_average_1min": load,
             **_gap(p, q, options)}
 
@@ -219,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     print(f"device {jax.devices()[0].device_kind}; {os.cpu_count()} CPUs; "
           f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
-    header = (f"{'clouds':8} {'B':>3} {'N':>5} {'auction s':>10} {'scipy s':>8} "
+    header = (f"{'clouds':8} {'B':>3} {'N':>5} {'auction s':>10} {'scipy s':>8} {'POT s':>8} "
               f"{'scipy/auc':>9} {'mean gap':>9} {'max gap':>9} {'rounds':>6} {'conv':>5} "
               f"{'load':>5}")
     print(header, flush=True)
@@ -233,7 +253,9 @@ def main(argv: list[str] | None = None) -> dict:
             repeats = args.repeats if points < 1024 else args.large_repeats
             r = bench_auction(name, p, q, repeats, options)
             rows.append(r)
+            pot = f"{r['pot_s']:8.4f}" if ot else f"{'-':>8}"
             print(f"{name:8} {batch:3d} {points:5d} {r['auction_s']:10.4f} {r['scipy_s']:8.4f} "
+                  f"{pot} "
                   f"{r['speed_ratio_scipy_over_auction']:9.2f} {r['mean_relative_gap']:9.2e} "
                   f"{r['max_relative_gap']:9.2e} {r['rounds']:6d} "
                   f"{str(r['all_converged']):>5} {r['load_average_1min']:5.1f}", flush=True)
