@@ -37,6 +37,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import custom_batching
 
 from handvae.losses import _auction, _auction_pallas, _validation
 from handvae.losses.chamfer import pairwise_squared_distances, safe_sqrt
@@ -88,6 +89,55 @@ def _check_variant(variant: str | None, rounds_per_iteration: int) -> str:
     if rounds_per_iteration < 1:
         raise ValueError(f"rounds_per_iteration must be >= 1, got {rounds_per_iteration}.")
     return variant
+
+
+@functools.lru_cache(maxsize=None)
+def _member_batched_solve(scaling: float, max_iterations: int, variant: str,
+                          rounds_per_iteration: int, warm: bool):
+    """The auction's solve ``(cost [B, N, N], final ε [B], start ε [B]) -> (assignment
+    [B, N], converged [B], iterations)`` with a ``jax.vmap`` rule of its own.
+
+    Under ``vmap`` (a population's member axis, ``handvae.training.population``) the solve's
+    loops and branches read per-element values; vmap's default rule would turn each
+    ``lax.switch``/``cond`` into running every branch and each ``while_loop`` into one that
+    runs until the slowest member is done (measured 4× one member's time at K = 4). The rule
+    here solves the batched problem [K, B, N, N] instead:
+
+    * "dense", "pallas": folded into one [K·B, N, N] solve. Each element's rounds depend on
+      its own costs only (every unassigned row bids; one kernel per element), so every
+      member's assignment equals its unbatched one. ``iterations`` is then the folded
+      solve's count, the same for every member.
+    * "pooled": one member after another (``lax.map``). Pooled rounds draw bidders from the
+      whole batch, so a folded solve reaches other (equally ε-optimal) assignments; run one
+      at a time, each member's solve is exactly its unbatched one, at the same cost as K
+      separate runs (measured as fast as folding, K = 4, 96 × 64 points, 2 cores).
+    """
+    def unbatched(cost, final, start):
+        if variant == "pallas":
+            return _auction_pallas.solve(cost, final, start, scaling, max_iterations, warm)
+        return _auction.solve(cost, final, start, scaling, max_iterations, variant,
+                              rounds_per_iteration, warm)
+
+    @custom_batching.custom_vmap
+    def solve(cost, final, start):
+        return unbatched(cost, final, start)
+
+    @solve.def_vmap
+    def _rule(axis_size, in_batched, cost, final, start):
+        cost, final, start = (x if batched else jnp.broadcast_to(x, (axis_size,) + x.shape)
+                              for x, batched in zip((cost, final, start), in_batched))
+        if variant == "pooled":
+            out = jax.lax.map(lambda args: solve(*args), (cost, final, start))
+        else:
+            k, b, n = cost.shape[:3]
+            assignment, converged, iterations = solve(
+                cost.reshape((k * b,) + cost.shape[2:]), final.reshape(k * b),
+                start.reshape(k * b))
+            out = (assignment.reshape(k, b, n), converged.reshape(k, b),
+                   jnp.broadcast_to(iterations, (k,)))
+        return out, (True, True, True)
+
+    return solve
 
 
 @functools.partial(jax.jit, static_argnames=("epsilon", "epsilon_scaling", "max_iterations",
@@ -175,13 +225,10 @@ def auction_assignment(cost: Array, *, epsilon: float = EPSILON,
         start = jnp.maximum(INITIAL_EPSILON * scale, spread / 16.0)
     else:
         start = float(initial_epsilon) * unit
-    if variant == "pallas":
-        assignment, converged, iterations = _auction_pallas.solve(
-            fixed, final, start, float(epsilon_scaling), int(max_iterations), warm_start)
-    else:
-        assignment, converged, iterations = _auction.solve(
-            fixed, final, start, float(epsilon_scaling), int(max_iterations), variant,
-            int(rounds_per_iteration) if variant == "dense" else 1, warm_start)
+    solve = _member_batched_solve(float(epsilon_scaling), int(max_iterations), variant,
+                                  int(rounds_per_iteration) if variant == "dense" else 1,
+                                  bool(warm_start))
+    assignment, converged, iterations = solve(fixed, final, start)
     total = jnp.sum(jnp.take_along_axis(cost, assignment[..., None], axis=-1)[..., 0], axis=-1)
     total = jnp.where(jnp.all(jnp.isfinite(cost), axis=(1, 2)), total, jnp.nan)
     return AuctionOutput(assignment, jax.lax.stop_gradient(total), converged, iterations)

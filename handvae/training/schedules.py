@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -80,3 +82,40 @@ def learning_rate_from_config(config: ml_collections.ConfigDict) -> optax.Schedu
     """The learning-rate schedule described by ``config.optimizer``."""
     o = config.optimizer
     return learning_rate_schedule(o.lr, o.lr_boundaries, o.lr_decay)
+
+
+def beta_at(step: jax.Array, beta_min: jax.Array, beta_max: jax.Array, anneal_steps: int,
+            anneal: str = "linear") -> jax.Array:
+    """β at ``step`` with array end points: :func:`beta_schedule`'s value, traceable in them.
+
+    :func:`beta_schedule` builds an optax schedule from Python floats (and checks them); a
+    population passes each member's ``beta_min``/``beta_max`` as traced scalars, which optax's
+    exponential decay cannot take (it branches on the rate in Python). Same formulas as
+    optax's ``linear_schedule`` and ``exponential_decay(..., end_value=beta_max)``; equal to
+    float32 rounding. Check the values with :func:`beta_schedule` first.
+
+    Args:
+      step: integer scalar, the optimiser step.
+      beta_min: float32 scalar, β at step 0.
+      beta_max: float32 scalar, β from ``anneal_steps`` on.
+      anneal_steps: static length of the ramp (0: β = ``beta_max``).
+      anneal: static, "linear" or "log".
+
+    Returns:
+      float32 scalar β.
+    """
+    if anneal not in BETA_ANNEALS:
+        raise ValueError(f"anneal must be one of {BETA_ANNEALS}, got {anneal!r}")
+    beta_min = jnp.asarray(beta_min, jnp.float32)
+    beta_max = jnp.asarray(beta_max, jnp.float32)
+    if anneal_steps == 0:
+        return beta_max
+    if anneal == "linear":
+        count = jnp.clip(step, 0, anneal_steps)
+        frac = 1 - count / anneal_steps
+        # optax's (beta_min − beta_max)·frac + beta_max, but a float32 difference of the end
+        # points would cancel at the small end: the weighted sum is exact at both ends.
+        return beta_min * frac + beta_max * (1 - frac)
+    rate = beta_max / beta_min
+    value = jnp.where(step <= 0, beta_min, beta_min * jnp.power(rate, step / anneal_steps))
+    return jnp.where(rate < 1.0, jnp.maximum(value, beta_max), jnp.minimum(value, beta_max))

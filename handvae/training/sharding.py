@@ -10,6 +10,7 @@ slices into one global array.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
+MEMBERS_AXIS = "members"   # a population's member axis (handvae.training.population)
 
 # Environment variables that say this process is one of several (set by a launcher).
 _MULTI_PROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE",
@@ -62,6 +64,33 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
+def make_population_mesh(num_members: int, devices: Sequence[jax.Device] | None = None
+                         ) -> Mesh:
+    """A ``("members", "data")`` mesh for a population of ``num_members`` runs.
+
+    The members axis takes the largest share of the devices that divides ``num_members``
+    (members never straddle devices unevenly); each member's batch is split over the rest.
+    E.g. 8 devices: K = 8 → 8 × 1, K = 4 → 4 × 2, K = 3 → 1 × 8; 2 devices, K = 2 → 2 × 1.
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices or num_members < 1:
+        raise ValueError(f"make_population_mesh needs devices and num_members >= 1, got "
+                         f"{len(devices)} devices and num_members={num_members}")
+    members = math.gcd(num_members, len(devices))
+    return Mesh(np.asarray(devices).reshape(members, len(devices) // members),
+                (MEMBERS_AXIS, DATA_AXIS))
+
+
+def member_sharded(mesh: Mesh) -> NamedSharding:
+    """A population's stacked pytree [K, ...]: axis 0 split over ``members``."""
+    return NamedSharding(mesh, PartitionSpec(MEMBERS_AXIS))
+
+
+def member_batch_sharded(mesh: Mesh) -> NamedSharding:
+    """One batch per member [K, B, ...]: members over ``members``, B over ``data``."""
+    return NamedSharding(mesh, PartitionSpec(MEMBERS_AXIS, DATA_AXIS))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     """The sharding of parameters and optimiser state: a full copy on every device."""
     return NamedSharding(mesh, PartitionSpec())
@@ -74,11 +103,11 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 def check_batch_size(batch_size: int, mesh: Mesh, *, name: str = "config.batch_size") -> None:
     """Raises a ValueError naming the fix when the global batch does not split evenly."""
-    num_devices = mesh.devices.size
+    num_devices = mesh.shape[DATA_AXIS]
     if batch_size % num_devices != 0:
         raise ValueError(
             f"{name}={batch_size} is not divisible by the {num_devices} devices of the "
-            f"('data',) mesh; set {name} to a multiple of {num_devices} "
+            f"{mesh.axis_names} mesh's 'data' axis; set {name} to a multiple of {num_devices} "
             f"(e.g. {max(num_devices, batch_size - batch_size % num_devices)}) or run on "
             "fewer devices (e.g. CUDA_VISIBLE_DEVICES)")
     if batch_size % jax.process_count() != 0:

@@ -54,7 +54,8 @@ def init_batch(config: ml_collections.ConfigDict, batch_size: int = 2) -> dict[s
 
 def create_train_state(config: ml_collections.ConfigDict, model: Any,
                        batch: Mapping[str, Any] | None = None, *,
-                       init_fn: Callable[..., Mapping[str, Any]] | None = None) -> TrainState:
+                       init_fn: Callable[..., Mapping[str, Any]] | None = None,
+                       tx: optax.GradientTransformation | None = None) -> TrainState:
     """Initialises parameters, BatchNorm statistics and Adam state from ``config.seed``.
 
     Args:
@@ -65,6 +66,8 @@ def create_train_state(config: ml_collections.ConfigDict, model: Any,
         :func:`init_batch`.
       init_fn: ``(model, rng, batch) -> {'params', 'batch_stats'}``; default
         ``handvae.models.vae.init_variables``.
+      tx: the optimiser; default :func:`make_optimizer`. States that share one ``tx`` object
+        (and model) stack with ``jax.tree.map`` (``handvae.training.population``).
 
     Returns:
       The state at step 0 (host/default-device arrays; place it with ``sharding.replicate``).
@@ -76,7 +79,7 @@ def create_train_state(config: ml_collections.ConfigDict, model: Any,
     if "params" not in variables:
         raise ValueError(f"init_fn must return a dict with 'params', got keys {list(variables)}")
     params = variables["params"]
-    tx = make_optimizer(config)
+    tx = make_optimizer(config) if tx is None else tx
     return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params,
                       tx=tx, opt_state=tx.init(params),
                       batch_stats=variables.get("batch_stats", {}),

@@ -151,8 +151,23 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, options: StepO
       The next state and a dict of scalar metrics: ``loss``, every loss term, ``beta``,
       ``learning_rate`` and ``grad_norm``.
     """
+    return apply_update(state, batch, options.loss_weights(state.step),
+                        jnp.asarray(options.learning_rate(state.step), jnp.float32),
+                        options=options, objective_fn=objective_fn)
+
+
+def apply_update(state: TrainState, batch: dict[str, jax.Array], weights: LossWeights,
+                 learning_rate: jax.Array, *, options: StepOptions,
+                 objective_fn: ObjectiveFn = negative_elbo) -> tuple[TrainState, Metrics]:
+    """The body of :func:`train_step` with the step's weights given as (traced) arrays.
+
+    ``weights`` (λ_heat, λ_cloud, β at this step, β') and ``learning_rate`` (a float32 scalar,
+    reported as a metric) may be arrays, so the same function serves one run and each member
+    of a population (``handvae.training.population``, which sets the optimiser's injected
+    learning rate before calling it). Only ``options.spec``, ``.emd`` and ``.kl_reduction``
+    are read from ``options`` (static).
+    """
     rng = jax.random.fold_in(state.rng, state.step)
-    weights = options.loss_weights(state.step)
 
     def loss_fn(params):
         return apply_and_loss(state.apply_fn, params, state.batch_stats, batch, rng, weights,
@@ -163,9 +178,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, options: StepO
         loss_fn, has_aux=True)(state.params)
     new_state = state.apply_gradients(grads=grads, batch_stats=new_batch_stats)
     metrics = {**{k: jnp.asarray(v, jnp.float32) for k, v in terms.items()},
-               "loss": loss.astype(jnp.float32), "beta": weights.beta,
-               "learning_rate": jnp.asarray(options.learning_rate(state.step), jnp.float32),
-               "grad_norm": optax.global_norm(grads)}
+               "loss": loss.astype(jnp.float32),
+               "beta": jnp.asarray(weights.beta, jnp.float32),
+               "learning_rate": learning_rate, "grad_norm": optax.global_norm(grads)}
     return new_state, metrics
 
 
