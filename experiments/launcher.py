@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -131,6 +132,21 @@ def stage_printer(start: float) -> Progress:
               flush=True)
 
     return progress
+
+
+def commit() -> str:
+    """The checkout's short commit hash, or "unknown"."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True,
+                              capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def provenance() -> dict[str, Any]:
+    """The commit and the machine (platform, CPU count) a report was made with."""
+    return {"commit": commit(),
+            "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()}}
 
 
 # --- 1. data ------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ Plain JSON files, read back by a later call to skip what is done (see
 - a run record (``<workdir>/<record file>``): the run's identity (config, data, scale), its
   wall time, validation curve (:func:`validation_curve`) and test metrics
   (:func:`read_test_metrics`); :func:`finished_record` reads it back;
-- :func:`provenance`: the commit and the machine, for a report's header;
 - :func:`timings_table`, :func:`earlier_seconds`: the wall-time section of a report.
 
 No imports from ``experiments`` presets: the reports (``reproduce_report``, the demo's) and
@@ -19,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
-import subprocess
 from collections.abc import Mapping
 from typing import Any
 
@@ -148,21 +145,6 @@ def write_run_record(workdir: str, filename: str, identity: Mapping[str, Any],
               "validation": validation_curve(workdir), "test": read_test_metrics(workdir)}
     write_json(os.path.join(workdir, filename), record)
     return record
-
-
-def commit() -> str:
-    """The checkout's short commit hash, or "unknown"."""
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True,
-                              capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def provenance() -> dict[str, Any]:
-    """The commit and the machine (platform, CPU count) a report was made with."""
-    return {"commit": commit(),
-            "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()}}
 
 
 def earlier_seconds(folder: str, key: str) -> Any:

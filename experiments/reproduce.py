@@ -14,7 +14,9 @@ r"""Reproduce the paper's findings on the synthetic benchmark: Table 1, Fig. 5 a
    weakly supervised S4) and ``results.json`` (every number, the commit, the machine and
    the time of each run).
 
-Resumable run by run: a finished run (its test metrics written with the same settings) is
+The data, the runs and their records go through the launcher (``experiments/launcher.py``),
+which owns the child processes (a SIGTERM stops the trainer, then exits 143). Resumable run by
+run: a finished run (its test metrics written with the same settings) is
 skipped, an interrupted one resumes from its newest checkpoint. Nothing is chosen on the test
 split: each run's checkpoint is the best by validation EPE, and seeds are fixed up front.
 """
@@ -22,25 +24,20 @@ split: each run's checkpoint is the best by validation EPE, and seeds are fixed 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-import tqdm
-
-from experiments import _subprocesses, reproduce_report
+from experiments import launcher, launcher_records, reproduce_report
 from experiments.configs import reproduce as reproduce_config
 
 TARGETS = ("table1", "fig5", "fig8")
 TABLE1_STRATEGIES = reproduce_config.TABLE1_STRATEGIES
 FIG8_SHARES = reproduce_config.FIG8_SHARES
 RUN_DONE = "reproduce_run.json"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = launcher.REPO
 
 
 class Run(NamedTuple):
@@ -129,20 +126,8 @@ def plan_runs(targets: Sequence[str], seeds: Sequence[int], scale: str,
     return list(runs.values())
 
 
-def _call(cmd: Sequence[str], what: str, log_path: str | None = None) -> float:
-    """Runs ``cmd`` from the repository root; returns seconds; RuntimeError naming ``what``."""
-    begin = time.perf_counter()
-    # The shared owner of child processes: a SIGTERM to reproduce stops the trainer too.
-    if log_path:
-        with open(log_path, "a") as log:
-            returncode = _subprocesses.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    else:
-        returncode = _subprocesses.run(cmd, cwd=REPO)
-    if returncode != 0:
-        hint = f" (log: {log_path})" if log_path else ""
-        raise RuntimeError(f"{what} failed with exit code {returncode}{hint}; "
-                           f"rerun it alone with:\n  {' '.join(cmd)}")
-    return time.perf_counter() - begin
+_call = launcher.call  # the one runner of child steps (kept for callers of the old name)
+validation_curve = launcher_records.validation_curve  # (workdir) -> curve and best step
 
 
 def prepare_data(root: str, scale: str, *, plain: bool, data_root: str | None = None
@@ -153,127 +138,65 @@ def prepare_data(root: str, scale: str, *, plain: bool, data_root: str | None = 
       root: the reproduction's folder (data under ``root/data`` unless ``data_root``).
       scale: a key of ``SCALES``.
       plain: also build the no-view-correction config (Fig. 5).
-      data_root: a folder holding (or to hold) ``raw/`` and ``tfds/`` shared between roots.
+      data_root: a folder holding (or to hold) ``raw/`` and ``tfds/`` shared between roots;
+        one generated with other sizes is refused (``launcher.prepare_shared_data``).
     """
     setting = reproduce_config.SCALES[scale].data
-    folder = os.path.abspath(data_root or os.path.join(root, "data"))
-    raw, tfds_dir = os.path.join(folder, "raw"), os.path.join(folder, "tfds")
-    done_path = os.path.join(folder, "benchmark.json")
-    done = {}
-    if os.path.exists(done_path):
-        with open(done_path) as f:
-            done = json.load(f)
-    wanted = dict(setting._asdict())
-    if done.get("setting") not in (None, wanted):
-        raise RuntimeError(f"{folder} holds a benchmark generated with {done.get('setting')}, "
-                           f"not {wanted}; pass another --data-root or remove that folder")
-    done["setting"] = wanted
-    py = sys.executable
-    steps = [("generate", [py, "-m", "data_prep.synthetic", "--format", "rhd", "--out", raw,
-                           "--num-train", str(setting.num_train), "--num-eval",
-                           str(setting.num_eval), "--seed", str(setting.seed)]),
-             ("build synthetic", [py, "-m", "data_prep.build", "--dataset", "rhd", "--config",
-                                  "synthetic", "--manual_dir", raw, "--data_dir", tfds_dir])]
-    if plain:
-        steps.append(("build synthetic_plain",
-                      [py, "-m", "data_prep.build", "--dataset", "rhd", "--config",
-                       "synthetic_plain", "--manual_dir", raw, "--data_dir", tfds_dir]))
-    os.makedirs(folder, exist_ok=True)
-    for what, cmd in steps:
-        key = what.replace(" ", "_") + "_s"
-        if key in done:
-            print(f"  {what}: done earlier ({done[key]:.0f} s)")
-            continue
-        print(f"  {what}: $ {' '.join(cmd)}", flush=True)
-        done[key] = _call(cmd, what)
-        with open(done_path, "w") as f:
-            json.dump(done, f, indent=1)
-    done["tfds_dir"] = tfds_dir
-    return done
+    configs = ("synthetic", "synthetic_plain") if plain else ("synthetic",)
+    return launcher.prepare_shared_data(data_root or os.path.join(root, "data"),
+                                        launcher.DataSpec(*setting), configs)
 
 
-def _run_record(run: Run, scale: str, tfds_dir: str) -> dict[str, Any]:
-    return {"name": run.name, "config_arg": run.config_arg, "scale": scale,
-            "data_dir": tfds_dir}
+def run_spec(run: Run, root: str) -> launcher.RunSpec:
+    """The launcher's description of ``run``: its work directory is ``<root>/runs/<name>``."""
+    return launcher.RunSpec(name=run.name, workdir=os.path.join(root, "runs", run.name),
+                            config=f"experiments/configs/reproduce.py:{run.config_arg}",
+                            seed=run.seed)
+
+
+def execute_runs(runs: Sequence[Run], root: str, scale: str, tfds_dir: str,
+                 how: str = "sequential") -> list[dict[str, Any]]:
+    """Trains (or resumes) the runs through the launcher; returns their records, in order.
+
+    Each trainer tests its best-by-validation checkpoint once at the end. A run's record
+    (``<workdir>/reproduce_run.json``) holds its settings, test metrics, validation curve and
+    wall time; a run whose record has the same settings is not run again (``skipped``).
+    ``how`` names the launcher's executor (``launcher.EXECUTORS``).
+    """
+    by_name = {run.name: run for run in runs}
+
+    def identity(spec: launcher.RunSpec) -> dict[str, Any]:
+        return {"name": spec.name, "config_arg": by_name[spec.name].config_arg,
+                "scale": scale, "data_dir": tfds_dir}
+
+    def fields(spec: launcher.RunSpec) -> dict[str, Any]:
+        return {"seed": spec.seed, "view_correction": by_name[spec.name].view_correction}
+
+    return launcher.train_recorded([run_spec(run, root) for run in runs], tfds_dir,
+                                   identity=identity, record_file=RUN_DONE, fields=fields,
+                                   log_file="reproduce.log", how=how)
 
 
 def execute_run(run: Run, root: str, scale: str, tfds_dir: str) -> dict[str, Any]:
-    """Trains (or resumes) one run, whose trainer tests it once at the end; returns its record.
-
-    The record (``<workdir>/reproduce_run.json``) holds the settings, the test metrics and the
-    wall time; a later call with the same settings returns it without running anything.
-    """
-    workdir = os.path.join(root, "runs", run.name)
-    record_path = os.path.join(workdir, RUN_DONE)
-    expected = _run_record(run, scale, tfds_dir)
-    if os.path.exists(record_path):
-        with open(record_path) as f:
-            record = json.load(f)
-        if all(record.get(key) == value for key, value in expected.items()):
-            record["skipped"] = True
-            return record
-    os.makedirs(workdir, exist_ok=True)
-    log_path = os.path.join(workdir, "reproduce.log")
-    py = sys.executable
-    config = f"experiments/configs/reproduce.py:{run.config_arg}"
-    train_s = _call([py, "-m", "experiments.train", "--config", config, "--workdir", workdir,
-                     f"--config.data.data_dir={tfds_dir}"], f"training {run.name}", log_path)
-    record = {**expected, "seed": run.seed, "view_correction": run.view_correction,
-              "train_s": train_s, "validation": validation_curve(workdir),
-              "test": reproduce_report.read_test_metrics(workdir)}
-    with open(record_path, "w") as f:
-        json.dump(record, f, indent=1)
-    return record
-
-
-def validation_curve(workdir: str) -> dict[str, Any]:
-    """The run's validation mean EPE at every evaluation and the step selected on it.
-
-    Read from ``<workdir>/metrics.jsonl`` (the trainer's ``validation`` rows; a resumed
-    run's repeated steps keep the last value). ``best_step`` is the step of the lowest
-    validation mean EPE, the checkpoint the trainer tested.
-    """
-    path = os.path.join(workdir, "metrics.jsonl")
-    curve: dict[int, float] = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                row = json.loads(line)
-                if row.get("split") == "validation" and "mean_epe_mm" in row:
-                    curve[int(row["step"])] = float(row["mean_epe_mm"])
-    steps = sorted(curve)
-    best = min(steps, key=lambda s: (curve[s], s)) if steps else None
-    return {"steps": steps, "mean_epe_mm": [curve[s] for s in steps], "best_step": best,
-            "best_mean_epe_mm": curve[best] if best is not None else None}
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True,
-                              capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    """Trains (or resumes) one run (:func:`execute_runs`); returns its record."""
+    return execute_runs([run], root, scale, tfds_dir)[0]
 
 
 def finished_record(run: Run, root: str) -> dict[str, Any] | None:
     """The record of ``run`` if it finished (any data directory), else None."""
-    path = os.path.join(root, "runs", run.name, RUN_DONE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        record = json.load(f)
-    return record if record.get("config_arg") == run.config_arg else None
+    return launcher_records.read_record(os.path.join(root, "runs", run.name, RUN_DONE),
+                                        {"config_arg": run.config_arg})
 
 
 def reproduce(root: str, *, scale: str, targets: Sequence[str], seeds: Sequence[int],
               strategies: Sequence[str] = TABLE1_STRATEGIES,
               shares: Sequence[float] = FIG8_SHARES, data_root: str | None = None,
-              report_only: bool = False, extra: Mapping[str, str] | None = None
-              ) -> dict[str, Any]:
+              report_only: bool = False, extra: Mapping[str, str] | None = None,
+              how: str = "sequential") -> dict[str, Any]:
     """Data, every run, then the report; returns the ``results.json`` payload.
 
     ``report_only``: run nothing; report the planned runs that have finished (the report
-    then says how many of the planned runs it covers).
+    then says how many of the planned runs it covers). ``how``: the launcher's executor.
     """
     runs = plan_runs(targets, seeds, scale, strategies, shares, extra)
     root = os.path.abspath(root)
@@ -287,19 +210,13 @@ def reproduce(root: str, *, scale: str, targets: Sequence[str], seeds: Sequence[
         print(f"[1/3] benchmark data ({scale} scale)", flush=True)
         data = prepare_data(root, scale, plain="fig5" in targets, data_root=data_root)
         print(f"[2/3] {len(runs)} runs → {os.path.join(root, 'runs')}", flush=True)
-        records = []
-        with tqdm.tqdm(runs, desc="runs", unit="run", dynamic_ncols=True) as bar:
-            for run in bar:
-                bar.set_postfix_str(run.name)
-                records.append(execute_run(run, root, scale, data["tfds_dir"]))
+        records = execute_runs(runs, root, scale, data["tfds_dir"], how)
     print("[3/3] report", flush=True)
     payload = {
         "scale": scale, "targets": list(targets), "seeds": list(seeds),
         "strategies": list(strategies), "shares": sorted(set(shares)),
         "extra": dict(extra or {}), "data": data,
-        "planned_runs": len(runs),
-        "commit": _commit(), "machine": {"platform": platform.platform(),
-                                         "cpu_count": os.cpu_count()},
+        "planned_runs": len(runs), **launcher.provenance(),
         "wall_s_this_call": time.perf_counter() - start, "runs": records,
     }
     reproduce_report.write_all(root, payload)

@@ -1,10 +1,11 @@
 """The reproduction's report: ``table1.md``, ``fig5.png``, ``fig8.png``, ``results.json``.
 
-Pure bookkeeping over the run records of :mod:`experiments.reproduce`: runs that differ only
-by their seed form one setting, summarised as mean ± sample std over seeds (``ddof=1``; a
-single seed has no spread and says so), with the seed count beside it. A difference between
-two settings is given with Welch's t-test p-value (two-sided, unequal variances; scipy), which
-needs at least two seeds on each side.
+Pure bookkeeping over the run records that :mod:`experiments.reproduce` gets from the launcher
+(``experiments/launcher.py``; of those, this module imports only ``launcher_records``): runs
+that differ only by their seed form one setting, summarised as mean ± sample std over seeds
+(``ddof=1``; a single seed has no spread and says so), with the seed count beside it. A
+difference between two settings is given with Welch's t-test p-value (two-sided, unequal
+variances; scipy), which needs at least two seeds on each side.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from experiments.configs.reproduce import FIG8_SHARES
+from experiments.launcher_records import read_test_metrics  # noqa: F401 (the runs' test)
 
 # Yang et al. (ICCV 2019), Table 1: mean EPE (mm) on real RHD.
 PAPER_TABLE1_RHD = {"R2P": 16.61, "R2HP": 16.10, "R2CP": 15.91, "R2CHP": 15.49,
@@ -25,28 +27,6 @@ PAPER_LABELS = {"R2P": "S1", "R2HP": "S2", "R2CP": "S2", "R2CHP": "S2", "RC2CHP_
                 "RC2CHP_poe": "S4"}
 METRICS = (("mean_epe_mm", "mean EPE (mm)", 2), ("median_epe_mm", "median EPE (mm)", 2),
            ("auc_20_50", "AUC 20–50 mm", 3))
-
-
-def read_test_metrics(workdir: str) -> dict[str, Any]:
-    """The test-split metrics the trainer wrote at the end of the run.
-
-    The trainer evaluates the test split once, in full, on the best-by-validation checkpoint
-    and stores the summary (EPE, AUC, PCK curve, per-joint errors, provenance) under
-    ``"test"`` in ``<workdir>/final_metrics.json`` (``handvae.training.loop``).
-
-    Raises:
-      FileNotFoundError: the run has not finished (the message names the file).
-      KeyError: the run finished without a test evaluation (no evaluation data).
-    """
-    path = os.path.join(workdir, "final_metrics.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: the run has not finished; rerun python -m "
-                                f"experiments.train with --workdir {workdir} to resume it")
-    with open(path) as f:
-        final = json.load(f)
-    if "test" not in final:
-        raise KeyError(f"{path} has no 'test' entry: the run trained without evaluation data")
-    return final["test"]
 
 
 def setting_of(record: Mapping[str, Any]) -> dict[str, str]:
