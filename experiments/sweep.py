@@ -6,6 +6,24 @@ Example (2 × 3 = 6 runs, sequential here)::
         --root workdirs/s4_sweep --sweep 'loss.beta_max=1e-3,1e-2' \
         --sweep 'loss.lambda_cloud=0.5,1,2'
 
+A population sweep (``--population``; ``handvae.training.population``): runs whose configs
+differ only in population fields (seed, β's end points, β', λ_heat, λ_cloud, learning rate)
+train as one jitted program, K members vmapped::
+
+    python -m experiments.sweep --config experiments/configs/s4_poe.py:dataset=rhd \
+        --root workdirs/s4_pop --population=vmap --sweep 'seed=0,1,2' \
+        --sweep 'loss.beta_max=1e-3,1e-2'
+
+``--population=vmap`` trains each group of grid points equal outside the population fields
+as one population (a grid over another field, e.g. ``data.train_fraction``, gives several
+populations; a group of one trains alone); its stacked checkpoints are in
+``<root>/populations/<group>``, each member's work directory is a single run's.
+``off`` trains one run after another. ``auto`` (the default) picks ``vmap`` only where a
+committed ``benchmarks/figures/*/population.json`` of this device kind measured more
+member-steps/s than one run for the group's K (so sequential on 2 CPU cores, where it measured
+0.5–0.8×), and prints which it chose and why. ``sweep.csv``/``sweep.md`` are the same in
+every mode.
+
 ``--print_only`` prints one ``python -m experiments.train`` command per run instead (for a
 cluster's job array). ``--config.<field>=value`` overrides apply to every run. Afterwards
 ``<root>/sweep.csv`` and ``<root>/sweep.md`` hold, per run, the swept values, the status and
@@ -18,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import glob
 import itertools
 import json
 import os
@@ -30,7 +49,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from handvae.training import loop
+from handvae.training import loop, population, population_loop
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Base config file, e.g. experiments/configs/s4_poe.py:dataset=rhd.",
@@ -39,8 +58,16 @@ _SWEEPS = flags.DEFINE_multi_string(
     "sweep", [], "'field=v1,v2,...' (repeatable); the grid is the product of all of them.")
 _ROOT = flags.DEFINE_string("root", None, "Folder that receives one work directory per run.")
 _PRINT_ONLY = flags.DEFINE_bool("print_only", False, "Print the commands, do not train.")
+_POPULATION = flags.DEFINE_enum(
+    "population", "auto", ["auto", "vmap", "off"],
+    "vmap: grid points differing only in population fields train as one vmapped program; "
+    "off: one run after another; auto: vmap where this device kind's committed benchmark "
+    "(benchmarks/figures/*/population.json) measured it faster.")
 flags.mark_flags_as_required(["config", "root"])
 
+POPULATION_MODES = ("auto", "vmap", "off")
+FIGURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       "benchmarks", "figures")
 METRIC_COLUMNS = ("mean_epe_mm", "median_epe_mm", "auc_20_50", "auc_0_50", "train_loss",
                   "step")
 
@@ -146,11 +173,96 @@ def write_tables(root: str, rows: list[dict[str, Any]], keys: Sequence[str]) -> 
     return csv_path, md_path
 
 
+def measured_ratio(device_kind: str, members: int, *, shared_batch: bool,
+                   figures: str = FIGURES) -> tuple[float | None, str]:
+    """The lowest measured member-steps/s of a population relative to one run, and its source.
+
+    Reads every ``<figures>/*/population.json`` of ``device_kind`` (``benchmarks/population.py``)
+    and takes, over its strategies and scales, the ratio at the largest measured K ≤
+    ``members``, shared or per-member batches. ``(None, reason)`` when nothing was measured.
+    """
+    ratios, sources = [], []
+    for path in sorted(glob.glob(os.path.join(figures, "*", "population.json"))):
+        with open(path) as f:
+            figure = json.load(f)
+        if figure.get("device_kind") != device_kind:
+            continue
+        for case in figure.get("cases", []):
+            if case.get("shared_batch") != shared_batch:
+                continue
+            measured = {int(k): float(v) for k, v in case["member_steps_per_s_ratio"].items()}
+            ks = [k for k in measured if 1 < k <= members]
+            if ks:
+                ratios.append(measured[max(ks)])
+                sources.append(os.path.relpath(path, os.path.dirname(figures)))
+    if not ratios:
+        return None, (f"no population.json for device kind {device_kind!r} under {figures} "
+                      "(run benchmarks/population.py)")
+    return min(ratios), ", ".join(sorted(set(sources)))
+
+
+def choose_population(mode: str, members: int, *, shared_batch: bool,
+                      device_kind: str | None = None, figures: str = FIGURES
+                      ) -> tuple[str, str]:
+    """``("vmap" | "off", why)``: ``mode`` itself, or for ``auto`` the measured rule.
+
+    ``auto`` gives ``vmap`` only when the measured member-steps/s ratio for ``members`` on
+    this device kind (:func:`measured_ratio`) is above 1, so never slower than sequential
+    where it was measured, and sequential where it was not.
+    """
+    if mode not in POPULATION_MODES:
+        raise ValueError(f"--population must be one of {POPULATION_MODES}, got {mode!r}")
+    if mode != "auto":
+        return mode, f"--population={mode}"
+    if members < 2:
+        return "off", "auto: no group of two or more runs differing only in population fields"
+    if device_kind is None:
+        import jax
+        device_kind = jax.devices()[0].device_kind
+    ratio, source = measured_ratio(device_kind, members, shared_batch=shared_batch,
+                                   figures=figures)
+    if ratio is None:
+        return "off", f"auto: sequential, {source}"
+    choice = "vmap" if ratio > 1.0 else "off"
+    return choice, (f"auto: {'vmap' if choice == 'vmap' else 'sequential'}, a population of "
+                    f"{members} measured {ratio:.2f}× one run's member-steps/s on "
+                    f"{device_kind!r} ({source})")
+
+
+def population_groups(grid: Sequence[dict[str, str]],
+                      configs: Sequence[ml_collections.ConfigDict]) -> list[list[int]]:
+    """Indices of the grid points, grouped by equality outside the population fields (in
+    order of first appearance)."""
+    groups: dict[str, list[int]] = {}
+    for index, config in enumerate(configs):
+        groups.setdefault(population.shared_key(config), []).append(index)
+    return list(groups.values())
+
+
+def _group_name(assignment: dict[str, str]) -> str:
+    rest = {k: v for k, v in assignment.items() if k not in population.POPULATION_FIELDS}
+    return run_name(rest)
+
+
+def _row(name: str, assignment: dict[str, str], result: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {"name": name, **assignment}
+    if isinstance(result, BaseException):
+        logging.error("sweep run %s failed: %s", name, result, exc_info=result)
+        print(f"[sweep] run {name} failed ({type(result).__name__}: {result}); going on",
+              file=sys.stderr, flush=True)
+        row["status"] = (f"failed: {type(result).__name__}: {result}"
+                         .replace("\n", " ").replace("|", "/")[:300])
+    else:
+        row.update({"status": "ok", **{k: result.get(k, "") for k in METRIC_COLUMNS}})
+    return row
+
+
 def run_sweep(config: ml_collections.ConfigDict, root: str, specs: Sequence[str], *,
               config_arg: str = "CONFIG", overrides: dict[str, Any] | None = None,
               print_only: bool = False,
-              train_fn: Callable[[ml_collections.ConfigDict, str], dict] | None = None
-              ) -> list[dict[str, Any]]:
+              train_fn: Callable[[ml_collections.ConfigDict, str], dict] | None = None,
+              population_mode: str = "off",
+              population_fn: Callable[..., list] | None = None) -> list[dict[str, Any]]:
     """Runs (or prints) every combination of ``specs`` and gathers the final metrics.
 
     Args:
@@ -161,10 +273,15 @@ def run_sweep(config: ml_collections.ConfigDict, root: str, specs: Sequence[str]
       overrides: ``--config.*`` overrides, for printed commands.
       print_only: print the commands and return without training.
       train_fn: ``(config, workdir) -> final metrics``; default ``train_and_evaluate``.
+      population_mode: "off" (one run after another), "vmap" (each group of runs equal
+        outside the population fields as one population) or "auto"
+        (:func:`choose_population`, per group).
+      population_fn: ``(configs, workdirs, popdir) -> [final metrics or exception]``;
+        default ``population_loop.train_population``.
 
     Returns:
-      One row per run: ``name``, the swept values, ``status`` ("ok" or the error) and the
-      final metrics.
+      One row per run, in grid order whatever the mode: ``name``, the swept values,
+      ``status`` ("ok" or the error) and the final metrics.
     """
     grid = expand_grid(specs)
     configs = [apply_assignment(config, a) for a in grid]  # fail on typos before any run
@@ -174,28 +291,49 @@ def run_sweep(config: ml_collections.ConfigDict, root: str, specs: Sequence[str]
                                 assignment, overrides))
         return []
     train_fn = train_fn or loop.train_and_evaluate
+    population_fn = population_fn or population_loop.train_population
     os.makedirs(root, exist_ok=True)
     keys = list(grid[0]) if grid else []
-    rows = []
-    for index, (assignment, run_config) in enumerate(zip(grid, configs)):
-        name = run_name(assignment)
-        print(f"[sweep] run {index + 1}/{len(grid)}: {name}", flush=True)
-        row: dict[str, Any] = {"name": name, **assignment}
-        try:
-            metrics = train_fn(run_config, os.path.join(root, name))
-            row.update({"status": "ok", **{k: metrics.get(k, "") for k in METRIC_COLUMNS}})
-        except Exception as error:  # noqa: BLE001 - one failed run must not end the sweep
-            # The whole traceback goes to the log; the table gets the type and the message.
-            logging.exception("sweep run %s failed", name)
-            print(f"[sweep] run {name} failed ({type(error).__name__}: {error}); going on",
-                  file=sys.stderr, flush=True)
-            row["status"] = (f"failed: {type(error).__name__}: {error}"
-                             .replace("\n", " ").replace("|", "/")[:300])
-        rows.append(row)
-        write_tables(root, rows, keys)  # partial tables survive an interrupted sweep
+    rows: dict[int, dict[str, Any]] = {}
+
+    def record(index: int, result: Any) -> None:
+        rows[index] = _row(run_name(grid[index]), grid[index], result)
+        write_tables(root, [rows[i] for i in sorted(rows)], keys)  # partial tables survive
+
+    groups = ([[i] for i in range(len(grid))] if population_mode == "off"
+              else population_groups(grid, configs))
+    for group in groups:
+        members = [configs[i] for i in group]
+        mode, why = choose_population(
+            population_mode, len(group),
+            shared_batch=len({int(c.seed) for c in members}) == 1)
+        if population_mode != "off":
+            print(f"[sweep] {len(group)} run(s) {_group_name(grid[group[0]])}: {why}",
+                  flush=True)
+        if mode == "vmap" and len(group) > 1:
+            names = [run_name(grid[i]) for i in group]
+            print(f"[sweep] population of {len(group)}: {', '.join(names)}", flush=True)
+            try:
+                results = population_fn(
+                    members, [os.path.join(root, n) for n in names],
+                    os.path.join(root, "populations", _group_name(grid[group[0]])))
+            except Exception as error:  # noqa: BLE001 - one failed group must not end it
+                results = [error] * len(group)
+            for index, result in zip(group, results):
+                record(index, result)
+            continue
+        for index in group:
+            name = run_name(grid[index])
+            print(f"[sweep] run {len(rows) + 1}/{len(grid)}: {name}", flush=True)
+            try:
+                result: Any = train_fn(configs[index], os.path.join(root, name))
+            except Exception as error:  # noqa: BLE001 - one failed run must not end the sweep
+                result = error
+            record(index, result)
+    ordered = [rows[i] for i in sorted(rows)]
     with open(os.path.join(root, "sweep.json"), "w") as f:
-        json.dump(rows, f, indent=2)
-    return rows
+        json.dump(ordered, f, indent=2)
+    return ordered
 
 
 def main(argv: list[str]) -> None:
@@ -207,7 +345,7 @@ def main(argv: list[str]) -> None:
     rows = run_sweep(_CONFIG.value, _ROOT.value, _SWEEPS.value,
                      config_arg=config_flags.get_config_filename(flag),
                      overrides=config_flags.get_override_values(flag),
-                     print_only=_PRINT_ONLY.value)
+                     print_only=_PRINT_ONLY.value, population_mode=_POPULATION.value)
     if any(row["status"] != "ok" for row in rows):
         sys.exit(1)
 

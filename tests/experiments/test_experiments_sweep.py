@@ -104,3 +104,56 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path):
         table = list(csv.DictReader(f))
     assert [r["mean_epe_mm"] for r in table] == ["10.0", "", "", "13.0"]
     assert "failed: RuntimeError: XLA out of memory" in (tmp_path / "sweep.md").read_text()
+
+
+def _population_fn(configs, workdirs, popdir):
+    from handvae.training import population_loop
+    return population_loop.train_population(
+        configs, workdirs, popdir, batches=[standins.batches(c) for c in configs],
+        eval_batches=standins.eval_batches(configs[0]), functions=standins.FUNCTIONS)
+
+
+def test_a_population_sweep_gives_the_sequential_sweeps_table(tmp_path, capsys):
+    """--population=vmap against off on a 2 × 2 grid over β_max and a non-population field
+    (the stand-in's width): two populations of two, the same rows to float tolerance."""
+    config = standins.tiny_config()
+    config.num_train_steps, config.eval_every, config.checkpoint_every = 3, 3, 3
+    specs = ["model.resnet_width=4,6", "loss.beta_max=1e-3,1e-1"]
+    train_fn = functools.partial(loop.train_and_evaluate, batches=standins.batches(config),
+                                 eval_batches=standins.eval_batches(config),
+                                 functions=standins.FUNCTIONS)
+    tables = {}
+    for mode in ("off", "vmap"):
+        sweep.run_sweep(config, str(tmp_path / mode), specs, train_fn=train_fn,
+                        population_mode=mode, population_fn=_population_fn)
+        with open(tmp_path / mode / "sweep.csv") as f:
+            tables[mode] = list(csv.DictReader(f))
+    assert "population of 2: model.resnet_width=4_loss.beta_max=1e-3" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "vmap" / "populations")) == [
+        "model.resnet_width=4", "model.resnet_width=6"]
+    assert [r["name"] for r in tables["off"]] == [r["name"] for r in tables["vmap"]]
+    assert list(tables["off"][0]) == list(tables["vmap"][0])
+    for off, vmap in zip(tables["off"], tables["vmap"]):
+        assert off["status"] == vmap["status"] == "ok"
+        for column in ("mean_epe_mm", "train_loss", "step"):
+            assert float(vmap[column]) == pytest.approx(float(off[column]), rel=1e-5)
+
+
+def test_auto_is_sequential_unless_a_measurement_of_this_device_kind_shows_a_gain(tmp_path):
+    figure = {"device_kind": "cpu", "cases": [
+        {"strategy": "R2P", "shared_batch": True,
+         "member_steps_per_s_ratio": {"1": 1.0, "2": 0.78, "4": 0.75}},
+        {"strategy": "R2P", "shared_batch": False,
+         "member_steps_per_s_ratio": {"1": 1.0, "2": 0.5}}]}
+    (tmp_path / "cpu_x").mkdir()
+    (tmp_path / "cpu_x" / "population.json").write_text(__import__("json").dumps(figure))
+    mode, why = sweep.choose_population("auto", 4, shared_batch=True, device_kind="cpu",
+                                        figures=str(tmp_path))
+    assert mode == "off" and "0.75×" in why and "cpu_x/population.json" in why
+    assert sweep.choose_population("auto", 3, shared_batch=True, device_kind="gpu-x",
+                                   figures=str(tmp_path))[0] == "off"
+    figure["cases"][0]["member_steps_per_s_ratio"]["4"] = 3.5
+    (tmp_path / "cpu_x" / "population.json").write_text(__import__("json").dumps(figure))
+    assert sweep.choose_population("auto", 8, shared_batch=True, device_kind="cpu",
+                                   figures=str(tmp_path))[0] == "vmap"
+    assert sweep.choose_population("vmap", 2, shared_batch=True)[0] == "vmap"
