@@ -46,31 +46,32 @@ DEMO_CONFIG = os.path.join(PROJECT_ROOT, "experiments", "configs", "demo.py")
 BENCHMARK_RESULTS = os.path.join(PROJECT_ROOT, "experiments", "results", "cpu", "results.json")
 DEMO_MARKER = ".handvae-demo"  # marks --out as a demo folder (only such folders are deleted)
 STEPS_FILE = launcher_records.STEPS_FILE
-FOLDER = launcher_folders.OutputFolder(
-    DEMO_MARKER, frozenset({"data", "workdirs", "report.md", "pck.png", "figures",
-                            "timings.json", STEPS_FILE, DEMO_MARKER}),
-    owner="the demo", command="python -m experiments.demo")
+FOLDER = launcher_folders.OutputFolder(DEMO_MARKER, frozenset(
+    {"data", "workdirs", "report.md", "pck.png", "figures", "timings.json", STEPS_FILE,
+     DEMO_MARKER}), owner="the demo", command="python -m experiments.demo")
 NUM_TRAIN = 3000  # generated training frames (5 % of them become the validation split)
 DemoArgumentError = launcher_folders.ArgumentError
 _run = launcher.call  # the one runner of child steps (kept for callers of the old name)
 prepare_out = FOLDER.prepare  # (out, force): a marked folder; force deletes only the demo's
 
 
-def plan(out: str, steps: int) -> list[launcher.RunSpec]:
-    """The demo's two runs (S1, S4) of the demo config, ``steps`` steps each."""
-    digest = launcher_records.file_digest(DEMO_CONFIG)
+def plan(out: str, steps: int, tiny: bool = False) -> list[launcher.RunSpec]:
+    """The demo's two runs (S1, S4) of the demo config (``tiny``: its smoke sizes)."""
+    digest, size = launcher_records.file_digest(DEMO_CONFIG), ",tiny" if tiny else ""
     return [launcher.RunSpec(
         name=f"{label} ({strategy})", label=label, steps=steps,
         workdir=os.path.join(out, "workdirs", f"{label}_{strategy}"),
-        config=f"{DEMO_CONFIG}:strategy={strategy},steps={steps}",
-        inputs={"strategy": strategy, "config": digest},
+        config=f"{DEMO_CONFIG}:strategy={strategy}{size},steps={steps}",
+        inputs={"strategy": strategy, "config": digest, **({"tiny": True} if tiny else {})},
         flags=("--verbosity=-1",))  # absl: warnings only; the progress bar stays
         for label, strategy in MODELS]
 
 
 def run_demo(out: str, *, num_train: int, num_eval: int, steps: int, seed: int = 0,
-             force: bool = False, eval_examples: int = -1) -> dict[str, Any]:
+             force: bool = False, eval_examples: int = -1, tiny: bool = False
+             ) -> dict[str, Any]:
     """Runs the five steps; returns ``{"results": {name: metrics}, "timings": {...}}``.
+    ``tiny``: the demo config's smoke sizes (32-px crops; the whole pipeline in minutes).
 
     Raises:
       DemoArgumentError: a bad argument, too many frames for the free disk or memory, or an
@@ -91,7 +92,7 @@ def run_demo(out: str, *, num_train: int, num_eval: int, steps: int, seed: int =
                                                                        ("tfds",)))
     data = launcher.prepare_owned_data(launcher.DataSpec(num_train, num_eval, seed), raw,
                                        tfds_dir, ledger, timings, progress)
-    runs = plan(out, steps)
+    runs = plan(out, steps, tiny)
     trained = launcher.train_owned(runs, data, tfds_dir, ledger, timings, progress)
     results = launcher.evaluate_owned(runs, trained, tfds_dir, eval_examples, ledger, timings,
                                       progress)
@@ -230,10 +231,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true",
                         help="delete --out (only a folder the demo wrote) and redo all")
+    parser.add_argument("--tiny", action="store_true",
+                        help="smoke model sizes (with small --num-train, --steps: a check)")
     args = parser.parse_args(argv)
     try:
         run_demo(args.out, num_train=args.num_train, num_eval=args.num_eval, steps=args.steps,
-                 seed=args.seed, force=args.force, eval_examples=args.eval_examples)
+                 seed=args.seed, force=args.force, eval_examples=args.eval_examples,
+                 tiny=args.tiny)
     except DemoArgumentError as error:
         parser.error(str(error))
     except StepFailed as error:

@@ -30,7 +30,8 @@ Every experiment that trains several models goes through the same stages, here:
 Child processes: every step that runs as a child goes through :func:`call`, from the
 repository root (so ``-m experiments...`` resolves from any folder), and through
 ``experiments._subprocesses``, the one owner of child processes: a SIGTERM to the launcher
-stops the child, then exits 143. Sweep runs its grid in this process (no child).
+stops the child, then exits 143. A sweep trains in its own process: :func:`run_each` runs
+its grid one run after another, a failed run recorded and the next one started.
 """
 
 from __future__ import annotations
@@ -272,13 +273,29 @@ def train_sequentially(runs: Sequence[RunSpec], data_dir: str, *, before: Before
                        after: After, log_file: str | None = None) -> None:
     """One ``experiments.train`` child after another; ``after`` once each has finished."""
     for run in runs:
+        require("train")  # before ``before``, which may clear a work directory
         before(run)
-        require("train")
         os.makedirs(run.workdir, exist_ok=True)
         log_path = os.path.join(run.workdir, log_file) if log_file else None
         seconds = call(train_command(run, data_dir), f"train {run.title}", log_path,
                        echo=log_file is None)
         after(run, seconds)
+
+
+def run_each(items: Sequence[Any], run_one: Callable[[Any], Any],
+             record: Callable[[Any, Any], None]) -> None:
+    """Runs ``run_one(item)`` in this process, one item after another (the sweep's runs).
+
+    ``record(item, result)`` gets the item's result, or the exception it raised (its
+    traceback attached, for the log): one failed run must not end the others.
+    ``KeyboardInterrupt`` and ``SystemExit`` (a SIGTERM) still stop everything.
+    """
+    for item in items:
+        try:
+            result = run_one(item)
+        except Exception as error:  # noqa: BLE001 - recorded as the run's result
+            result = error
+        record(item, result)
 
 
 # Registry of executors (plain dict; an unknown name fails loudly in `executor`).

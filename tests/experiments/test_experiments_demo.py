@@ -253,3 +253,19 @@ def test_the_report_says_over_how_many_frames_its_rows_are(tmp_path):
     assert "Only the first 4 test frames were evaluated" in text and "N = 4" in text
     text = open(demo.write_report(str(tmp_path), results, {}, {}, info)).read()
     assert "Every row is over the whole test split (N = 4)" in text
+
+
+@pytest.mark.slow
+def test_tiny_demo_end_to_end_and_resume(tmp_path):
+    """`python -m experiments.demo --tiny`: every step for real, at smoke sizes, then a resume."""
+    out = tmp_path / "demo"
+    args = {"num_train": 40, "num_eval": 8, "steps": 2, "tiny": True}
+    result = demo.run_demo(str(out), **args)
+    assert set(result["results"]) == {"S1 (R2P)", "S4 (RC2CHP_poe)"}
+    assert all(np.isfinite(m["mean_epe_mm"]) for m in result["results"].values())
+    assert {"report.md", "pck.png", "figures", "timings.json", "steps.json", "data",
+            "workdirs", demo.DEMO_MARKER} <= set(os.listdir(out))
+    assert "Every row is over the whole test split (N = 8)" in (out / "report.md").read_text()
+    again = demo.run_demo(str(out), **args)
+    assert all("earlier run" in str(again["timings"][key]) for key in
+               ("generate_s", "build_s", "train_S1_s", "train_S4_s", "evaluate_S1_s"))

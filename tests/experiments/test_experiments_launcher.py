@@ -272,3 +272,21 @@ def test_the_launcher_is_the_bottom_layer_of_the_presets():
                    "launcher_folders"):
         assert not _imports(module) & {"experiments._subprocesses", "subprocess"}, module
     assert "experiments._subprocesses" in _imports("launcher")
+
+
+def test_run_each_records_a_failure_and_goes_on_but_stops_on_an_interrupt():
+    results = []
+
+    def run_one(seed):
+        if seed == 1:
+            raise RuntimeError("XLA out of memory")
+        if seed == 3:
+            raise KeyboardInterrupt
+        return {"seed": seed}
+
+    launcher.run_each([0, 1, 2], run_one, lambda item, result: results.append(result))
+    assert results[0] == {"seed": 0} and results[2] == {"seed": 2}
+    assert isinstance(results[1], RuntimeError) and results[1].__traceback__ is not None
+    with pytest.raises(KeyboardInterrupt):
+        launcher.run_each([3, 0], run_one, lambda item, result: results.append(result))
+    assert len(results) == 3
