@@ -1,0 +1,214 @@
+"""Population throughput: member-steps/s of K vmapped runs against one run, in the same process.
+
+    python benchmarks/population.py                 # cpu scale; paper size too on a GPU
+    python benchmarks/population.py --paper         # paper size on any backend (slow on CPU)
+    python benchmarks/population.py --smoke         # tiny config, K = 1, 2, R2P: seconds
+
+For R2P (S1) and RC2CHP_poe (S4), at the cpu scale (``experiments/configs/reproduce.py``
+``scale=cpu``) and at paper size (``scale=paper``: only with a GPU present or ``--paper``), and
+for a shared batch (every member reads one batch; members differ in λ_cloud) and one batch per
+member (members differ in seed), it times:
+
+* one run: the project's step (``handvae.training.step.make_train_step``), steps/s;
+* populations of K = 1, 2, 4, 8 (``--members``): the vmapped step
+  (``handvae.training.population.make_population_train_step``) on the ``("members", "data")``
+  mesh, member-steps/s = K × steps/s.
+
+Each step time is the median of ``--steps`` timed steps after ``--warmup`` (device-ready
+contract-shaped random batches already placed on the mesh: the step alone, no input
+pipeline). Figures go to ``benchmarks/figures/<machine>_<date>/population.json`` (``--out``;
+``--smoke`` writes to a temporary folder unless ``--out`` is given): ``device_kind``, the
+load (``uptime``) before and after, and per case ``member_steps_per_s`` keyed by K with
+``member_steps_per_s_ratio``, each K's rate over the one run's measured in the same run (K = 1
+is then the vmap's own overhead). ``experiments.sweep --population=auto`` reads the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from experiments.configs import common, reproduce  # noqa: E402
+from handvae.data import spec  # noqa: E402
+from handvae.models import vae  # noqa: E402
+from handvae.training import population, sharding, state as state_lib  # noqa: E402
+from handvae.training import step as step_lib  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STRATEGIES = ("R2P", "RC2CHP_poe")
+
+
+def machine_name() -> str:
+    """``cpu``, or the accelerator's short name (``h100``, ``h200``) from its device kind."""
+    if jax.default_backend() == "cpu":
+        return "cpu"
+    kind = jax.devices()[0].device_kind.lower()
+    match = re.search(r"\b([a-z]\d{2,4}[a-z]?)\b", kind)
+    return match.group(1) if match else re.sub(r"[^a-z0-9]+", "-", kind).strip("-")
+
+
+def load() -> str:
+    """The ``uptime`` line (load averages), or "" where unavailable."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def config_for(strategy: str, scale: str):
+    if scale == "tiny":
+        config = common.shrink_to_tiny(common.get_base_config("synthetic"))
+        config.model.strategy = strategy
+        return config
+    return reproduce.get_config(f"strategy={strategy},scale={scale}")
+
+
+def _time(step, args, steps: int, warmup: int) -> tuple[float, float]:
+    """(compile seconds, median step seconds) of ``step(*args) -> (state, metrics)``."""
+    state, *rest = args
+    start = time.perf_counter()
+    compiled = step.lower(state, *rest).compile()
+    compile_seconds = time.perf_counter() - start
+    for _ in range(warmup):
+        state, metrics = compiled(state, *rest)
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        state, metrics = compiled(state, *rest)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    return compile_seconds, float(np.median(times))
+
+
+def single_run(config, model, batch, *, steps: int, warmup: int) -> dict:
+    mesh = sharding.make_mesh()
+    state = sharding.replicate(state_lib.create_train_state(config, model), mesh)
+    compile_s, seconds = _time(step_lib.make_train_step(config, mesh),
+                               (state, sharding.shard_batch(batch, mesh)), steps, warmup)
+    return {"steps_per_s": 1.0 / seconds, "compile_seconds": compile_s}
+
+
+def population_run(configs, model, batches, *, shared_batch: bool, steps: int,
+                   warmup: int) -> dict:
+    members = len(configs)
+    mesh = sharding.make_population_mesh(members)
+    state = population.place_members(population.create_population_state(configs, model), mesh)
+    hypers = population.place_members(population.member_hypers(configs), mesh)
+    active = population.place_members(np.ones(members, bool), mesh)
+    batch = batches[0] if shared_batch else {
+        k: np.stack([b[k] for b in batches[:members]]) for k in batches[0]}
+    placed = population.place_batch(batch, mesh, shared_batch=shared_batch)
+    step = population.make_population_train_step(configs[0], mesh, shared_batch=shared_batch)
+    compile_s, seconds = _time(step, (state, placed, hypers, active), steps, warmup)
+    return {"member_steps_per_s": members / seconds, "compile_seconds": compile_s,
+            "mesh": dict(mesh.shape)}
+
+
+def measure(strategy: str, scale: str, *, members: list[int], modes: list[bool],
+            steps: int, warmup: int) -> list[dict]:
+    """The one run, then every K for each batch mode: one case per mode, ratios against the
+    one run (measured once, in the same process)."""
+    base = config_for(strategy, scale)
+    model = vae.build_model(base.model)
+    size = (base.batch_size, base.data.image_size, base.data.num_points,
+            base.data.heatmap_size)
+    batches = [spec.dummy_batch(*size, seed=k) for k in range(max(members))]
+    alone = single_run(base, model, batches[0], steps=steps, warmup=warmup)
+    print(f"{strategy:<11} {scale:<6} one run: {alone['steps_per_s']:8.2f} steps/s "
+          f"(compiled in {alone['compile_seconds']:.0f} s)", flush=True)
+    cases = []
+    for shared_batch in modes:
+        case = {"strategy": strategy, "scale": scale, "shared_batch": shared_batch,
+                "batch_size": base.batch_size, "image_size": base.data.image_size,
+                "one_run_steps_per_s": alone["steps_per_s"],
+                "compile_seconds": {"one_run": alone["compile_seconds"]},
+                "member_steps_per_s": {}, "member_steps_per_s_ratio": {}, "mesh": {}}
+        for k in members:
+            configs = []
+            for index in range(k):
+                config = config_for(strategy, scale)
+                if shared_batch:
+                    config.loss.lambda_cloud = 1.0 + 0.1 * index
+                else:
+                    config.seed = index
+                configs.append(config)
+            result = population_run(configs, model, batches, shared_batch=shared_batch,
+                                    steps=steps, warmup=warmup)
+            ratio = result["member_steps_per_s"] / alone["steps_per_s"]
+            case["member_steps_per_s"][str(k)] = result["member_steps_per_s"]
+            case["member_steps_per_s_ratio"][str(k)] = ratio
+            case["compile_seconds"][str(k)] = result["compile_seconds"]
+            case["mesh"][str(k)] = result["mesh"]
+            print(f"{strategy:<11} {scale:<6} "
+                  f"{'shared' if shared_batch else 'per-member':<10} K={k}: "
+                  f"{result['member_steps_per_s']:8.2f} member-steps/s ({ratio:.2f}× one run)",
+                  flush=True)
+        cases.append(case)
+    return cases
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny config, R2P, K = 1, 2, 2 steps: checks the script runs")
+    parser.add_argument("--paper", action="store_true",
+                        help="paper size too without a GPU (on a GPU it always runs)")
+    parser.add_argument("--skip_cpu_scale", action="store_true")
+    parser.add_argument("--members", default="1,2,4,8", help="population sizes K")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--batches", default="shared,per_member")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--out", default="", help="output folder (default: "
+                        "benchmarks/figures/<machine>_<date>; --smoke: a temporary one)")
+    args = parser.parse_args(argv)
+    members = [int(k) for k in args.members.split(",")]
+    strategies = args.strategies.split(",")
+    modes = [m == "shared" for m in args.batches.split(",")]
+    scales = [] if args.skip_cpu_scale else ["cpu"]
+    if args.paper or jax.default_backend() == "gpu":
+        scales.append("paper")
+    steps, warmup = args.steps, args.warmup
+    if args.smoke:
+        members, strategies, scales, steps, warmup = [1, 2], ["R2P"], ["tiny"], 2, 1
+    out = args.out or (tempfile.mkdtemp(prefix="population_smoke_") if args.smoke else
+                       os.path.join(REPO, "benchmarks", "figures",
+                                    f"{machine_name()}_{datetime.date.today().isoformat()}"))
+    figures = {"device_kind": jax.devices()[0].device_kind, "backend": jax.default_backend(),
+               "devices": jax.device_count(), "cpu_count": os.cpu_count(),
+               "platform": platform.platform(), "jax": jax.__version__,
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                   timespec="seconds"),
+               "command": " ".join(["python", "benchmarks/population.py", *(argv or sys.argv[1:])]),
+               "xla_flags": os.environ.get("XLA_FLAGS", ""), "timed_steps": steps,
+               "warmup_steps": warmup, "uptime_before": load(), "cases": []}
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "population.json")
+    for scale in scales:
+        for strategy in strategies:
+            figures["cases"] += measure(strategy, scale, members=members, modes=modes,
+                                        steps=steps, warmup=warmup)
+            figures["uptime_after"] = load()
+            with open(path, "w") as f:   # after each strategy: a cut-off run keeps its cases
+                json.dump(figures, f, indent=2)
+    print(f"wrote {path}")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
