@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench bench-full clean
+.PHONY: demo test test-slow bench bench-full bench-smoke clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: $(STAMP)
 bench-full: bench
 	$(PY) benchmarks/model_step.py
 	$(PY) benchmarks/train_step.py
+
+# Every benchmark script in its --smoke mode (seconds each, figures meaningless), the GPU
+# branches lowered for CUDA; `make test` runs all but the slow ones.
+bench-smoke: $(STAMP)
+	$(PY) -m pytest -q -m "slow or not slow" tests/benchmarks
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -27,7 +27,8 @@ timing is of the step alone.
 ``--lower_for cuda`` lowers the paper-scale steps for a GPU on this machine instead of timing
 them, as a GPU backend would trace them (its default auction variant: the Pallas kernel
 compiled for Triton), from abstract state and batches (nothing allocated, nothing compiled):
-their entries then hold ``lower_seconds`` and ``model_flops``, and S4's ``flops_vs_R2P``.
+their entries then hold ``lower_seconds``, ``model_flops``, ``triton_kernels`` (Pallas kernels
+lowered for Triton) and S4's ``flops_vs_R2P`` (``rate_vs_R2P`` is NaN: nothing was timed).
 ``--smoke`` (a 256² matmul, the demo's ``tiny`` variant, 2 steps, 4 pipeline batches and
 ``--lower_for cuda``) checks in seconds that the script and the GPU branch of the paper-scale
 steps run; ``make test`` runs it.
