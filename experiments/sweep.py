@@ -49,6 +49,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import launcher
 from handvae.training import loop, population, population_loop
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -300,6 +301,11 @@ def run_sweep(config: ml_collections.ConfigDict, root: str, specs: Sequence[str]
         rows[index] = _row(run_name(grid[index]), grid[index], result)
         write_tables(root, [rows[i] for i in sorted(rows)], keys)  # partial tables survive
 
+    def train_one(index: int) -> Any:
+        name = run_name(grid[index])
+        print(f"[sweep] run {len(rows) + 1}/{len(grid)}: {name}", flush=True)
+        return train_fn(configs[index], os.path.join(root, name))
+
     groups = ([[i] for i in range(len(grid))] if population_mode == "off"
               else population_groups(grid, configs))
     for group in groups:
@@ -322,14 +328,7 @@ def run_sweep(config: ml_collections.ConfigDict, root: str, specs: Sequence[str]
             for index, result in zip(group, results):
                 record(index, result)
             continue
-        for index in group:
-            name = run_name(grid[index])
-            print(f"[sweep] run {len(rows) + 1}/{len(grid)}: {name}", flush=True)
-            try:
-                result: Any = train_fn(configs[index], os.path.join(root, name))
-            except Exception as error:  # noqa: BLE001 - one failed run must not end the sweep
-                result = error
-            record(index, result)
+        launcher.run_each(group, train_one, record)  # in turn; a failure is recorded
     ordered = [rows[i] for i in sorted(rows)]
     with open(os.path.join(root, "sweep.json"), "w") as f:
         json.dump(ordered, f, indent=2)
