@@ -6,10 +6,9 @@ A preset of the launcher (``experiments/launcher.py``): 1. generates a synthetic
 set in RHD's on-disk layout; 2. builds it with the RHD TFDS builder; 3. trains the demo config
 (``experiments/configs/demo.py``) with S1 (``R2P``, RGB → pose) and S4 (``RC2CHP_poe``, RGB +
 point cloud → pose, heat maps, cloud, product of experts); 4. evaluates both from RGB only by
-hand3d's protocol (``experiments.evaluate``); 5. writes ``<out>/report.md``: a Table-1-style
-comparison, the PCK plot, the paper-style figures (poses, Fig. 3 reconstructions, Figs. 1/4
-interpolations) and where the demo sits against the committed benchmark results
-(``experiments/results/cpu``: the demo config is that benchmark's ``cpu`` scale, run shorter).
+hand3d's protocol; 5. writes ``<out>/report.md``: a Table-1-style comparison, the PCK plot,
+the paper-style figures (poses, Fig. 3 clouds, Figs. 1/4 interpolations) and the committed
+benchmark results (``experiments/results/cpu``: the demo config is its scale, run shorter).
 
 Each step records its inputs in ``<out>/steps.json`` and is skipped when they are unchanged;
 a step whose inputs changed is redone with every step after it (more ``--steps`` resume from
@@ -33,10 +32,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from experiments import launcher, launcher_folders, launcher_records
+from experiments import (launcher, launcher_data, launcher_evaluation, launcher_folders,
+                         launcher_records)
 from experiments.configs import demo as demo_config
 from experiments.configs import reproduce as reproduce_config
-from experiments.launcher import StepFailed, eval_dir, read_evaluation  # noqa: F401 (API)
+from experiments.launcher import StepFailed
+from experiments.launcher_evaluation import eval_dir, read_evaluation  # noqa: F401 (API)
 from handvae.evaluation import report
 
 MODELS = (("S1", "R2P"), ("S4", "RC2CHP_poe"))
@@ -88,14 +89,13 @@ def run_demo(out: str, *, num_train: int, num_eval: int, steps: int, seed: int =
     progress = launcher.stage_printer(start)
     prepare_out(out, force)
     ledger = launcher_records.Ledger(out)
-    raw, tfds_dir = (os.path.join(out, "data", *parts) for parts in (("synthetic", "rhd"),
-                                                                       ("tfds",)))
-    data = launcher.prepare_owned_data(launcher.DataSpec(num_train, num_eval, seed), raw,
-                                       tfds_dir, ledger, timings, progress)
+    raw, tfds_dir = os.path.join(out, "data", "synthetic", "rhd"), os.path.join(out, "data", "tfds")
+    spec = launcher_data.DataSpec(num_train, num_eval, seed)
+    data = launcher_data.prepare_owned_data(spec, raw, tfds_dir, ledger, timings, progress)
     runs = plan(out, steps, tiny)
     trained = launcher.train_owned(runs, data, tfds_dir, ledger, timings, progress)
-    results = launcher.evaluate_owned(runs, trained, tfds_dir, eval_examples, ledger, timings,
-                                      progress)
+    results = launcher_evaluation.evaluate_owned(runs, trained, tfds_dir, eval_examples, ledger,
+                                                 timings, progress)
     progress("report", f"report → {os.path.join(out, 'report.md')}")
     timings["total_this_run_s"] = time.perf_counter() - start
     info = {"num_train": num_train, "num_eval": num_eval, "steps": steps, "seed": seed,

@@ -1,31 +1,34 @@
 r"""The one launcher: how demo, reproduce and sweep generate, build, train, test and record.
 
-Every experiment that trains several models goes through the same stages, here:
+Every experiment that trains several models goes through the same stages, here and in the
+launcher's small modules (``launcher_data``, ``launcher_evaluation``, ``launcher_records``,
+``launcher_folders``, ``launcher_population``):
 
-1. **data**: generate the synthetic benchmark (``data_prep.synthetic``, RHD layout) and build
-   it with the RHD TFDS builder (``data_prep.build``): :func:`data_commands`. Two policies,
-   one per kind of data folder: :func:`prepare_shared_data` (a folder that several roots
-   share, ``reproduce --data-root``: generated once, *refused* when asked for other sizes)
-   and :func:`prepare_owned_data` (inside a preset's own output folder, the demo: *redone*
-   when its inputs change, with every step after it).
+1. **data** (``launcher_data``): generate the synthetic benchmark (``data_prep.synthetic``,
+   RHD layout) and build it with the RHD TFDS builder (``data_prep.build``). Two policies, one
+   per kind of data folder: ``prepare_shared_data`` (a folder that several roots share,
+   ``reproduce --data-root``: generated once, *refused* when asked for other sizes) and
+   ``prepare_owned_data`` (inside a preset's own output folder, the demo: *redone* when its
+   inputs change, with every step after it).
 2. **plan**: a list of :class:`RunSpec` (name, work directory, config file and argument,
    seed), in a fixed order; the presets make it (``reproduce.plan_runs``, the demo's two
    models, the sweep's grid).
-3. **train**: an *executor* trains the runs not yet done (:data:`EXECUTORS`). Today there is
-   one, ``sequential``: one ``experiments.train`` child after another. An executor receives
-   the pending runs, the data directory and two callbacks (``before(run)``,
-   ``after(run, seconds)``), and calls ``after`` for each run once its work directory holds a
-   finished run. That is the seam for a population executor (``handvae.training.
-   population_loop.train_population``): it trains the runs that differ only in population
-   fields as one program, calls ``after`` for each member, and registers in
-   :data:`EXECUTORS`; skipping, records and reports stay as they are.
+3. **train**: an *executor* trains the runs not yet done (:data:`EXECUTORS`):
+   ``sequential``, one ``experiments.train`` child after another, or ``population``, each
+   group of runs that differ only in population fields (:attr:`RunSpec.group`: a setting's
+   seeds) as one ``experiments.launcher_population`` child, one vmapped program
+   (``handvae.training.population_loop``). An executor receives the pending runs, the data
+   directory and two callbacks (``before(run)``, ``after(run, seconds)``) and calls ``after``
+   for each run once its work directory holds a finished run, so skipping, records and
+   reports do not depend on how the runs were trained.
 4. **test once**: the trainer tests the best-by-validation checkpoint once, in full, at the
-   end (``final_metrics.json``, :func:`launcher_records.read_test_metrics`). The demo also
-   evaluates each model in this process for its figures (:func:`evaluate_owned`), and reports
-   only an evaluation made as it asked (:func:`read_evaluation`).
+   end (``final_metrics.json``, ``launcher_records.read_test_metrics``). The demo also
+   evaluates each model in this process for its figures (``launcher_evaluation``), and
+   reports only an evaluation made as it asked.
 5. **record and report**: a record per run (:func:`train_recorded`, the run's identity, time,
    validation curve and test metrics, read back to skip a finished run) or a folder ledger
-   (``steps.json``, :func:`train_owned`); the presets write their own report from them.
+   (``steps.json``, :func:`train_owned`); the presets write their own report from them
+   (``launcher_records`` has the shared pieces; output folders: ``launcher_folders``).
 
 Child processes: every step that runs as a child goes through :func:`call`, from the
 repository root (so ``-m experiments...`` resolves from any folder), and through
@@ -150,95 +153,6 @@ def provenance() -> dict[str, Any]:
             "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()}}
 
 
-# --- 1. data ------------------------------------------------------------------------------
-
-class DataSpec(NamedTuple):
-    """The synthetic benchmark: frame counts and the generator's seed."""
-
-    num_train: int
-    num_eval: int
-    seed: int
-
-
-def data_commands(data: DataSpec, raw: str, tfds_dir: str,
-                  configs: Sequence[str] = ("synthetic",)) -> list[tuple[str, list[str]]]:
-    """``(step, command)`` pairs: generate into ``raw``, then build each RHD config."""
-    py = sys.executable
-    steps = [("generate", [py, "-m", "data_prep.synthetic", "--format", "rhd", "--out", raw,
-                           "--num-train", str(data.num_train), "--num-eval",
-                           str(data.num_eval), "--seed", str(data.seed)])]
-    for config in configs:
-        steps.append((f"build {config}", [py, "-m", "data_prep.build", "--dataset", "rhd",
-                                          "--config", config, "--manual_dir", raw,
-                                          "--data_dir", tfds_dir]))
-    return steps
-
-
-def prepare_shared_data(folder: str, data: DataSpec, configs: Sequence[str] = ("synthetic",)
-                        ) -> dict[str, Any]:
-    """Generates and builds into ``folder/{raw,tfds}`` once; returns its record and timings.
-
-    ``folder/benchmark.json`` records the sizes and each finished step's seconds; a step done
-    earlier is skipped. The folder may be shared between roots, so nothing is deleted.
-
-    Raises:
-      RuntimeError: the folder holds a benchmark generated with other sizes.
-      StepFailed: a step failed.
-    """
-    folder = os.path.abspath(folder)
-    raw, tfds_dir = os.path.join(folder, "raw"), os.path.join(folder, "tfds")
-    done_path = os.path.join(folder, "benchmark.json")
-    done = launcher_records._read_json(done_path) or {}
-    wanted = dict(data._asdict())
-    if done.get("setting") not in (None, wanted):
-        raise RuntimeError(f"{folder} holds a benchmark generated with {done.get('setting')}, "
-                           f"not {wanted}; pass another --data-root or remove that folder")
-    done["setting"] = wanted
-    os.makedirs(folder, exist_ok=True)
-    for what, cmd in data_commands(data, raw, tfds_dir, configs):
-        key = what.replace(" ", "_") + "_s"
-        if key in done:
-            print(f"  {what}: done earlier ({done[key]:.0f} s)")
-            continue
-        print(f"  {what}: $ {' '.join(cmd)}", flush=True)
-        done[key] = call(cmd, what)
-        launcher_records.write_json(done_path, done)
-    done["tfds_dir"] = tfds_dir
-    return done
-
-
-def prepare_owned_data(data: DataSpec, raw: str, tfds_dir: str, ledger: Ledger,
-                       timings: dict[str, Any], progress: Progress
-                       ) -> dict[str, Any]:
-    """Generates into ``raw`` and builds into ``tfds_dir`` unless done with these inputs.
-
-    Both folders lie inside the preset's own output folder: a step whose inputs changed
-    deletes its output first. Returns the build's inputs (the training steps' data key).
-    """
-    generate_inputs = {"num_train": data.num_train, "num_eval": data.num_eval,
-                       "seed": data.seed}
-    build_inputs = {"data": generate_inputs}
-    (_, generate), (_, build) = data_commands(data, raw, tfds_dir)
-    folder = os.path.dirname(ledger.path)
-    for step, inputs, output, cmd, text in (
-            ("generate", generate_inputs, raw, generate,
-             f"synthetic RHD-format data: {data.num_train} train / {data.num_eval} eval "
-             f"frames → {raw}"),
-            ("build", build_inputs, tfds_dir, build,
-             f"TFDS build (rhd/synthetic, array_record) → {tfds_dir}")):
-        progress(step, text)
-        if ledger.done(step, inputs) and os.path.isdir(output):
-            print("  same inputs, skipped")
-            timings[f"{step}_s"] = launcher_records.earlier_seconds(folder, f"{step}_s")
-            continue
-        require(step)
-        ledger.start(step)
-        shutil.rmtree(output, ignore_errors=True)  # inside the preset's own folder
-        timings[f"{step}_s"] = call(cmd, step, echo=True)
-        ledger.finish(step, inputs)
-    return build_inputs
-
-
 # --- 2./3. runs and executors -------------------------------------------------------------
 
 class RunSpec(NamedTuple):
@@ -252,6 +166,7 @@ class RunSpec(NamedTuple):
     steps: int | None = None       # the run's length, where more steps resume (demo)
     inputs: Mapping[str, Any] = {}  # what else identifies it in a ledger (strategy, digest)
     flags: tuple[str, ...] = ()    # more trainer flags ("--verbosity=-1")
+    group: str = ""                # runs of one group differ only in population fields
 
     @property
     def title(self) -> str:
@@ -298,8 +213,48 @@ def run_each(items: Sequence[Any], run_one: Callable[[Any], Any],
         record(item, result)
 
 
+def population_dir(run: RunSpec) -> str:
+    """``<parent of the work directory>/populations/<group>``: a group's stacked state."""
+    return os.path.join(os.path.dirname(run.workdir), "populations", run.group)
+
+
+def train_populations(runs: Sequence[RunSpec], data_dir: str, *, before: Before,
+                      after: After, log_file: str | None = None) -> None:
+    """Each group of two or more pending runs as one program; the others one by one.
+
+    A group (:attr:`RunSpec.group`) is one ``experiments.launcher_population`` child that
+    trains its members as a population (``handvae.training.population_loop``); its stacked
+    checkpoints lie in :func:`population_dir`, its log there too, and each member records the
+    group's wall time. A run without a group, or alone in it, trains as
+    :func:`train_sequentially` does (the trainer flags of a grouped run are not passed on).
+    """
+    groups: dict[str, list[RunSpec]] = {}
+    for run in runs:
+        groups.setdefault(run.group or f"\0{run.name}", []).append(run)
+    for members in groups.values():
+        if len(members) == 1 or not members[0].group:
+            train_sequentially(members, data_dir, before=before, after=after,
+                               log_file=log_file)
+            continue
+        require("train")
+        popdir = population_dir(members[0])
+        os.makedirs(popdir, exist_ok=True)
+        cmd = [sys.executable, "-m", "experiments.launcher_population", "--popdir", popdir,
+               "--data_dir", data_dir]
+        for run in members:
+            before(run)
+            os.makedirs(run.workdir, exist_ok=True)
+            cmd += ["--workdir", run.workdir, "--config", run.config]
+        log_path = os.path.join(popdir, log_file) if log_file else None
+        seconds = call(cmd, f"train population {members[0].group} ({len(members)} runs)",
+                       log_path, echo=log_file is None)
+        for run in members:
+            after(run, seconds)
+
+
 # Registry of executors (plain dict; an unknown name fails loudly in `executor`).
-EXECUTORS: dict[str, Executor] = {"sequential": train_sequentially}
+EXECUTORS: dict[str, Executor] = {"sequential": train_sequentially,
+                                  "population": train_populations}
 
 
 def executor(name: str) -> Executor:
@@ -390,70 +345,3 @@ def train_owned(runs: Sequence[RunSpec], data_inputs: Mapping[str, Any], data_di
 
     train(pending, data_dir, before=before, after=after)
     return all_inputs
-
-
-# --- 4. evaluation of the test split --------------------------------------------------------
-
-SPLIT, WHICH = "test", "best"
-
-
-def eval_dir(workdir: str) -> str:
-    """``<workdir>/eval/test_best``: where the launcher's evaluation of a run lives."""
-    return os.path.join(workdir, "eval", f"{SPLIT}_{WHICH}")
-
-
-def read_evaluation(workdir: str, eval_examples: int = -1) -> dict[str, Any] | None:
-    """The metrics of the launcher's evaluation of ``workdir``; None when absent or foreign.
-
-    Only an evaluation made as asked counts: of ``eval_examples`` test examples (-1: the
-    whole split, and it must have covered it). Another one written to the same folder
-    (``experiments.evaluate --num_examples 4 --out ...``, or one written before evaluations
-    recorded their request) returns None, so the launcher evaluates again.
-    """
-    metrics = launcher_records._read_json(os.path.join(eval_dir(workdir), "metrics.json"))
-    if not isinstance(metrics, dict) or metrics.get("requested_examples") != eval_examples:
-        return None
-    if eval_examples == -1 and metrics.get("full_split") is not True:
-        return None
-    return metrics
-
-
-def evaluate_owned(runs: Sequence[RunSpec], train_inputs: Mapping[str, Mapping[str, Any]],
-                   data_dir: str, eval_examples: int, ledger: Ledger,
-                   timings: dict[str, Any], progress: Progress
-                   ) -> dict[str, dict[str, Any]]:
-    """Evaluates each run's best checkpoint on the test split here (metrics and figures).
-
-    Returns ``{run.name: metrics}``; an evaluation is redone when its inputs changed or the
-    one on disk is not the one asked for. Ledger keys: ``evaluate_<label>``.
-    """
-    folder = os.path.dirname(ledger.path)
-    results = {}
-    for run in runs:
-        key = f"evaluate_{run.title}"
-        inputs = {"train": dict(train_inputs[run.name]), "split": SPLIT, "which": WHICH,
-                  "eval_examples": eval_examples}
-        progress("evaluate", f"evaluate {run.name} from RGB only ({SPLIT} split)")
-        metrics = read_evaluation(run.workdir, eval_examples)
-        if ledger.done(key, inputs) and metrics is not None:
-            print("  same inputs, skipped")
-            timings[f"{key}_s"] = launcher_records.earlier_seconds(folder, f"{key}_s")
-        else:
-            require("evaluate")
-            ledger.start(key)
-            shutil.rmtree(eval_dir(run.workdir), ignore_errors=True)
-            from experiments import evaluate  # imports jax: only when evaluating
-            begin = time.perf_counter()
-            evaluate.evaluate_workdir(run.workdir, split=SPLIT, which=WHICH,
-                                      num_examples=eval_examples, data_dir=data_dir,
-                                      name=run.name, out_dir=eval_dir(run.workdir))
-            timings[f"{key}_s"] = time.perf_counter() - begin
-            ledger.finish(key, inputs)
-            metrics = read_evaluation(run.workdir, eval_examples)
-            if metrics is None:
-                raise StepFailed(f"step {key!r} wrote no metrics.json of the requested "
-                                 f"examples in {eval_dir(run.workdir)}")
-        results[run.name] = metrics
-        print(f"  {run.name}: mean EPE {metrics['mean_epe_mm']:.2f} mm, "
-              f"AUC 20–50 {metrics['auc_20_50']:.3f}")
-    return results

@@ -15,10 +15,13 @@ r"""Reproduce the paper's findings on the synthetic benchmark: Table 1, Fig. 5 a
    the time of each run).
 
 The data, the runs and their records go through the launcher (``experiments/launcher.py``),
-which owns the child processes (a SIGTERM stops the trainer, then exits 143). Resumable run by
-run: a finished run (its test metrics written with the same settings) is
-skipped, an interrupted one resumes from its newest checkpoint. Nothing is chosen on the test
-split: each run's checkpoint is the best by validation EPE, and seeds are fixed up front.
+which owns the child processes (a SIGTERM stops the trainer, then exits 143).
+``--population=vmap`` trains each setting's seeds as one population, one vmapped program
+(``experiments.launcher_population``; it gains on a GPU, not on 2 CPU cores, issue 25); the
+records and the report are the same. Resumable run by run: a finished run (its test metrics
+written with the same settings) is skipped, an interrupted one resumes from its newest
+checkpoint. Nothing is chosen on the test split: each run's checkpoint is the best by
+validation EPE, and seeds are fixed up front.
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from experiments import launcher, launcher_records, reproduce_report
+from experiments import launcher, launcher_data, launcher_records, reproduce_report
 from experiments.configs import reproduce as reproduce_config
 
 TARGETS = ("table1", "fig5", "fig8")
 TABLE1_STRATEGIES = reproduce_config.TABLE1_STRATEGIES
 FIG8_SHARES = reproduce_config.FIG8_SHARES
 RUN_DONE = "reproduce_run.json"
+POPULATION = {"off": "sequential", "vmap": "population"}  # --population → launcher executor
 REPO = launcher.REPO
 
 
@@ -139,19 +143,20 @@ def prepare_data(root: str, scale: str, *, plain: bool, data_root: str | None = 
       scale: a key of ``SCALES``.
       plain: also build the no-view-correction config (Fig. 5).
       data_root: a folder holding (or to hold) ``raw/`` and ``tfds/`` shared between roots;
-        one generated with other sizes is refused (``launcher.prepare_shared_data``).
+        one generated with other sizes is refused (``launcher_data.prepare_shared_data``).
     """
     setting = reproduce_config.SCALES[scale].data
     configs = ("synthetic", "synthetic_plain") if plain else ("synthetic",)
-    return launcher.prepare_shared_data(data_root or os.path.join(root, "data"),
-                                        launcher.DataSpec(*setting), configs)
+    return launcher_data.prepare_shared_data(data_root or os.path.join(root, "data"),
+                                        launcher_data.DataSpec(*setting), configs)
 
 
 def run_spec(run: Run, root: str) -> launcher.RunSpec:
-    """The launcher's description of ``run``: its work directory is ``<root>/runs/<name>``."""
+    """The launcher's description of ``run``: its work directory is ``<root>/runs/<name>``;
+    its group, the setting (the name without the seed), is what may train as a population."""
     return launcher.RunSpec(name=run.name, workdir=os.path.join(root, "runs", run.name),
                             config=f"experiments/configs/reproduce.py:{run.config_arg}",
-                            seed=run.seed)
+                            seed=run.seed, group=run.name.rsplit("_seed", 1)[0])
 
 
 def execute_runs(runs: Sequence[Run], root: str, scale: str, tfds_dir: str,
@@ -161,7 +166,8 @@ def execute_runs(runs: Sequence[Run], root: str, scale: str, tfds_dir: str,
     Each trainer tests its best-by-validation checkpoint once at the end. A run's record
     (``<workdir>/reproduce_run.json``) holds its settings, test metrics, validation curve and
     wall time; a run whose record has the same settings is not run again (``skipped``).
-    ``how`` names the launcher's executor (``launcher.EXECUTORS``).
+    ``how`` names the launcher's executor (``launcher.EXECUTORS``): ``population`` trains each
+    setting's seeds as one program, in ``<root>/runs/populations/<setting>``.
     """
     by_name = {run.name: run for run in runs}
 
@@ -241,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run nothing; report the planned runs that have finished")
     parser.add_argument("--data-root", default=None,
                         help="reuse (or create) the generated benchmark here instead of ROOT/data")
+    parser.add_argument("--population", choices=sorted(POPULATION), default="off",
+                        help="vmap: each setting's seeds train as one vmapped program (gains on "
+                             "a GPU); off: one run after another (faster on 2 CPU cores)")
     parser.add_argument("--extra", default="",
                         help="more reproduce-config arguments for every run, an ablation "
                              "(e.g. kl_reduction=mean,weak_batch=split); part of the run names")
@@ -264,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reproduce(args.root, scale=args.scale, targets=targets, seeds=seeds,
                   strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
                   shares=shares, data_root=args.data_root, report_only=args.report_only,
-                  extra=extra)
+                  extra=extra, how=POPULATION[args.population])
     except (ValueError, RuntimeError) as error:
         print(f"reproduce: {error}", file=sys.stderr)
         return 2

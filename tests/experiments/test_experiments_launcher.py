@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from experiments import launcher, launcher_folders, launcher_records, reproduce
+from experiments import launcher, launcher_data, launcher_folders, launcher_records, reproduce
 
 EXPERIMENTS = os.path.join(launcher.REPO, "experiments")
 
@@ -64,15 +64,15 @@ def test_call_runs_from_the_repository_and_names_the_failed_step(tmp_path, monke
 
 def test_an_unknown_executor_is_named_with_the_known_ones():
     with pytest.raises(ValueError, match=r"executor 'vmap' is unknown; choose one of "
-                                         r"\['sequential'\]"):
+                                         r"\['population', 'sequential'\]"):
         launcher.executor("vmap")
 
 
 # --- data -----------------------------------------------------------------------------------
 
 def test_data_commands_generate_once_then_build_each_config():
-    data = launcher.DataSpec(12, 4, 7)
-    steps = launcher.data_commands(data, "/raw", "/tfds", ("synthetic", "synthetic_plain"))
+    data = launcher_data.DataSpec(12, 4, 7)
+    steps = launcher_data.data_commands(data, "/raw", "/tfds", ("synthetic", "synthetic_plain"))
     assert [what for what, _ in steps] == ["generate", "build synthetic",
                                           "build synthetic_plain"]
     generate = steps[0][1]
@@ -92,16 +92,16 @@ def test_shared_data_is_made_once_reused_as_recorded_and_other_sizes_refused(tmp
     (folder / "benchmark.json").write_text(json.dumps(
         {"setting": {"num_train": 12, "num_eval": 4, "seed": 0}, "generate_s": 5.0,
          "build_synthetic_s": 3.0}))
-    done = launcher.prepare_shared_data(str(folder), launcher.DataSpec(12, 4, 0))
+    done = launcher_data.prepare_shared_data(str(folder), launcher_data.DataSpec(12, 4, 0))
     assert fake.steps == [] and done["tfds_dir"] == str(folder / "tfds")
-    done = launcher.prepare_shared_data(str(folder), launcher.DataSpec(12, 4, 0),
+    done = launcher_data.prepare_shared_data(str(folder), launcher_data.DataSpec(12, 4, 0),
                                         ("synthetic", "synthetic_plain"))
     assert fake.steps == ["build synthetic_plain"] and done["build_synthetic_plain_s"] == 2.0
     saved = json.loads((folder / "benchmark.json").read_text())
     assert saved["build_synthetic_plain_s"] == 2.0 and "tfds_dir" not in saved
     with pytest.raises(RuntimeError, match="generated with .*'num_train': 12.*another "
                                            "--data-root"):
-        launcher.prepare_shared_data(str(folder), launcher.DataSpec(99, 4, 0))
+        launcher_data.prepare_shared_data(str(folder), launcher_data.DataSpec(99, 4, 0))
     assert (folder / "benchmark.json").exists()  # a shared folder: nothing deleted
 
 
@@ -111,6 +111,34 @@ def _runs(tmp_path, seeds=(0, 1)):
     return [launcher.RunSpec(name=f"R2P_seed{s}", workdir=str(tmp_path / f"R2P_seed{s}"),
                              config=f"experiments/configs/reproduce.py:strategy=R2P,seed={s}",
                              seed=s) for s in seeds]
+
+
+def test_the_population_executor_trains_each_group_in_one_child(tmp_path, monkeypatch):
+    fake = _FakeCall(monkeypatch)
+
+    def population_child(cmd, what, log_path=None, *, echo=False):
+        if cmd[2] == "experiments.launcher_population":
+            fake.commands.append((what, list(cmd), log_path))
+            for i, arg in enumerate(cmd):
+                if arg == "--workdir":
+                    _fake_training(cmd[i + 1])
+            return 5.0
+        return fake(cmd, what, log_path)
+
+    monkeypatch.setattr(launcher, "call", population_child)
+    runs = [run._replace(group="R2P") for run in _runs(tmp_path, seeds=(0, 1))]
+    runs.append(_runs(tmp_path, seeds=(2,))[0]._replace(name="alone", group="R2HP"))
+    records = launcher.train_recorded(runs, "/tfds", identity=_identity, record_file="run.json",
+                                      log_file="train.log", how="population")
+    whats = [what for what, _, _ in fake.commands]
+    assert whats == ["train population R2P (2 runs)", "train alone"]
+    _, cmd, log_path = fake.commands[0]
+    popdir = str(tmp_path / "populations" / "R2P")
+    assert cmd[cmd.index("--popdir") + 1] == popdir == launcher.population_dir(runs[0])
+    assert log_path == os.path.join(popdir, "train.log")
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--config"] == [
+        runs[0].config, runs[1].config]
+    assert [r["train_s"] for r in records] == [5.0, 5.0, 2.0]
 
 
 def _identity(run):
@@ -237,6 +265,7 @@ def test_integer_arguments_are_checked_with_the_flag_named():
 def test_reproduce_runs_through_the_launcher_with_its_record_fields(tmp_path, monkeypatch):
     fake = _FakeCall(monkeypatch)
     runs = reproduce.plan_runs(["fig5"], [0], "tiny", strategies=["R2P"])
+    assert [reproduce.run_spec(r, "/root").group for r in runs] == ["R2P", "R2P_vc=0"]
     records = reproduce.execute_runs(runs, str(tmp_path), "tiny", "/tfds")
     assert fake.steps == ["train R2P_seed0", "train R2P_vc=0_seed0"]
     _, cmd, log_path = fake.commands[1]
@@ -265,11 +294,13 @@ def _imports(module):
 def test_the_launcher_is_the_bottom_layer_of_the_presets():
     presets = {"experiments.demo", "experiments.reproduce", "experiments.sweep",
                "experiments.reproduce_report"}
-    for module in ("launcher", "launcher_records", "launcher_folders", "reproduce_report"):
+    for module in ("launcher", "launcher_data", "launcher_evaluation", "launcher_records",
+                   "launcher_folders", "launcher_population", "reproduce_report"):
         assert not _imports(module) & presets, module
     # the launcher (through experiments._subprocesses) is the one that starts processes
-    for module in ("demo", "reproduce", "reproduce_report", "launcher_records",
-                   "launcher_folders"):
+    for module in ("demo", "reproduce", "reproduce_report", "launcher_data",
+                   "launcher_evaluation", "launcher_records", "launcher_folders",
+                   "launcher_population"):
         assert not _imports(module) & {"experiments._subprocesses", "subprocess"}, module
     assert "experiments._subprocesses" in _imports("launcher")
 
