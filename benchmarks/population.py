@@ -14,8 +14,9 @@ member (members differ in seed), it times:
   (``handvae.training.population.make_population_train_step``) on the ``("members", "data")``
   mesh, member-steps/s = K × steps/s.
 
-Each step time is the median of ``--steps`` timed steps after ``--warmup`` (device-ready
-contract-shaped random batches already placed on the mesh: the step alone, no input
+The one run and each population take turns (``--rounds`` turns of ``--steps`` timed steps
+each, after ``--warmup``), so a drifting machine load hits both alike; each rate is the median
+step's, on contract-shaped random batches already on the mesh (the step alone, no input
 pipeline). Figures go to ``benchmarks/figures/<machine>_<date>/population.json`` (``--out``;
 ``--smoke`` writes to a temporary folder unless ``--out`` is given): ``device_kind``, the
 load (``uptime``) before and after, and per case ``member_steps_per_s`` keyed by K with
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -77,34 +79,36 @@ def config_for(strategy: str, scale: str):
     return reproduce.get_config(f"strategy={strategy},scale={scale}")
 
 
-def _time(step, args, steps: int, warmup: int) -> tuple[float, float]:
-    """(compile seconds, median step seconds) of ``step(*args) -> (state, metrics)``."""
-    state, *rest = args
-    start = time.perf_counter()
-    compiled = step.lower(state, *rest).compile()
-    compile_seconds = time.perf_counter() - start
-    for _ in range(warmup):
-        state, metrics = compiled(state, *rest)
-    jax.block_until_ready(state)
-    times = []
-    for _ in range(steps):
+class _Timed:
+    """A compiled step with its arguments: ``run(n)`` times n steps (seconds each)."""
+
+    def __init__(self, step, state, *rest, warmup: int):
         start = time.perf_counter()
-        state, metrics = compiled(state, *rest)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - start)
-    return compile_seconds, float(np.median(times))
+        self.compiled = step.lower(state, *rest).compile()
+        self.compile_seconds = time.perf_counter() - start
+        self.state, self.rest = state, rest
+        self.run(warmup)
+
+    def run(self, steps: int) -> list[float]:
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            self.state, metrics = self.compiled(self.state, *self.rest)
+            jax.block_until_ready(metrics)
+            times.append(time.perf_counter() - start)
+        return times
 
 
-def single_run(config, model, batch, *, steps: int, warmup: int) -> dict:
+def one_run(config, model, batch, *, warmup: int) -> _Timed:
+    """The project's single-run step on the ``("data",)`` mesh."""
     mesh = sharding.make_mesh()
     state = sharding.replicate(state_lib.create_train_state(config, model), mesh)
-    compile_s, seconds = _time(step_lib.make_train_step(config, mesh),
-                               (state, sharding.shard_batch(batch, mesh)), steps, warmup)
-    return {"steps_per_s": 1.0 / seconds, "compile_seconds": compile_s}
+    return _Timed(step_lib.make_train_step(config, mesh), state,
+                  sharding.shard_batch(batch, mesh), warmup=warmup)
 
 
-def population_run(configs, model, batches, *, shared_batch: bool, steps: int,
-                   warmup: int) -> dict:
+def population_of(configs, model, batches, *, shared_batch: bool, warmup: int) -> _Timed:
+    """The population step of ``configs`` on the ``("members", "data")`` mesh."""
     members = len(configs)
     mesh = sharding.make_population_mesh(members)
     state = population.place_members(population.create_population_state(configs, model), mesh)
@@ -114,30 +118,33 @@ def population_run(configs, model, batches, *, shared_batch: bool, steps: int,
         k: np.stack([b[k] for b in batches[:members]]) for k in batches[0]}
     placed = population.place_batch(batch, mesh, shared_batch=shared_batch)
     step = population.make_population_train_step(configs[0], mesh, shared_batch=shared_batch)
-    compile_s, seconds = _time(step, (state, placed, hypers, active), steps, warmup)
-    return {"member_steps_per_s": members / seconds, "compile_seconds": compile_s,
-            "mesh": dict(mesh.shape)}
+    timed = _Timed(step, state, placed, hypers, active, warmup=warmup)
+    timed.mesh = dict(mesh.shape)
+    return timed
 
 
 def measure(strategy: str, scale: str, *, members: list[int], modes: list[bool],
-            steps: int, warmup: int) -> list[dict]:
-    """The one run, then every K for each batch mode: one case per mode, ratios against the
-    one run (measured once, in the same process)."""
+            steps: int, warmup: int, rounds: int) -> Iterator[dict]:
+    """One case per batch mode, yielded when done: every K against the one run, alternating.
+
+    On a shared machine the load drifts; so the one run and each population take turns,
+    ``rounds`` times ``steps`` steps each, and a K's ratio is its median step rate over the
+    one run's median from the same rounds.
+    """
     base = config_for(strategy, scale)
     model = vae.build_model(base.model)
     size = (base.batch_size, base.data.image_size, base.data.num_points,
             base.data.heatmap_size)
     batches = [spec.dummy_batch(*size, seed=k) for k in range(max(members))]
-    alone = single_run(base, model, batches[0], steps=steps, warmup=warmup)
-    print(f"{strategy:<11} {scale:<6} one run: {alone['steps_per_s']:8.2f} steps/s "
-          f"(compiled in {alone['compile_seconds']:.0f} s)", flush=True)
-    cases = []
+    alone = one_run(base, model, batches[0], warmup=warmup)
+    print(f"{strategy:<11} {scale:<6} one run compiled in {alone.compile_seconds:.0f} s",
+          flush=True)
     for shared_batch in modes:
         case = {"strategy": strategy, "scale": scale, "shared_batch": shared_batch,
                 "batch_size": base.batch_size, "image_size": base.data.image_size,
-                "one_run_steps_per_s": alone["steps_per_s"],
-                "compile_seconds": {"one_run": alone["compile_seconds"]},
-                "member_steps_per_s": {}, "member_steps_per_s_ratio": {}, "mesh": {}}
+                "one_run_steps_per_s": {}, "member_steps_per_s": {},
+                "member_steps_per_s_ratio": {},
+                "compile_seconds": {"one_run": alone.compile_seconds}, "mesh": {}}
         for k in members:
             configs = []
             for index in range(k):
@@ -147,19 +154,25 @@ def measure(strategy: str, scale: str, *, members: list[int], modes: list[bool],
                 else:
                     config.seed = index
                 configs.append(config)
-            result = population_run(configs, model, batches, shared_batch=shared_batch,
-                                    steps=steps, warmup=warmup)
-            ratio = result["member_steps_per_s"] / alone["steps_per_s"]
-            case["member_steps_per_s"][str(k)] = result["member_steps_per_s"]
-            case["member_steps_per_s_ratio"][str(k)] = ratio
-            case["compile_seconds"][str(k)] = result["compile_seconds"]
-            case["mesh"][str(k)] = result["mesh"]
+            timed = population_of(configs, model, batches, shared_batch=shared_batch,
+                                  warmup=warmup)
+            alone_times, population_times = [], []
+            for _ in range(rounds):
+                alone_times += alone.run(steps)
+                population_times += timed.run(steps)
+            one = 1.0 / float(np.median(alone_times))
+            rate = k / float(np.median(population_times))
+            case["one_run_steps_per_s"][str(k)] = one
+            case["member_steps_per_s"][str(k)] = rate
+            case["member_steps_per_s_ratio"][str(k)] = rate / one
+            case["compile_seconds"][str(k)] = timed.compile_seconds
+            case["mesh"][str(k)] = timed.mesh
             print(f"{strategy:<11} {scale:<6} "
                   f"{'shared' if shared_batch else 'per-member':<10} K={k}: "
-                  f"{result['member_steps_per_s']:8.2f} member-steps/s ({ratio:.2f}× one run)",
-                  flush=True)
-        cases.append(case)
-    return cases
+                  f"{rate:8.2f} member-steps/s, one run {one:6.2f} steps/s: "
+                  f"{rate / one:.2f}×", flush=True)
+            del timed
+        yield case
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -172,7 +185,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--members", default="1,2,4,8", help="population sizes K")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--batches", default="shared,per_member")
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per turn")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="turns of the one run and each population, alternating")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out", default="", help="output folder (default: "
                         "benchmarks/figures/<machine>_<date>; --smoke: a temporary one)")
@@ -183,9 +198,10 @@ def main(argv: list[str] | None = None) -> dict:
     scales = [] if args.skip_cpu_scale else ["cpu"]
     if args.paper or jax.default_backend() == "gpu":
         scales.append("paper")
-    steps, warmup = args.steps, args.warmup
+    steps, warmup, rounds = args.steps, args.warmup, args.rounds
     if args.smoke:
-        members, strategies, scales, steps, warmup = [1, 2], ["R2P"], ["tiny"], 2, 1
+        members, strategies, scales = [1, 2], ["R2P"], ["tiny"]
+        steps, warmup, rounds = 2, 1, 1
     out = args.out or (tempfile.mkdtemp(prefix="population_smoke_") if args.smoke else
                        os.path.join(REPO, "benchmarks", "figures",
                                     f"{machine_name()}_{datetime.date.today().isoformat()}"))
@@ -196,16 +212,17 @@ def main(argv: list[str] | None = None) -> dict:
                    timespec="seconds"),
                "command": " ".join(["python", "benchmarks/population.py", *(argv or sys.argv[1:])]),
                "xla_flags": os.environ.get("XLA_FLAGS", ""), "timed_steps": steps,
-               "warmup_steps": warmup, "uptime_before": load(), "cases": []}
+               "rounds": rounds, "warmup_steps": warmup, "uptime_before": load(), "cases": []}
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "population.json")
     for scale in scales:
         for strategy in strategies:
-            figures["cases"] += measure(strategy, scale, members=members, modes=modes,
-                                        steps=steps, warmup=warmup)
-            figures["uptime_after"] = load()
-            with open(path, "w") as f:   # after each strategy: a cut-off run keeps its cases
-                json.dump(figures, f, indent=2)
+            for case in measure(strategy, scale, members=members, modes=modes, steps=steps,
+                                warmup=warmup, rounds=rounds):
+                figures["cases"].append(case)
+                figures["uptime_after"] = load()
+                with open(path, "w") as f:   # after each case: a cut-off run keeps the rest
+                    json.dump(figures, f, indent=2)
     print(f"wrote {path}")
     return figures
 
