@@ -200,3 +200,18 @@ def test_report_with_a_single_seed_shows_no_spread(tmp_path):
     table = (tmp_path / "table1.md").read_text()
     assert "| `RC2CHP_poe` | S4 | 15.00 (1 seed) |" in table
     assert "no p-value (a strategy has a single seed)" in table and "3 of 4 planned runs" in table
+
+
+@pytest.mark.slow
+def test_tiny_reproduction_as_a_population_matches_the_sequential_runs(tmp_path):
+    """--population vmap: a setting's seeds as one program, the same records and numbers."""
+    args = {"scale": "tiny", "targets": ["table1"], "seeds": [0, 1], "strategies": ["R2P"],
+            "data_root": str(tmp_path / "data")}
+    alone = reproduce.reproduce(str(tmp_path / "alone"), **args)
+    together = reproduce.reproduce(str(tmp_path / "together"), how="population", **args)
+    assert os.path.isdir(tmp_path / "together" / "runs" / "populations" / "R2P")
+    for a, b in zip(alone["runs"], together["runs"]):
+        assert a["name"] == b["name"] and sorted(a) == sorted(b)
+        np.testing.assert_allclose(b["test"]["mean_epe_mm"], a["test"]["mean_epe_mm"],
+                                   rtol=1e-4)
+        assert b["validation"]["steps"] == a["validation"]["steps"]
