@@ -42,6 +42,7 @@ import datetime
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -333,12 +334,23 @@ def main(argv: list[str] | None = None) -> dict:
             json.dump(record, f)
         return record
 
+    made: list[str] = []      # temporary folders of --smoke, removed at the end
     if args.smoke:
         args.size, args.strategies, args.steps = "tiny", "R2P", 2
         if not args.data_dir:
             args.data_dir = _smoke_data_dir()
+            made.append(args.data_dir)
         if not args.cache_dir:
             args.cache_dir = tempfile.mkdtemp(prefix="handvae_trainer_rate_cache_")
+            made.append(args.cache_dir)
+    try:
+        return _run(args, parser)
+    finally:
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(args, parser) -> dict:
     if not args.data_dir:
         parser.error("--data_dir is required (see the module docstring for building data)")
     pipelines = args.pipelines.split(",")
