@@ -1,13 +1,14 @@
 """The one place experiments start child processes, and the one that stops them.
 
-``experiments.demo`` and ``experiments.reproduce`` run each step (generate, build, train) as
-a child process. A SIGTERM sent to the parent alone (``kill PID``, a job scheduler, a
-container stop) would leave that child running on its own, reparented, and a rerun would then
-train beside it in the same work directory. :func:`run` therefore owns its child: while it
-waits, a SIGTERM handler stops every child it started (SIGTERM, then SIGKILL after
-:data:`GRACE_S` seconds) and then ends this process with exit status 143 (128 + SIGTERM) by
-raising ``SystemExit``, so ``finally`` blocks still run. An exception in the parent
-(Ctrl-C's ``KeyboardInterrupt`` included) stops the child the same way before it propagates.
+The launcher (``experiments.launcher.call``, used by ``experiments.demo`` and
+``experiments.reproduce``) runs each step (generate, build, train, a population) as a child
+process. A SIGTERM sent to the parent alone (``kill PID``, a job scheduler, a container stop)
+would leave that child running on its own, reparented, and a rerun would then train beside it
+in the same work directory. :func:`run` therefore owns its child: while it waits, a SIGTERM
+handler stops every child it started (SIGTERM, then SIGKILL after :data:`GRACE_S` seconds) and
+then ends this process with exit status 143 (128 + SIGTERM) by raising ``SystemExit``, so
+``finally`` blocks still run. An exception in the parent (Ctrl-C's ``KeyboardInterrupt``
+included) stops the child the same way before it propagates.
 """
 
 from __future__ import annotations
