@@ -4,8 +4,8 @@ Each script runs as ``make bench`` runs it, as a subprocess, at tiny sizes, with
 temporary folder; the test checks the fields of the JSON it writes, so an API change that
 breaks a benchmark fails ``make test``. GPU-only branches get a CPU dry run: the Pallas auction
 in its interpreter, and the paper-size steps lowered for CUDA (the Triton kernel included).
-About 85 s of CPU; ``precision.py``, ``trainer_rate.py`` (their own ``--smoke``) and the dense
-auction are ``slow`` (``make test-slow``).
+About 85 s of CPU; ``precision.py``, ``trainer_rate.py``, ``population.py`` (their own
+``--smoke``) and the dense auction are ``slow`` (``make test-slow``, ``make bench-smoke``).
 """
 
 import argparse
@@ -24,7 +24,7 @@ BENCHMARKS = REPO / "benchmarks"
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 TESTED = {"losses.py", "synthetic.py", "input_pipeline.py", "batch_transport.py",
           "model_step.py", "train_step.py", "build_full_size.py", "precision.py",
-          "trainer_rate.py"}
+          "trainer_rate.py", "population.py"}
 
 
 def run_benchmark(cwd: pathlib.Path, script: str, *args: str, **env_vars: str) -> str:
@@ -208,6 +208,19 @@ def test_trainer_rate(tmp_path, rhd_synthetic_data_dir):
     for record in result["records"]:
         has_fields(record, "strategy pipeline trainer_steps_per_s step_only_steps_per_s "
                            "data_wait_fraction trainer_vs_step_only host_peak_rss_bytes")
+
+
+@pytest.mark.slow
+def test_population(tmp_path):
+    # Five tiny steps compiled (the one run, K = 1 and 2, shared and per-member batches).
+    run_benchmark(tmp_path, "population.py", "--smoke", "--out", str(tmp_path))
+    result = read_json(tmp_path / "population.json")
+    has_fields(result, "device_kind backend devices timed_steps rounds cases")
+    assert len(result["cases"]) == 2          # shared and per-member batches
+    for case in result["cases"]:
+        has_fields(case, "one_run_steps_per_s member_steps_per_s member_steps_per_s_ratio "
+                         "compile_seconds mesh")
+        assert set(case["member_steps_per_s_ratio"]) == {"1", "2"}
 
 
 def test_smoke_defaults_yield_to_explicit_flags():
