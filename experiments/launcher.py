@@ -11,8 +11,8 @@ launcher's small modules (``launcher_data``, ``launcher_evaluation``, ``launcher
    ``prepare_owned_data`` (inside a preset's own output folder, the demo: *redone* when its
    inputs change, with every step after it).
 2. **plan**: a list of :class:`RunSpec` (name, work directory, config file and argument,
-   seed), in a fixed order; the presets make it (``reproduce.plan_runs``, the demo's two
-   models, the sweep's grid).
+   seed, population group), in a fixed order; the presets make it (``reproduce.plan_runs``,
+   the demo's two models). The sweep keeps its grid of in-memory configs (below).
 3. **train**: an *executor* trains the runs not yet done (:data:`EXECUTORS`):
    ``sequential``, one ``experiments.train`` child after another, or ``population``, each
    group of runs that differ only in population fields (:attr:`RunSpec.group`: a setting's
