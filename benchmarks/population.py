@@ -125,7 +125,7 @@ def population_of(configs, model, batches, *, shared_batch: bool, warmup: int) -
 
 def measure(strategy: str, scale: str, *, members: list[int], modes: list[bool],
             steps: int, warmup: int, rounds: int) -> Iterator[dict]:
-    """One case per batch mode, yielded when done: every K against the one run, alternating.
+    """One case per batch mode, yielded after each K: every K against the one run, alternating.
 
     On a shared machine the load drifts; so the one run and each population take turns,
     ``rounds`` times ``steps`` steps each, and a K's ratio is its median step rate over the
@@ -172,7 +172,7 @@ def measure(strategy: str, scale: str, *, members: list[int], modes: list[bool],
                   f"{rate:8.2f} member-steps/s, one run {one:6.2f} steps/s: "
                   f"{rate / one:.2f}×", flush=True)
             del timed
-        yield case
+            yield case   # the same dict, one K longer each time
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -219,9 +219,10 @@ def main(argv: list[str] | None = None) -> dict:
         for strategy in strategies:
             for case in measure(strategy, scale, members=members, modes=modes, steps=steps,
                                 warmup=warmup, rounds=rounds):
-                figures["cases"].append(case)
+                if not any(case is c for c in figures["cases"]):
+                    figures["cases"].append(case)
                 figures["uptime_after"] = load()
-                with open(path, "w") as f:   # after each case: a cut-off run keeps the rest
+                with open(path, "w") as f:   # after each case: a cut-off run keeps what it measured
                     json.dump(figures, f, indent=2)
     print(f"wrote {path}")
     return figures
