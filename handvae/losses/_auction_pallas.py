@@ -27,6 +27,49 @@ are int32 max/min and iotas 1-D (Triton lowering). Bids move a price by at least
 On CPU (no Pallas lowering) the kernel runs in Pallas' interpreter (``interpret=True``); that
 checks the kernel's logic, not its speed. GPU timings: ``benchmarks/losses.py --variant
 pallas`` on a CUDA machine.
+
+Design notes and measurements (moved from WORKSPACE.md)
+
+`variant="pallas"` (`_auction_pallas.py`) is a Gauss–Seidel auction as one Pallas kernel:
+grid (B,), one program per batch element running every ε-phase and bid in in-kernel loops (one
+launch per solve, no host sync). A bid is O(N): the bidder (the row the last bid evicted,
+else the lowest unassigned row; ~6 % fewer bids than always the lowest) loads only its row of
+the benefit from the input Ref at a dynamic index (`benefit_ref[pl.ds(i, 1), :]`), finds best
+and second-best column against the prices by reductions over [N], raises one price and takes
+the column; its previous holder is `assignment == column` (no owner vector). A phase change
+(ε/θ, unassign ε-CS violators) reads the benefit in row blocks sized to the warps, O(N²) per
+phase. Triton constraints honoured: no gathers/scatters on values (masked reductions,
+`jnp.where`), no boolean reductions (int32 max/min), 1-D iotas, N padded to a power of two ≥ 4
+with rows that keep their own column; `num_warps` = N/256 clamped to 1..8 (env
+`HANDVAE_PALLAS_NUM_WARPS` overrides, for tuning). The paper is silent (it uses the
+approximate EMD of Fan et al. for training); the choice is ours for speed. Why: the first
+version (every unassigned row bids over the whole [N, N] tile, O(N²) per round) matched the
+dense variant exactly but took 1.93 s for 32×256 hand-like clouds on an H200 (0.5 ms per
+round; 51 % of rounds had one bidder). Gauss–Seidel needs more rounds, each a single bid
+(counted honestly in `iterations`): 32×256 hand-like clouds (benchmark's seed) 4,441 bids per
+element on average, max 6,868 (dense: 3,936 Jacobi rounds), gap to scipy mean 1.8e-5, max
+1.1e-4; 8×1024: 21–29k bids, 8×2048: 61–71k, all converged, 3–4× under the default bound
+(Pallas interpreter on CPU; the ε schedule θ, ε₀ barely changes the count: 4.6–6.6k mean
+bids over θ ∈ 5..40). Jacobi rounds for the many-unassigned start of a phase were not kept: a
+row-blocked [N, N] round costs ~70 bids' worth of reductions. Tests compare the kernel with a
+NumPy reference of the same algorithm (assignment and bid count), plus permutation, flags,
+N·ε bound, NaN/inf, m/dm/mm, padded N, cut-off. Measured on one H200 (2026-11-26, jax 0.11.2,
+`benchmarks/figures/h200_2026-11-26/`): 32×256 hand-like 4.1 ms (scipy on the host 0.145 s:
+35×; dense XLA 77 ms: 19×), uniform 2.7 ms (61×), 8×1024 hand-like 28.6 ms (47×), gaps
+~1e-5 in m, dm and mm alike; 4 warps are slower than 1 at N = 256 (5.1 ms). So "pallas" is
+the default variant on a GPU (`_auction.default_variant`). The paper-scale S4 step went from
+12.25 (dense) to 57.7 steps/s, 40 % of R2P's 143.7; the solve is ~4 ms of its 17.3 ms, the
+rest is S4's model (second encoder, width-1024 heat-map decoder, FoldingNet), so issue 13's
+70 % of R2P is out of reach of the auction alone (a free EMD would give ≤ ~54 %). How far below
+70 % the model itself sits is counted, not guessed: XLA's cost analysis of the
+lowered paper-size steps (before its passes, so cuDNN's convolutions count; the same on any
+backend; `model_flops` in `benchmarks/train_step.py`) gives R2P 418 GFLOP and S4 724 GFLOP
+per step (S4's heat-map decoder and FoldingNet decode all three latents, 96 rows, as
+Alg. 3's L_R + L_C + L_RC require). S4 does 1.73× R2P's arithmetic, so at R2P's efficiency
+it cannot run faster than 58 % of R2P's rate; 70 % would need S4 to be 1.2× as efficient as
+R2P's step. The measured 41 % is 71 % of that ceiling (the auction's ~3.5 ms, sequential, is
+most of the rest). Reaching 70 % means changing the paper's model (narrower heat-map
+decoder, fewer decoded latents) or its precision, which this project does not do by default.
 """
 
 from __future__ import annotations

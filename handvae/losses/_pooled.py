@@ -19,6 +19,82 @@ round without breaking ε-CS or termination (Bertsekas 1988), so the guarantees 
 Tiers stop at 128: XLA:CPU splits ops of ≥ ~512 KB over its thread pool, and on a loaded
 2-core machine each such hand-off cost more than it saved (see ``_in_place``); larger tiers,
 even unsplit, measured slower (32×256 hand-like clouds, WORKSPACE.md).
+
+Design history and measurements (moved from WORKSPACE.md)
+
+**Pooled loop, second version (issue 13 item 2; kept).** The paper is silent on the EMD solver
+(Eq. 9 defines the distance only), so this is an implementation choice for speed; the
+algorithm (forward auction, ε-scaling, the same ε-CS reset, the same (1 + ε) guarantee and
+`converged` flag) is unchanged, only how the pooled rounds run. What was tried, in order
+(32×256 hand-like, rounds are load-free, times at load 5–7 with nice 10, old and new code
+compiled in one process and timed interleaved with scipy):
+1. *The reset already unassigns only ε-CS violators* (`held ≥ max − ε_new`, idea 1 of the
+   brief). Bids per phase were 19 / 28 / 23 / 19 / 11 % of ~160k bids (5 phases), ~140 of 256
+   rows re-bid per phase and each made ~5.5 bids (eviction chains). Lowering the held
+   column's price of each violator by (δ − α·ε_new) and re-checking (1–6 passes, α = 0–1):
+   kept rows 102 → up to 213 of 256, bids −19 %, rounds 2975 → 2617–3750, time unchanged or
+   worse (the lowered prices are bid up again). Not kept.
+2. *Hashed slots → a stack* (`_pooled.py`): the unassigned rows of unfinished elements live in
+   `queue[:count]`; a round pops the top k, pushes back losers and evicted rows (O(k), no
+   O(B·N) hash + scatter per round, every slot a bidder; slots used per bid 1.9 → ~1.3).
+   Proof of the invariant (stack = unassigned rows of unfinished elements, each once): bidders
+   are unassigned so never evicted; winners hold distinct columns so evict distinct rows; a
+   reset pushes exactly the rows it unassigns; a finished element has no unassigned row.
+   Any non-empty subset of unassigned rows may bid (Bertsekas), so termination and ε-CS
+   are those of the forward auction. 0.68× → 0.95× scipy; rounds 2975 → 2679.
+3. *Where the rest went*: pinned to one core (`taskset -c 0`) the same code ran in 82 ms instead
+   of 144 ms. XLA:CPU's parallel-task pass splits every fusion whose cost counts ≥ 512 KB of
+   operand over its thread pool, and a gather from the [B, N, N] benefit at a dynamic index
+   counts the whole 8 MB: each round's gather (and each reset's [N, N] read) became a hand-off
+   to the other core, which under the training queue's load waited ~20–40 µs (profile:
+   gather fusion 41 µs per round on 2 cores, 1.8 µs pinned). The gather now writes into a
+   loop-carried [k + 1, N] buffer at a dynamic offset that is always 0 (an in-place
+   dynamic-update-slice, never split; the spare row keeps XLA from simplifying it away), and
+   rounds run in an inner `while_loop` per tier (the buffer stays loop-carried; phase changes
+   run between inner loops, so the per-round nested reset loop and `lax.switch` are gone).
+   Tiers ≥ 256 bidders still had split ops ([256, 256] top-2 temporaries), so the tiers are
+   16, 32, 64, 128 (rounds 2679 → 3306). Together: ~145 → 72–76 ms (0.95× → ~1.85×).
+   Splitting a 256/512/1024-bidder round's top-2 into 128-row blocks cut rounds back to
+   ~2680 but cost more (72–84 vs 70 ms).
+4. *Setup* (7 → 5 ms of ~67): EMD costs from explicit differences instead of the matmul form
+   (0.53 vs 1.34 ms, and no cancellation), finiteness from the cost's max/min (shared with the
+   cost scale), warm start from the cost (no negated [B, N, N] copy), the completion sorts
+   skipped when every row holds a column.
+Not kept (no gain beyond noise, ±3 %): a one-pass top-2 (strict second + tie count, or float
+argmin) was 1.1–1.5× slower than `top2`; pairwise [k, k] conflict resolution instead of the
+two [B·N] scatters (+40 %); tiers (8..128), (4..128), (8..64), (16, 64, 256, 1024); ε = 1e-2
+and θ = 3 / 8 with the new loop (rounds 1947–2914, time ±8 %, gap up to 4e-5 mean). K-nearest
+candidate lists (idea 3) were not built: `lax.top_k` of the 33 nearest per row costs 20–36 ms
+for 32×256 on this machine, more than the whole solve now. Forward–reverse (idea 2) was not
+tried for lack of time. The GPU variants are unchanged (their code paths still use the masked
+benefit, `warm_start` and the completion sorts); "dense" and "pallas" tests pass on CPU.
+Figures, 2026-11-26 03:43–03:47, back to back on the shared 2-core machine with `nice -n 10`
+(`python benchmarks/losses.py --sizes 32x256 8x1024 8x2048`, medians of 5 / 3 runs; main's
+checkout at 72311a3, then this branch at 3118ca7; auction s / scipy s, scipy/auction, mean
+gap, rounds, 1-min load):
+
+- uniform 32×256: before (main): 0.224 / 0.156, 0.70×, 1.2e-5, 2241, 6.9; after (this branch):
+  0.067 / 0.142, 2.12×, 9.2e-6, 2590, 5.5.
+- hand 32×256: before (main): 0.242 / 0.136, 0.56×, 1.6e-5, 3887, 7.1; after (this branch):
+  0.076 / 0.142, 1.87×, 1.1e-5, 3702, 5.6.
+- hand 8×1024: before (main): 0.991 / 1.321, 1.33×, 1.2e-5, 18 953, 6.9; after (this branch):
+  0.545 / 1.218, 2.23×, 1.9e-5, 11 861, 5.7.
+- hand 8×2048: before (main): 4.40 / 11.18, 2.54×, 1.8e-5, 25 391, 5.9; after (this branch):
+  2.33 / 10.65, 4.56×, 1.9e-5, 26 377, 5.5.
+
+Hand-like 32×256 in m / dm / mm, mean gap: 1.5e-5 / 8.6e-6 / 1.3e-5 (before), 1.5e-5 /
+1.4e-5 / 1.4e-5 (after); max gaps ≤ 8.1e-5, all converged. An earlier back-to-back pair
+(03:34–03:38, load 5.3–5.7, this branch at 179cf92) gave 0.59× → 1.89× (hand 32×256), 0.90× →
+2.18× (uniform), 1.37× → 2.24× (8×1024), 2.74× → 4.35× (8×2048); the same code timed
+interleaved with scipy in one process on the test-suite's hand clouds (3306 rounds) gave
+2.0–2.05×. So the issue's ≥ 2× on hand-like 32×256 is reached on uniform clouds, 8×1024 and
+8×2048, and missed narrowly (1.87–1.89×) on the benchmark's hand-like 32×256 clouds.
+Tests: `tests/losses/test_losses_emd.py::test_pooled_stack_holds_exactly_the_unassigned_rows`
+(stack = the unassigned rows, each once, after every round and reset) and
+`tests/losses/test_losses_emd_relative.py::test_pooled_emd_with_a_capped_bidder_stack_is_within_guarantee_in_any_unit`
+(more unassigned rows than the top tier; m, dm, mm against scipy: mean gap ≤ 1e-4, every gap
+within (1 + ε)); the existing m/dm/mm, integer-exactness, cut-off and NaN tests run the new
+loop as the CPU default.
 """
 
 from __future__ import annotations

@@ -28,6 +28,19 @@ carry over between phases and pairs that still satisfy ε-CS for the new ε stay
 later phases only repair a few rows. All phases of all batch elements run in one
 ``lax.while_loop`` bounded by ``max_iterations`` (by default growing with B·N); each batch
 element has its own ε schedule and stops on its own, and reports whether it converged.
+
+Decision (moved from WORKSPACE.md)
+
+**EMD ε relative to the clouds' scale (issue 13).** The paper defines the EMD as the exact
+minimum over bijections (Sec. 3.3, Eq. 9: "one-to-one bijective correspondences are
+established between two point clouds") and is silent on the solver and its accuracy. An
+absolute ε made the accuracy depend on the unit (hand clouds in metres: gap 2.6e-2; in bone
+lengths: 8e-6), so ε is now relative to each element's mean nearest-neighbour distance,
+which bounds the gap by a factor (1 + ε) of the optimum in any unit; the round bound grows
+with B·N and non-convergence is returned (`return_converged=True`), not hidden.
+Config defaults: `loss.emd_epsilon = 5e-3` (relative) and `loss.emd_max_iterations = 0`
+(0: the N-dependent bound); the objective logs `emd_unconverged_fraction` (share of the
+batch's EMD solves cut off by the bound) as a training metric.
 """
 
 from __future__ import annotations
