@@ -22,6 +22,16 @@ read literally, the image (the hand) is enlarged by s, i.e. ``zoom="in"``. The p
 more; the default ``"out"`` (window grows by s) keeps the whole hand in view under the ±20 px
 shift and any rotation (the crop box is 1.3× the hand's bounding square, so a 45° turn of a
 tight box already reaches its corners). Both stay inside the stored context (:func:`max_extent`).
+
+Decision (moved from WORKSPACE.md)
+
+**Augmentation scale direction.** Sec. 4.1: "The images are scaled randomly between
+[1, 1.2]"; read literally the image (the hand) is enlarged, i.e. zoom in. The paper says no
+more. Default `data.augment_zoom="out"` (window ×s, hand ×1/s) keeps the whole hand in view
+under the shift and any rotation (the crop box is 1.3× the hand's bounding square, so a 45°
+turn already reaches its corners); `"in"` is the literal reading. Both stay inside the
+stored context. Shift: the paper says "translated [−20, 20] pixels" of its 256² crops; we
+shift by 20/256 of the crop box along the output axes.
 """
 
 from __future__ import annotations

@@ -14,6 +14,48 @@ strategy's): R2P's batches carry neither heat maps nor clouds.
     for batch in train_batches(config.data, config.batch_size, seed=config.seed,
                                start_step=step, keys=keys):
         ...
+
+Pipeline facts (moved from WORKSPACE.md)
+
+Pipeline facts (`handvae/data/`: `streams.py` which row reads which example, `prepared.py`
+per-example work done once, `augment.py` the one warp, `pipeline.py` rows and batches,
+`prefetch.py` the background producer):
+
+- Batch `k` depends only on `(seed, k)`: per-epoch permutations from `(seed, stream, epoch)`,
+  per-row generator `default_rng([seed, k, row])`; `start_step=k` resumes exactly.
+  `batch_size` is per process (global = `batch_size · process_count`, process p takes rows
+  `[p·batch_size, (p+1)·batch_size)` of each global batch, labelled rows placed by global row,
+  so the union does not depend on the split). One thread prefetches 4 batches and
+  `data.num_workers` workers build them (`data.worker_kind`): threads (default) split each
+  batch's rows, or spawned processes each build whole batches, `num_workers + 1` steps ahead,
+  delivered in step order; call `.close()` on the train iterator. A batch is the same either
+  way (tested, including a resume).
+- Only the requested `keys` are computed (`keys=None`: all); `spec.required_keys(targets,
+  uses_cloud_input, *, evaluation)` gives a strategy's (R2P trains on rgb, pose, labelled).
+  Draws never depend on `keys`: a key's value is the same whatever else is requested.
+- Each training example is prepared once per process and cached (`data.cache_mb`, default
+  1024 MB; beyond it examples are re-read): decoded, float32, and the stored image shrunk by a
+  box filter of integer factor `k = ⌊crop_side / S⌋` (512² → 128² for the demo's 64² crops;
+  also the anti-aliasing the bilinear warp lacks). Training and evaluation both go through
+  `prepared.prepare`, so cached and uncached rows are identical. An encoded JPEG `image`
+  would be decoded at 1/k size (Pillow `draft`): 4.9 ms vs 22 ms for zlib at 512² (load 14).
+- Stored example (contract of `source.decode_example`): `image` [C, C, 3], a window 2× the
+  hand's crop box centred on it, `K_image`, `crop_side` (256 for C = 512), `keypoints_2d` in
+  stored pixels, `points` [M ≥ 0, 3] (M = 0: zero cloud, `cloud_resampled` = 1). Examples
+  stored before that (`K_crop`, 256² crop) are read as an image without context (crop = whole
+  image), so augmentation shows black fill on them, as before.
+- Augmentation (Sec. 4.1) is ONE affine warp of the stored image: camera rotation θ ∈ [−π, π]
+  about the optical axis (image map `K R_z K⁻¹`, pose/cloud/root rotate by `R_z`, output
+  `K' = A K R_zᵀ` stays a pinhole camera for any principal point), window side
+  `crop_side · s`, s ∈ [1, 1.2] (`data.augment_zoom="out"`; `"in"`: `crop_side / s`), shift
+  ±20 px of a 256 box along the output axes, hue ±0.1 turn. Worst case (s = 1.2, shift
+  (±20, ±20), any θ) samples up to 251.1 px from the centre of a 512² image (255.5 available):
+  never outside (`tests/data/test_data_ops.py`).
+- Weak supervision (`streams.py`, Sec. 5.3): `data.train_fraction` f keeps the first
+  `round(f·n)` examples (the supervised baseline at m %); `data.labelled_fraction` m < 1 labels
+  the first `round(m·n_f)` and every global batch takes `data.labelled_per_batch` rows
+  (0: half the batch, `B // 2`) from the labelled stream and the rest from the unlabelled one.
+  Out of range, or no labelled / no unlabelled frame: ValueError naming the field.
 """
 
 from __future__ import annotations

@@ -17,6 +17,35 @@ Two kinds of workers (``data.worker_kind``):
   The spool is removed on ``close()``.
 
 Either way batch ``k`` is ``make_batch(k, ·)``; the kind changes where it runs, never its value.
+
+Decision and measurements (moved from WORKSPACE.md)
+
+**Worker processes at paper size** (issue 13; `data.worker_kind = "processes"`, the
+`paper` scale's default with all cores but two). On one H200 host (16 cores) the trainer
+with the paper-size R2P and 14 row threads ran 6.7–7.0 steps/s, `data_wait_fraction`
+0.56–0.57: 224 rows/s, where one core builds 75–110 rows/s (paper size, per row: read
+0.7 ms, prepare 3.2 ms, augment and features 9.2 ms; the 512² context image makes a
+prepared example 0.8 MB, so 1 GiB caches ~1,300 of 18,000) — the threads reached ~2.5
+cores, the step alone runs 143 steps/s. Processes share no GIL; each builds a whole batch,
+loads its own source and gets `cache_mb / num_workers` of the cache. A batch comes back
+as one file in a spool directory (`/dev/shm` when it has 2 GiB free, else the temp dir;
+removed on `close()`), not pickled through the pool's pipe: paper-size batches are 36 MB,
+and `python benchmarks/batch_transport.py` (2 workers, 2 cores, load 3.2) handed over
+9.2 batches/s through the pipe against 27.1 through the spool (2.96×). The standard
+library has no faster hand-over for a dict of arrays (`multiprocessing.shared_memory` on
+Python 3.11 registers an attached block with the resource tracker again, and leaks
+warnings at exit). Evaluation batches are built on `num_workers` threads, one batch
+ahead of the evaluator (same values and order, tested). The paper is silent (an input
+pipeline is not part of the method). On 2 cores processes and threads give the same rate
+(R2P 170 vs 152 rows/s, S4 107 vs 115, 8 batches each, background runs paused), so the
+small scales keep threads (one shared cache, no start-up). On the H200 host (second
+lease, `experiments/results/gpu/paper_size_s1_s4_h200.json`) 14 processes fed the
+paper-size trainer a median 43.2 steps/s for R2P (`data_wait_fraction` 0.32; 7 steps/s
+and 0.56 with threads: 6×) and 43.0 for S4 (0.09; its step alone runs 58). R2P is still
+input-bound at ~100 rows/s per worker; the spool moved 60.6 batches/s there (2.27× the
+pipe's 26.7), so the rows, not the hand-over, are the limit.
+Spawned workers import the main script, so it needs an `if __name__ == "__main__":`
+guard; a worker that dies is reported as one RuntimeError saying so.
 """
 
 from __future__ import annotations

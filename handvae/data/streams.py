@@ -25,6 +25,19 @@ weakly-supervised setting, besides fully supervised training on m% data, we also
 Each stream is a fresh permutation per epoch drawn from ``(seed, stream, epoch)``; row r of
 global batch k reads a position that depends only on (k, r), so batch k depends only on
 (seed, k) and resuming at k reproduces the uninterrupted stream.
+
+Decision (moved from WORKSPACE.md)
+
+**Weak-supervision batches** (issue 23; `data.weak_batch`). Sec. 5.3: "besides fully
+supervised training on m% data, we also train the 'RC2C' sub-parts with the rest
+(100−m)% samples simultaneously". The default `"added"` follows it: every step holds the
+supervised setting's whole batch of B labelled rows plus B unlabelled rows (a global batch
+of 2B; unlabelled rows train the RC2C terms only). The paper is silent on the mix beyond
+that. The earlier defaults split one batch of B: a proportional mix (2 of 32 labelled at
+m = 5 %) left the RGB → pose path at the constant guess, and half the batch (16 + 16) cost
++4.6 to +5.9 mm against the supervised baseline at every m, because the supervised terms
+saw 16 rows instead of 32; the 32 + 32 ablation matched the baseline (30.80 vs 30.52 mm,
+one seed; `experiments/results/cpu/README.md`). `"split"` keeps the half mix as an option.
 """
 
 from __future__ import annotations

@@ -12,6 +12,36 @@ this layer never imports the trainer (``handvae/training`` builds the function;
 
 Each report made from a result carries its provenance (:func:`provenance`): data set, split,
 number of examples and which checkpoint (step; best-by-validation or latest) it came from.
+
+Evaluation protocol (moved from WORKSPACE.md)
+
+**One evaluation path.** `handvae/evaluation/evaluator.py` is the only predict-and-score
+loop (in the spirit of big_vision's `evaluators/`):
+`evaluate(predict_fn, batches, *, num_devices=1, num_kept=0, desc=None) -> Evaluation`
+takes a jitted `rgb [B', S, S, 3] -> pose [B', 21, 3]` (the trainer's
+`step.make_eval_step` with variables bound), pads each batch once to a multiple of
+`num_devices` and drops the padding, and returns `Evaluation(summary, errors_mm [N, 21],
+visible [N, 21], examples)`; `examples` are the first `num_kept` batch rows (`rgb`, `pose`,
+`cloud`, `visible`, `scale`) with `pred_pose` and per-example `errors_mm` for the figures
+(`figures.write_model_figures` draws those predictions and runs the model only for z_rgb,
+the decoded clouds and the interpolation). The trainer's validation (best checkpoint), its
+final test evaluation and `experiments.evaluate`'s report all call it on the same jitted step
+and device layout; evaluation never imports training (the function is passed in). The
+constant-pose baseline (`metrics.constant_pose_baseline`) sits beside the metrics.
+
+**Every test frame.** `experiments.evaluate` refuses a test split (`config.data.eval_split`)
+holding fewer frames than the data set defines: the build's record
+(`<data_dir>/<name>/<version>/build_report.json`, `splits.<split>.defined`) when present,
+else RHD 2,728 / STB 3,000; no check for a synthetic build without a record.
+
+**Model selection never sees the test split** (issue 10 item 2). The paper is silent on
+how its checkpoint was chosen (Sec. 5.1 names only the splits: RHD "41238 samples for
+training and 2728 samples for testing", STB "10 sequences for training and the other 2 for
+testing"; no validation set). Choosing by test EPE would bias every
+table, so the best checkpoint is chosen on `config.data.validation_split` ("validation",
+carved from the training data by the builders) and the test split (`config.data.eval_split`)
+is evaluated once, at the end, on that checkpoint. A config whose `data.validation_split`
+is the test split is a `ValueError` naming the field (`evaluator.check_selection_split`).
 """
 
 from __future__ import annotations

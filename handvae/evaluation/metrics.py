@@ -17,6 +17,38 @@ computes the same figures, vectorised:
 Errors are in millimetres; poses follow the batch contract (``handvae/data/spec.py``):
 root-relative and divided by ``scale`` (metres), so a metric error is
 ``‖(pred − target) · scale‖ · 1000``. Restoring the known root cancels in the difference.
+
+Which EPE, and the hand3d check (moved from WORKSPACE.md)
+
+**Which EPE.** The top-level `mean_epe_mm`, `median_epe_mm`, `auc_*`, `pck` count visible
+keypoints only (hand3d's rule; these are the figures compared with the paper's Tables 1–2,
+whose baselines are all computed with hand3d's code); `all_keypoints` (and the flat
+`mean_epe_all_mm`, `median_epe_all_mm`, `auc_20_50_all`, `auc_0_50_all`) count all 21. The
+paper (Sec. 5.1) says only "EPE is measured as the average Euclidean distance between
+predicted and ground-truth hand joints" with known scale and root; it is silent on
+visibility, so the hand3d rule of the methods it compares with [19, 9, 2, 27] is the one
+compared.
+
+`handvae/evaluation/metrics.py` computes every figure as Zimmermann & Brox's hand3d evaluation
+code does. Checked against lmb-freiburg/hand3d (commit a6215d1): `utils/general.py`, class
+`EvalUtil` (`feed`, `_get_pck`, `_get_epe`, `get_measures`) and `calc_auc`; `eval_full.py`
+(the call `get_measures(0.0, 0.050, 20)` and the 20–50 mm subset `pck_curve_all[8:]`);
+`eval3d.py` (same call).
+
+- A keypoint's error counts only where `visible` is non-zero (`astype(bool)`).
+- Mean and median EPE are taken per keypoint over its visible instances, then averaged over
+  the keypoints that have at least one (a keypoint never visible is skipped, not zero).
+- PCK(t) per keypoint = fraction of its visible errors with `error <= t`; the curve is the mean
+  over keypoints.
+- Thresholds: `np.linspace(0, 50 mm, 20)` (step 50/19 mm). AUC = `trapz(pck, t) / trapz(1, t)`.
+  `auc_0_50` is the mean of per-keypoint AUCs over the whole grid (as `get_measures`);
+  `auc_20_50` integrates the mean curve over the grid's points 8…19, i.e. **21.05–50 mm**
+  (as `eval_full.py`), not a fresh 20, 25, …, 50 grid (hand3d's `get_stb_ref_curves` uses
+  that 7-point grid only for the quoted baselines). The two differ: for every error 30 mm
+  they give 7.5/11 = 0.682 and 0.750 (tests/evaluation/test_evaluation_metrics.py).
+- Errors are `‖(pred − target)·scale‖·1000` mm on root-relative, scale-normalised poses: the
+  known root (middle MCP) and scale (MCP→PIP of the middle finger) are restored as hand3d
+  does (`coord3d_pred *= keypoint_scale`, ground truth centred on its root).
 """
 
 from __future__ import annotations

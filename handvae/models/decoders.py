@@ -12,6 +12,15 @@
 Mixed precision: ``dtype`` is every decoder's computation dtype (``jnp.bfloat16``); the
 parameters stay float32 and every decoder returns float32, so the losses are computed in
 float32.
+
+Decision (moved from WORKSPACE.md)
+
+**Decoder widths from the references** (the paper: "we follow the decoder architecture of
+the DC-GAN [18]" and "we follow the FoldingNet architecture [28]", no widths given). The
+heat-map decoder is DC-GAN's generator: a projection to 4×4×1024, channels halved at each
+stride-2 upsampling (1024→512→256→128 and the 21 maps for 64²), `model.heatmap_width =
+1024`; FoldingNet's folds are 3-layer perceptrons of 512 units, `model.folding_hidden =
+512` (FoldingNet, Sec. 2.2). Before, 256 and 256. The demo is the `cpu` scale (64, 128).
 """
 
 from __future__ import annotations

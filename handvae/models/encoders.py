@@ -7,6 +7,15 @@ one giving log σ².
 Mixed precision: ``dtype`` is the trunks' computation dtype (``jnp.bfloat16``); parameters
 stay float32, the trunks return float32 features and the Gaussian heads compute in float32,
 so μ and log σ² (which enter exp and the KL) are float32 whatever ``dtype``.
+
+Decision (moved from WORKSPACE.md)
+
+**Encoder heads start at flax's default init** (`model.logvar_bias_init = 0.0`, so σ ≈ 1
+at the start). The paper is silent on initialisation. The field exists as an ablation
+knob: the paper-size S1 on a GPU sat on the constant-guess plateau for 1,000–2,000 steps,
+and a wide initial posterior is one candidate cause. At the cpu scale, −4 (σ ≈ 0.14)
+changed nothing beyond seed spread (test 31.96 vs 32.21 mm;
+`experiments/results/cpu/ablation_logvar_bias.json`), so the default stays flax's.
 """
 
 from __future__ import annotations

@@ -21,6 +21,14 @@ for each listed latent (Eqs. 1–4; S4's product has no KL of its own, Eq. 4). A
 β' · KL(q_a ‖ q_b) for each pair (a, b) (S3, Eq. 3).
 
 The registry is a plain dict; :func:`get_strategy` fails loudly on unknown names.
+
+Decision (moved from WORKSPACE.md)
+
+**A strategy is one record** (issue 11): `StrategySpec` holds sources, targets, fusion, the
+prior-KL latents and the alignment KL pairs; one `negative_elbo` derives every strategy's
+objective. The prior-expert option is a model field, not a record field: it changes how
+S4's product is computed, not which terms the ELBO has (the same record, Eq. 4, either way),
+and one value must live in one place (`config.model.poe_prior_expert`).
 """
 
 from __future__ import annotations

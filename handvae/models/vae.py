@@ -22,6 +22,22 @@ Example::
     model = build_model(config.model)
     variables = init_variables(model, jax.random.key(0), batch)
     pose = jax.jit(functools.partial(predict_pose, model))(variables, batch["rgb"])
+
+Decisions (moved from WORKSPACE.md)
+
+**S4's product of experts has no prior expert by default** (`model.poe_prior_expert =
+False`). Sec. 3.2's text quotes the PoE identity q(z|x, w) ∝ p(z) q(z|x) q(z|w) from [26],
+but then says "we arrive at q(z|x, w1) through a simple product of Gaussian experts,
+q(z|x) and q(z|w1)" and Eqs. 5–6 give μ, Σ of the product of those two only; Eq. 4's KL is
+on q_R and q_C only. So the default follows the equations; `True` multiplies in N(0, I)
+(as Wu & Goodman's MVAE do), which shrinks the fused posterior towards 0.
+
+**Mixed precision** (`config.model.compute_dtype`; the paper is silent on precision):
+layers compute in bf16, parameters, BatchNorm statistics and Adam state stay f32, encoder
+heads and decoder outputs are f32, so the losses run in f32. Default f32: on 2 cores bf16
+is no faster (ratios 0.85–1.23× either way with the load, two interleaved runs) and its
+accuracy is not yet measured; the GPU figures wait for a lease. Frozen on resume (a
+`model.*` field).
 """
 
 from __future__ import annotations

@@ -15,6 +15,32 @@ A checkpoint damaged afterwards (a truncated or corrupt file, a step folder with
 :meth:`Checkpoints.restore` tries the newest, logs one line naming the unreadable one and
 the reason, and falls back to the next older one; :func:`restore_for_inference` does the same
 for the best checkpoint and then falls back to the periodic ones.
+
+Resuming, damaged checkpoints, two managers (moved from WORKSPACE.md)
+
+Resuming is the default: a run started on a directory with checkpoints continues from the
+newest (data order and step noise depend only on `(seed, step)`, so it ends with the same
+parameters as an uninterrupted run; `tests/experiments/test_experiments_train_resume.py`).
+A NaN/Inf loss stops the run with the step and the loss term in the message and never saves
+the broken state. A sweep (`python -m experiments.sweep --root ROOT ...`) makes one work
+directory per run, `ROOT/<field>=<value>_...`, and `ROOT/sweep.csv`, `ROOT/sweep.md`.
+Setting `JAX_COMPILATION_CACHE_DIR` lets resumed and swept runs reuse compiled steps.
+A damaged checkpoint (truncated/corrupt file) does not block a resume: `Checkpoints.restore`
+logs one line naming it and the reason, falls back to the next older one (and the loop
+reports that step); a later save of the same step replaces the damaged copy. For inference a
+damaged best checkpoint falls back to the newest readable periodic one. When every
+checkpoint is damaged the last line printed is the `CheckpointReadError`: a failed orbax read
+leaves work behind in other threads (tensorstore reads completing into a closed loop, an
+un-awaited `_get_array_metadatas` coroutine, `async_deserialize` tasks whose DATA_LOSS nobody
+retrieves) that Python printed at exit, after the error, in about 1 run in 7 (the flaky CI
+failure of 2026-11-26). `quiet_closed_loop_noise` drops exactly those three. A sweep records a
+failed run (any exception) with its error in `sweep.csv`/`sweep.md` and goes on.
+
+**Training: two orbax managers, not one.** One manager with `best_fn` keeps the best *k*,
+not the last *k*; `checkpoints/` keeps the newest `keep_checkpoints` for resuming and
+`checkpoints_best/` keeps one state by lowest `mean_epe_mm` on the validation split.
+`restore_for_inference` hides the split (and falls back to the latest when no evaluation
+ran).
 """
 
 from __future__ import annotations

@@ -10,6 +10,16 @@ EPE and the last ``config.keep_checkpoints`` periodic ones, evaluates the test s
 (``config.data.eval_split``) once at the end on the best-by-validation checkpoint, and stops
 with :class:`NonFiniteLossError` naming the step and the loss term when the loss becomes
 NaN/Inf, without saving the broken state.
+
+Decisions (moved from WORKSPACE.md)
+
+**Training: the NaN guard checks each step one step late.** The host reads step k's
+metrics after dispatching step k+1, so it never stalls the device; before logging,
+evaluating or saving it checks synchronously, so a non-finite state is never saved.
+
+**Training: `data_wait_fraction` is logged** (time blocked on the next batch ÷ time): the
+R2P demo on 2 cores waited ~70 % of the time (input-bound), S4 ~0 %. See the input
+pipeline decisions below for the figures after per-strategy keys and the example cache.
 """
 
 from __future__ import annotations

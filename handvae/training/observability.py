@@ -19,6 +19,14 @@ pure function or a small object so it can be tested without training.
   steps a..b (inclusive; "a" alone is one step) into ``<workdir>/profile/`` (TensorBoard's
   profile plugin or Perfetto read it). The trace starts before step a's batch is fetched, so
   the input wait is in it, and stops after step b's results are ready.
+
+Decision (moved from WORKSPACE.md)
+
+**Observability** (issue 26; `handvae/training/observability.py`, four hooks in the loop):
+`config.profile_steps="a,b"` → `jax.profiler` trace in `<workdir>/profile/`; parameters
+per module printed at start by a tree walk (`clu` is not a dependency); `step_time_ms`,
+`data_wait_ms` and, where `Device.memory_stats()` reports it, device memory in the train
+metrics (XLA:CPU reports none: omitted, not zero).
 """
 
 from __future__ import annotations

@@ -6,6 +6,13 @@ known to be good: validated (:func:`validate`), the model built and the checkpoi
 On resume, :func:`check_resume` refuses changes that alter parameter shapes or the strategy
 (:data:`FROZEN_FIELDS`, naming the fields) and returns the others, which the loop records in
 ``<workdir>/config_changes.jsonl`` (:func:`record_changes`) before rewriting ``config.json``.
+
+Decision (moved from WORKSPACE.md)
+
+**A run's config is written last** (issue 14 item 2): validate → build → restore → write.
+On resume the stored config is compared with the new one; shape/strategy fields are
+refused (named), the rest accepted and logged to `config_changes.jsonl`. No non-strict
+restore is used or suggested; `num_train_steps ≤ 0` is an error.
 """
 
 from __future__ import annotations

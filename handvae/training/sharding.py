@@ -6,6 +6,17 @@ BatchNorm statistics and the loss are computed over the whole (global) batch wha
 number of devices. On several hosts each process loads its own slice of the global batch
 (``process_index``/``process_count`` of the pipeline) and :func:`shard_batch` stitches the
 slices into one global array.
+
+Decision (moved from WORKSPACE.md)
+
+**Multi-host: one `jax.distributed` start-up, gloo on CPU** (paper silent: it trained on
+one GPU). `maybe_initialize_distributed` sets `jax_cpu_collectives_implementation=gloo`
+before `jax.distributed.initialize`, so CPU processes form one job; accelerators use their
+own collectives. Two processes × 1 CPU device train (and resume) to the parameters of one
+process × 2 devices within 1e-5 (`tests/training/test_training_multihost.py`, slow). The two
+orbax managers get distinct barrier prefixes (`latest`, `best`): both save the final step
+at once, and with orbax's default names their `_async_write_complete.<step>` barriers
+collided and aborted the job (in one of two test runs before the fix).
 """
 
 from __future__ import annotations

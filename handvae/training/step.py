@@ -16,6 +16,17 @@ The step's shape (as in flax's ``examples/imagenet/train.py``)::
 and the state is returned replicated. A step's noise depends only on the seed and the step
 number, so a resumed run draws exactly what an uninterrupted one would. No ConfigDict reaches
 the jitted function.
+
+Decision (moved from WORKSPACE.md)
+
+**The trainer applies the model; the config is resolved once** (issue 11). The train step
+is flax's `TrainState` (+ `batch_stats`, `rng`) with `apply_fn = model.apply`; the config
+becomes `StepOptions` (record, weights, EMD options, optax schedules) before `jit`. β is
+`optax.linear_schedule` ("linear") or `optax.exponential_decay` bounded at β_max ("log");
+β(0) of the linear ramp differs from the old hand-written one by float32 rounding only
+(relative 8e-6). β fields moved from `config.model` to `config.loss`
+(`--config.loss.beta_max=...`); crop, point and heat-map sizes live in `config.data`, and
+`config.model`'s are `get_ref`s to them.
 """
 
 from __future__ import annotations
