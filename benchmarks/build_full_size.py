@@ -17,6 +17,32 @@ Full size needs about 20 GB of scratch disk (raw synthetic RHD ~9 GB + STB ~10.5
 ~2.4 + 1.1 GB; extrapolated from a 4.5 % run); ``--tmp`` picks the folder. ``--smoke`` (the
 smallest fraction: 2 training and 2 evaluation frames per format, one worker) checks in
 seconds that the script runs; ``make test`` runs it.
+
+Build figures (moved from WORKSPACE.md)
+
+Build figures (`benchmarks/build_full_size.py --fraction 0.045`, 2 shared cores, load average
+13–25 from other work, 2026-11-25; full size NOT run): RHD layout 1,857 + 123 frames: generation
+474 s, build 348 s (5.7 examples/s under that load), peak RSS 309 MiB for the build process and
+its 2 workers (123 MiB the main process), 56.6 KB/example, TensorFlow never imported. STB
+layout 675 + 135: generation 504 s, build 134 s, peak 324 MiB, 61.4 KB/example. CPU cost
+(`/usr/bin/time`, `--workers 1`, 60 frames): ~15 ms CPU per frame, so an idle 2-core machine
+would build the full RHD in about 6 min (an estimate from CPU time, not a measurement).
+**Full size, measured** (`python benchmarks/build_full_size.py --tmp /work/data/full`,
+2026-11-25/26, the shared 2-core machine, load 3–7 throughout from a training run and other
+work beside it; `benchmarks/figures/cpu_2026-11-26/build_full_size.json`):
+
+- RHD: frames generated: 41,258 + 2,728; stored train / val / test: 39,195 / 2,063 / 2,728;
+  generate: 47.6 min; build: 18.5 min; build ex/s: 39.5; peak RSS (build + workers / main): 620
+  / 436 MiB; raw: 9.0 GiB; built: 2.31 GiB; bytes/example: 56,375.
+- STB: frames generated: 15,000 + 3,000; stored train / val / test: 13,500 / 1,500 / 3,000;
+  generate: 31.3 min; build: 9.3 min; build ex/s: 32.4; peak RSS (build + workers / main): 456 /
+  270 MiB; raw: 10.4 GiB; built: 1.03 GiB; bytes/example: 61,655.
+
+Every stored example was read back (43,986 and 18,000: 21 s and 6 s); TensorFlow was never
+imported. The builds' 18.5 and 9.3 min are ~2× the idle estimate above because a training
+run shared the two cores. The slow test `tests/data_prep/test_build_large.py` (1.1 GB of
+noise-image examples, every one read back, `"tensorflow" not in sys.modules`) passed in
+4 min 15 s at load ~6.
 """
 
 from __future__ import annotations

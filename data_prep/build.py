@@ -20,6 +20,28 @@ gives what ``tfds build data_prep/rhd --config synthetic --manual_dir ... --data
   it, and a folder without a manifest is replaced only with ``--overwrite``;
 * ``build_report.json`` records, per split, the frames the raw data define, the examples
   stored and the skipped frames by reason (:func:`handvae.data.source.split_counts` reads it).
+
+Build details and decision (moved from WORKSPACE.md)
+
+The build (`data_prep/build.py`) reads and crops frames in `--workers` processes (default all
+cores; the output bytes do not depend on it), writes array_record shards of ≤ 256 MB in sorted
+key order straight from the workers' serialized records (peak memory is a bounded window of
+frames, not the data set), records the metadata with TFDS's own `DatasetInfo`/`SplitInfo`,
+and works in `<config>/.incomplete-<version>-<pid>`, renamed to `<version>` only when
+complete (a killed build leaves nothing a reader takes as built; the next build removes it).
+`build_manifest.json` holds a digest of the raw files' names, sizes and mtimes and the build
+settings: the same inputs reuse the build, changed raw data rebuild it (logged), a folder
+without a manifest is replaced only with `--overwrite`; raw data that change during the build
+abort it. A full disk is an `OSError` naming the folder and the free space.
+`build_report.json` has, per split, the frames the raw data define, the examples stored and
+the skips by reason (`handvae.data.source.split_counts(config.data, split)` reads it).
+
+**TFDS without TensorFlow, at any size.** Builders write `array_record`; `handvae.data`
+reads them by random access (`tfds.builder_from_directory(...).as_data_source`). The `tfds
+build` CLI and `DatasetBuilderTestCase` import TensorFlow, and TFDS's own writer spills to
+`tf.io.gfile` past 1 GB (issue 12), so `python -m data_prep.build` writes the shards itself
+(array_record's writer, TFDS's metadata classes) and tests build `dummy_data/` into a tmp
+`data_dir`. `Builder.download_and_prepare` still works for small sets.
 """
 
 from __future__ import annotations

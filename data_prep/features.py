@@ -23,6 +23,48 @@ batches:
 Training frames that would give a wrong example raise :class:`SkipFrame`; the builders count
 and log them instead of crashing a long build. Test frames (``strict=False``) are never skipped
 for image or depth reasons.
+
+Stored example and build-time decisions (moved from WORKSPACE.md)
+
+Stored example (version 2.0.0; `features.FEATURE_DOC`), as `source.decode_example` returns it:
+`image` uint8 [512, 512, 3], a window 2× the hand's crop box centred on it, so the 256-px crop
+is its central `crop_side` = 256 pixels and scale ≤ 1.2 + shift ±20 + any rotation stay inside
+it; `K_image` [3, 3] (view-corrected: one focal length, principal point (255.5, 255.5));
+`keypoints_2d` [21, 2] in those pixels; `keypoints_3d` [21, 3] (P − root)/scale; `visible`;
+`root` [3] m; `scale` m; `points` float32 [M ≤ 1024, 3] (M = 0 possible for test frames);
+`view_rotation` [3, 3] (I for `*_plain`); `side`; `frame` (str key). ~58 KB per example on
+disk (1.0.0: ~176 KB), i.e. about 2.5 GB for the whole of RHD.
+
+**Stored image: JPEG q90 (4:4:4) of a 512-px context window** (paper silent on storage).
+Measured on 20 synthetic RHD frames (`/tmp/t3.py`-style probe, load ≈ 6 on 2 cores): PNG
+215 KiB/image, 20.7 ms decode; JPEG q90 4:4:4 45.7 KiB, 4.0 ms, mean |error| 0.9 grey
+levels; q90 4:2:0 30.8 KiB, 2.9 ms, 1.24. Points float16 (resolution ≤ 0.2 mm at hand
+scale), at most 1,024 per frame (the paper samples 256 per step, Sec. 4.1).
+
+**Context around the crop** (issue 10.5). The paper crops "the region containing hand ...
+resized to 256 × 256" and augments "scaled randomly between [1, 1.2], translated [−20, 20]
+pixels and rotated [−π, π]" (Sec. 4.1); a stored 256² crop would show black corners under
+that warp. The stored image shows 2× the crop box (half-diagonal needed: 1.2·128·√2 + 20 ≈
+237 px < 256).
+
+**Validation split** (issue 10.2; the paper is silent on model selection). RHD (real and
+synthetic): a fixed 5 % of training/ (the frames with the smallest CRC-32 of their key, at
+least one; 2,063 of 41,258), so the selection does not depend on the frame order. STB: the
+training sequence B6Random (1,500 frames); the paper "use[s] 10 sequences for training and
+the other 2 for testing" (Sec. 5), so our train split has 9 (a set with a single training
+sequence, e.g. `dummy_data`, holds out 5 % of its frames instead). Splits: train /
+validation / test; keys sorted within each. Fewer than 2 training frames is an error.
+
+**Test frames are never skipped** for image or depth reasons (issue 10.3): an empty or
+unreadable mask falls back to the hand with more visible keypoints and a crop box from its
+keypoints; too few depth points store an empty point set; keypoints off the image are kept
+(invisible). Only a missing colour image or a malformed annotation (NaN, missing key) drops a
+test frame, counted in `build_report.json` (defined vs stored).
+
+**View correction can be turned off** (issue 10.4; Fig. 5 trains R2P "with both view
+corrected and uncorrected data", Sec. 5.2): `*_plain` configs store a plain scaled crop with
+`K_image` = scaling ∘ K (own principal point), 3-D quantities in the camera frame, the same
+root/scale normalisation; `data.view_correction = False` selects them.
 """
 
 from __future__ import annotations

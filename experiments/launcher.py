@@ -35,6 +35,17 @@ repository root (so ``-m experiments...`` resolves from any folder), and through
 ``experiments._subprocesses``, the one owner of child processes: a SIGTERM to the launcher
 stops the child, then exits 143. A sweep trains in its own process: :func:`run_each` runs
 its grid one run after another, a failed run recorded and the next one started.
+
+Decision (moved from WORKSPACE.md)
+
+**One launcher** (issue 25, item 3; `experiments/launcher.py` and its `launcher_*.py`
+modules; design notes in its docstring). Demo and reproduce are presets: they plan
+`RunSpec`s and the launcher generates, builds, trains (an executor of `launcher.EXECUTORS`:
+`sequential`, or `population`, a setting's seeds as one `experiments.launcher_population`
+child), tests once and records; the sweep's sequential runs go through `launcher.run_each`.
+The launcher alone starts processes (through `experiments._subprocesses`). Two data
+policies stay on purpose: a shared `--data-root` is refused when its sizes differ, never
+deleted; the demo's own folder is redone when its inputs change.
 """
 
 from __future__ import annotations

@@ -5,6 +5,13 @@ only when every frame and label file is written, so an interrupted run never lea
 half-written data set under the requested name. Every data set carries the marker file
 :data:`MARKER_FILE`; ``--overwrite`` replaces only folders that carry it, and refuses, naming
 them, when such a folder holds files the generator does not write (:func:`foreign_files`).
+
+Decision (moved from WORKSPACE.md)
+
+**Stale partial data sets are removed by marker and pid** (paper silent; our choice). The
+generator writes into `.<out>.partial-<pid>-<random>/`, which carries the marker from the
+start; SIGTERM/Ctrl-C remove it at once, and the next run removes any left by a killed
+(SIGKILL) run whose pid is gone. Folders without the marker are never touched.
 """
 
 from __future__ import annotations
