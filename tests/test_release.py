@@ -9,6 +9,12 @@
 * The README's loss snippet runs here and, behind ``slow`` (it installs jax and numpy from the
   package index), in a fresh virtual environment that holds the wheel and its core
   dependencies only.
+
+Install figures (moved from WORKSPACE.md, "Dependencies")
+
+Fresh venvs from PyPI (2026-12-07, load 12–19): core 622 MB in 45–59 s (jax, jaxlib, scipy,
+numpy: jax's own cost), full 1.09 GB in 113–139 s; `import handvae.losses` 3.5 → 2.9 s,
+`import jax` alone 2.7 s.
 """
 
 from __future__ import annotations

@@ -7,6 +7,18 @@ Each experiment config calls :func:`get_base_config` and sets the strategy and d
 ``--config.loss.lambda_cloud=2``). Each value is written once: the model's crop, point and
 heat-map sizes are references to ``config.data``'s (``get_ref``), so
 ``--config.data.image_size=128`` resizes both.
+
+Config fields (moved from WORKSPACE.md)
+
+Config fields: `config.model` holds exactly `HandVAE`'s fields (`strategy`, `latent_dim`,
+`image_size`, `num_points`, `heatmap_size` — the last three `get_ref`s to `config.data`'s,
+written once —, `resnet_width`, `respel_width`, `respel_blocks`, `heatmap_width`,
+`pose_hidden`, `folding_hidden`, `poe_prior_expert`, `logvar_bias_init`); `config.loss`
+holds the objective's (`lambda_heat`, `lambda_cloud`, `beta_min`, `beta_max`,
+`beta_anneal_steps`, `beta_anneal`,
+`beta_prime`, `emd_epsilon`, `emd_max_iterations`). Every experiment config takes a `tiny`
+argument (`s4_poe.py:tiny`, `demo.py:strategy=R2P,tiny`; `common.shrink_to_tiny`), which the
+tests use instead of hand-shrunk configs (tests/model_configs.py).
 """
 
 from __future__ import annotations

@@ -16,9 +16,10 @@ row and the current ε. Two loops over the same state, chosen by backend (``solv
 Design notes and measurements (moved from WORKSPACE.md)
 
 The auction has two loops over one state, picked by backend (`variant=None`; force one with
-`variant="pooled"|"dense"`; a third, `"pallas"`, is below). "pooled" (CPU, `_pooled.py`) is
-the design above: cheap loop iterations, bidder tiers, a per-element phase reset (its second
-version is described below). On XLA:GPU every loop iteration
+`variant="pooled"|"dense"`; a third, `"pallas"`, in `_auction_pallas.py`). "pooled" (CPU,
+`_pooled.py`) is the design in `handvae/losses/__init__.py`: cheap loop iterations, bidder
+tiers, a per-element phase reset (its second version is described in `_pooled.py`). On XLA:GPU
+every loop iteration
 and every conditional costs a device→host sync (the pooled loop measured ~80–90 µs per round
 on an H100, for tiny arithmetic), so "dense" lets all unassigned rows bid every round (O(B·N²),
 no scatter: per-column max/min
@@ -101,7 +102,8 @@ at k = 16 but ~50 µs at 64 and ~137 µs at 256 (`top2` on a [256, 256] block is
 `lax.top_k` is 2× slower), so ~80 % of the time is in the ~1650 rounds with ≥ 33 pooled
 bidders: the *heads* of each phase, where each phase's reset unassigns 55–75 % of the rows
 (137–192 of 256 for ε/5) and they all re-bid, not the one-row tails (that analysis was of
-the first pooled loop; the second version below found most of the time in thread hand-offs).
+the first pooled loop; the second version (`_pooled.py`) found most of the time in thread
+hand-offs).
 Figures, 2026-11-26 01:04–01:09, back to back on the shared 2-core machine
 (`python benchmarks/losses.py --sizes 32x256 8x1024 8x2048 --repeats 7`, main's code, then
 that branch with `--path-rows 2`; auction s / scipy s, scipy/auction, mean gap, rounds, load):
@@ -139,7 +141,7 @@ Again on one H200 (2026-11-26, jax 0.11.2, relative ε = 5e-3, `bash benchmarks/
 3.8×, gaps ~1e-5); the paper-scale steps (`experiments/configs/reproduce.py`, scale=paper:
 the paper's decoder widths, batch 32, 256²) R2P 138.5 steps/s, S4 12.25 steps/s (8.8 % of
 R2P): the 77 ms solve is ~95 % of S4's 82 ms step. The Pallas kernel, as first written,
-0.08× scipy (see its paragraph).
+0.08× scipy (see `_auction_pallas.py`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ evaluating or saving it checks synchronously, so a non-finite state is never sav
 
 **Training: `data_wait_fraction` is logged** (time blocked on the next batch ÷ time): the
 R2P demo on 2 cores waited ~70 % of the time (input-bound), S4 ~0 %. See the input
-pipeline decisions below for the figures after per-strategy keys and the example cache.
+pipeline decisions (`handvae/data/prepared.py`) for the figures after per-strategy keys and
+the example cache.
 """
 
 from __future__ import annotations

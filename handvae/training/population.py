@@ -41,6 +41,16 @@ Design notes (the decisions; WORKSPACE.md has the one-line record):
   vmapped convolutions become grouped convolutions); on a GPU the cpu-scale step is
   launch-bound and the paper-size trainer input-bound, so members are nearly free
   (benchmarks/population.py).
+
+Decision (moved from WORKSPACE.md)
+
+**Populations** (issue 25, items 1–2; `handvae/training/population.py`,
+`population_loop.py`, design notes in the docstring). Runs equal outside seed, β end
+points, β′, λ_heat, λ_cloud and lr train as one `vmap`ped step (one `inject_hyperparams`
+Adam, per-member values as arrays); each member's directory is a single run's. The auction's
+solve has its own vmap rule (fold members into the batch; pooled: one member at a time, to
+stay exact). `sweep --population=auto` uses it only where a committed
+`benchmarks/figures/*/population.json` of the device kind measured a gain: not on 2 cores.
 """
 
 from __future__ import annotations

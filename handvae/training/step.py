@@ -27,6 +27,22 @@ becomes `StepOptions` (record, weights, EMD options, optax schedules) before `ji
 (relative 8e-6). β fields moved from `config.model` to `config.loss`
 (`--config.loss.beta_max=...`); crop, point and heat-map sizes live in `config.data`, and
 `config.model`'s are `get_ref`s to them.
+
+The train step's shape (moved from WORKSPACE.md)
+
+With the train state and metrics (as WORKSPACE.md drew it)::
+
+    config ──step.step_options_from_config (once, outside jit)──▶ StepOptions
+       spec (StrategySpec) · λ_heat · λ_cloud · β' · EMDOptions · optax β and lr schedules
+    state = state.create_train_state(config, model)   # flax TrainState + batch_stats + rng;
+                                                      # apply_fn = model.apply, tx = Adam(lr sched.)
+    train_step(state, batch, *, options, objective_fn=negative_elbo):        # jitted, donated
+       rng = fold_in(state.rng, state.step); weights = options.loss_weights(state.step)
+       outputs, batch_stats = state.apply_fn(vars, rgb, cloud, rng, train=True,
+                                             mutable=["batch_stats"])  # step.apply_and_loss
+       loss, terms = negative_elbo(spec, outputs, batch, weights, emd=options.emd)  # arrays only
+       state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+       metrics = terms + beta + learning_rate + grad_norm
 """
 
 from __future__ import annotations
