@@ -152,6 +152,10 @@ def test_auto_is_sequential_unless_a_measurement_of_this_device_kind_shows_a_gai
     assert mode == "off" and "0.75×" in why and "cpu_x/population.json" in why
     assert sweep.choose_population("auto", 3, shared_batch=True, device_kind="gpu-x",
                                    figures=str(tmp_path))[0] == "off"
+    figure["cases"][0]["member_steps_per_s_ratio"]["4"] = 1.05   # within the margin
+    (tmp_path / "cpu_x" / "population.json").write_text(__import__("json").dumps(figure))
+    assert sweep.choose_population("auto", 4, shared_batch=True, device_kind="cpu",
+                                   figures=str(tmp_path))[0] == "off"
     figure["cases"][0]["member_steps_per_s_ratio"]["4"] = 3.5
     (tmp_path / "cpu_x" / "population.json").write_text(__import__("json").dumps(figure))
     assert sweep.choose_population("auto", 8, shared_batch=True, device_kind="cpu",
