@@ -107,18 +107,10 @@ def _field(config: ml_collections.ConfigDict, dotted: str) -> Any:
 
 def shared_key(config: ml_collections.ConfigDict) -> str:
     """A string equal for two configs iff they differ only in :data:`POPULATION_FIELDS`."""
-    flat = _flatten(json.loads(config.to_json_best_effort(sort_keys=True)))
+    flat = run_config.flatten(json.loads(config.to_json_best_effort(sort_keys=True)))
     return json.dumps({k: v for k, v in flat.items() if k not in POPULATION_FIELDS},
                       sort_keys=True)
 
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: tree}
 
 
 def check_population(configs: Sequence[ml_collections.ConfigDict]) -> None:

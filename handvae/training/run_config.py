@@ -104,11 +104,12 @@ def lost_config_message(workdir: str) -> str:
             "resume with the config the run was trained with, or choose a new --workdir")
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as ``{"a.b.c": leaf}`` (a config's JSON, field by dotted name)."""
     if isinstance(tree, dict):
         out: dict[str, Any] = {}
         for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         return out
     return {prefix[:-1]: tree}
 
@@ -121,7 +122,7 @@ def _as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def diff(stored: ml_collections.ConfigDict, new: ml_collections.ConfigDict
          ) -> dict[str, tuple[Any, Any]]:
     """Fields that differ: ``{"a.b": (stored value, new value)}`` (missing → None)."""
-    old, cur = _flatten(_as_json(stored)), _flatten(_as_json(new))
+    old, cur = flatten(_as_json(stored)), flatten(_as_json(new))
     return {k: (old.get(k), cur.get(k)) for k in sorted(set(old) | set(cur))
             if old.get(k) != cur.get(k)}
 
