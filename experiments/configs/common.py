@@ -108,8 +108,9 @@ def get_base_config(dataset: str = "rhd") -> ml_collections.ConfigDict:
     c.loss.beta_prime = 1.0
     # Every KL in nats summed ("sum") or averaged ("mean") over the latent dimensions. The
     # paper is silent; with "sum" S3 collapses at beta' = 1 (validation 52-54 mm, the constant
-    # guess), with "mean" it learns (30.2 / 30.4 mm over two seeds) and S1 is unchanged within
-    # seed spread (handvae.losses.objectives; experiments/results/cpu/ablation_kl_reduction.json).
+    # guess), with "mean" it learns (30.2 / 30.4 mm over two seeds), S1 is unchanged within seed
+    # spread and S4 loses 0.45-0.85 mm of validation EPE (handvae.losses.objectives;
+    # experiments/results/cpu/ablation_kl_reduction.json).
     c.loss.kl_reduction = "mean"
     c.loss.emd_epsilon = 5e-3        # final auction ε, relative to each pair's cost scale
     c.loss.emd_max_iterations = 0    # bidding-round bound; 0: grows with B·N (always enough)
