@@ -42,7 +42,8 @@ informative state costs ~27.7. ``"mean"`` is the same objective as ``"sum"`` wit
 divided by D, so it is a reading of the paper's weights, not new weights. The experiment
 configs default to ``"mean"``, chosen by validation EPE at the cpu scale (S3 learns at β' = 1,
 validation 30.2 / 30.4 mm over two seeds, where ``"sum"`` stays at the constant guess's
-52–54 mm; S1 equal within seed spread; ``experiments/results/cpu/ablation_kl_reduction.json``).
+52–54 mm; S1 equal within seed spread, S4 0.45–0.85 mm worse on validation;
+``experiments/results/cpu/ablation_kl_reduction.json``).
 This function's own default stays ``"sum"``, the KL as written, for users who call it
 directly.
 
