@@ -105,7 +105,9 @@ def run_demo(out: str, *, num_train: int, num_eval: int, steps: int, seed: int =
     spec = launcher_data.DataSpec(num_train, num_eval, seed)
     data = launcher_data.prepare_owned_data(spec, raw, tfds_dir, ledger, timings, progress)
     runs = plan(out, steps, tiny)
-    trained = launcher.train_owned(runs, data, tfds_dir, ledger, timings, progress)
+    how, why = launcher.choose_executor("auto", runs)  # S1, S4: two strategies, no population
+    print(f"  training: {how} ({why})", flush=True)
+    trained = launcher.train_owned(runs, data, tfds_dir, ledger, timings, progress, how)
     results = launcher_evaluation.evaluate_owned(runs, trained, tfds_dir, eval_examples, ledger,
                                                  timings, progress)
     progress("report", f"report → {os.path.join(out, 'report.md')}")

@@ -2,7 +2,7 @@ r"""The one launcher: how demo, reproduce and sweep generate, build, train, test
 
 Every experiment that trains several models goes through the same stages, here and in the
 launcher's small modules (``launcher_data``, ``launcher_evaluation``, ``launcher_records``,
-``launcher_folders``, ``launcher_population``):
+``launcher_folders``, ``launcher_population``, ``launcher_choice``):
 
 1. **data** (``launcher_data``): generate the synthetic benchmark (``data_prep.synthetic``,
    RHD layout) and build it with the RHD TFDS builder (``data_prep.build``). Two policies, one
@@ -20,7 +20,11 @@ launcher's small modules (``launcher_data``, ``launcher_evaluation``, ``launcher
    (``handvae.training.population_loop``). An executor receives the pending runs, the data
    directory and two callbacks (``before(run)``, ``after(run, seconds)``) and calls ``after``
    for each run once its work directory holds a finished run, so skipping, records and
-   reports do not depend on how the runs were trained.
+   reports do not depend on how the runs were trained. Which one trains a plan is
+   ``--population=auto|vmap|off``, decided here for every preset and the sweep
+   (:func:`choose_executor`, :func:`choose_population`; the measured rule of
+   ``launcher_choice``: ``auto`` vmaps only where a committed ``population.json`` of this
+   device kind measured ≥ 1.1× one run, so sequential on 2 CPU cores).
 4. **test once**: the trainer tests the best-by-validation checkpoint once, in full, at the
    end (``final_metrics.json``, ``launcher_records.read_test_metrics``). The demo also
    evaluates each model in this process for its figures (``launcher_evaluation``), and
@@ -56,6 +60,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -63,6 +68,8 @@ from typing import Any, NamedTuple
 import tqdm
 
 from experiments import _subprocesses, launcher_records
+from experiments.launcher_choice import (EXECUTOR_OF_MODE, FIGURES,  # noqa: F401 (API)
+                                         POPULATION_MODES, choose_population)
 from experiments.launcher_records import Ledger
 
 REPO = launcher_records.REPO
@@ -273,6 +280,55 @@ def executor(name: str) -> Executor:
     if name not in EXECUTORS:
         raise ValueError(f"executor {name!r} is unknown; choose one of {sorted(EXECUTORS)}")
     return EXECUTORS[name]
+
+
+def read_device_kind() -> str:
+    """The default JAX device's kind (``"cpu"``, ``"NVIDIA H100 80GB HBM3"``), read by a
+    short child so that this process loads no JAX and holds none of the accelerator's memory.
+
+    Raises:
+      StepFailed: the child failed (the message holds its output).
+    """
+    env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    cmd = [sys.executable, "-c", "import jax; print(jax.devices()[0].device_kind)"]
+    with tempfile.TemporaryFile("w+") as out:
+        code = _subprocesses.run(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        out.seek(0)
+        text = out.read().strip()
+    if code != 0 or not text:
+        raise StepFailed(f"reading the JAX device kind failed (exit {code}): {text[-500:]}")
+    return text.splitlines()[-1]
+
+
+def choose_executor(mode: str, runs: Sequence[RunSpec], *,
+                    device_kind: str | Callable[[], str] | None = None,
+                    figures: str = FIGURES) -> tuple[str, str]:
+    """``(executor, why)`` for ``--population=mode`` over a plan (:data:`EXECUTORS`' names).
+
+    ``off`` and ``vmap`` name theirs (``sequential``, ``population``). ``auto`` applies
+    ``launcher_choice.choose_population`` once for the plan: to its smallest group of two or
+    more runs (:attr:`RunSpec.group`; reproduce's groups are a setting's seeds, all one
+    size), with shared batches only if every such group's members share one seed. A plan
+    without such a group is sequential and asks no device; otherwise the device kind is
+    ``device_kind`` (a string or a function), by default :func:`read_device_kind`'s child.
+    """
+    if mode not in POPULATION_MODES:
+        raise ValueError(f"--population must be one of {POPULATION_MODES}, got {mode!r}")
+    if mode != "auto":
+        return EXECUTOR_OF_MODE[mode], f"--population={mode}"
+    groups: dict[str, list[RunSpec]] = {}
+    for run in runs:
+        if run.group:
+            groups.setdefault(run.group, []).append(run)
+    grouped = [members for members in groups.values() if len(members) > 1]
+    if not grouped:
+        return "sequential", ("auto: no group of two or more runs differing only in "
+                              "population fields")
+    shared = all(len({run.seed for run in members}) == 1 for members in grouped)
+    choice, why = choose_population(mode, min(len(m) for m in grouped), shared_batch=shared,
+                                    device_kind=device_kind or read_device_kind,
+                                    figures=figures)
+    return EXECUTOR_OF_MODE[choice], why
 
 
 def train_recorded(runs: Sequence[RunSpec], data_dir: str, *,

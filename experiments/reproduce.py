@@ -17,8 +17,13 @@ r"""Reproduce the paper's findings on the synthetic benchmark: Table 1, Fig. 5 a
 The data, the runs and their records go through the launcher (``experiments/launcher.py``),
 which owns the child processes (a SIGTERM stops the trainer, then exits 143).
 ``--population=vmap`` trains each setting's seeds as one population, one vmapped program
-(``experiments.launcher_population``; it gains on a GPU, not on 2 CPU cores, issue 25); the
-records and the report are the same. Resumable run by run: a finished run (its test metrics
+(``experiments.launcher_population``; it gains on a GPU, not on 2 CPU cores, issue 25);
+``off`` trains one run after another; ``auto`` (the default) is the launcher's measured rule
+(``launcher.choose_executor``, ``experiments/launcher_choice.py``, as ``experiments.sweep``):
+a population only where a committed ``benchmarks/figures/*/population.json`` of this device
+kind measured ≥ 1.1× one run's member-steps/s with one batch per member (the seeds differ),
+so sequential on 2 CPU cores; it prints which it chose and why. The records and the report
+are the same in every mode. Resumable run by run: a finished run (its test metrics
 written with the same settings) is skipped, an interrupted one resumes from its newest
 checkpoint. Nothing is chosen on the test split: each run's checkpoint is the best by
 validation EPE, and seeds are fixed up front.
@@ -40,7 +45,6 @@ TARGETS = ("table1", "fig5", "fig8")
 TABLE1_STRATEGIES = reproduce_config.TABLE1_STRATEGIES
 FIG8_SHARES = reproduce_config.FIG8_SHARES
 RUN_DONE = "reproduce_run.json"
-POPULATION = {"off": "sequential", "vmap": "population"}  # --population → launcher executor
 REPO = launcher.REPO
 
 
@@ -183,6 +187,14 @@ def execute_runs(runs: Sequence[Run], root: str, scale: str, tfds_dir: str,
                                    log_file="reproduce.log", how=how)
 
 
+def choose_executor(population: str, runs: Sequence[Run], root: str,
+                    **rule: Any) -> tuple[str, str]:
+    """``(executor, why)`` for ``--population`` over the planned runs: each setting's seeds
+    are one group (:func:`run_spec`); ``rule``: ``device_kind``, ``figures`` of
+    ``launcher.choose_executor``."""
+    return launcher.choose_executor(population, [run_spec(run, root) for run in runs], **rule)
+
+
 def execute_run(run: Run, root: str, scale: str, tfds_dir: str) -> dict[str, Any]:
     """Trains (or resumes) one run (:func:`execute_runs`); returns its record."""
     return execute_runs([run], root, scale, tfds_dir)[0]
@@ -198,11 +210,13 @@ def reproduce(root: str, *, scale: str, targets: Sequence[str], seeds: Sequence[
               strategies: Sequence[str] = TABLE1_STRATEGIES,
               shares: Sequence[float] = FIG8_SHARES, data_root: str | None = None,
               report_only: bool = False, extra: Mapping[str, str] | None = None,
-              how: str = "sequential") -> dict[str, Any]:
+              how: str = "sequential", population: str | None = None) -> dict[str, Any]:
     """Data, every run, then the report; returns the ``results.json`` payload.
 
     ``report_only``: run nothing; report the planned runs that have finished (the report
     then says how many of the planned runs it covers). ``how``: the launcher's executor.
+    ``population`` (``auto``, ``vmap`` or ``off``, as ``--population``), when given, chooses
+    the executor instead (``launcher.choose_executor`` over the plan) and prints its choice.
     """
     runs = plan_runs(targets, seeds, scale, strategies, shares, extra)
     root = os.path.abspath(root)
@@ -216,6 +230,9 @@ def reproduce(root: str, *, scale: str, targets: Sequence[str], seeds: Sequence[
         print(f"[1/3] benchmark data ({scale} scale)", flush=True)
         data = prepare_data(root, scale, plain="fig5" in targets, data_root=data_root)
         print(f"[2/3] {len(runs)} runs → {os.path.join(root, 'runs')}", flush=True)
+        if population is not None:
+            how, why = choose_executor(population, runs, root)
+            print(f"      training: {how} ({why})", flush=True)
         records = execute_runs(runs, root, scale, data["tfds_dir"], how)
     print("[3/3] report", flush=True)
     payload = {
@@ -247,9 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run nothing; report the planned runs that have finished")
     parser.add_argument("--data-root", default=None,
                         help="reuse (or create) the generated benchmark here instead of ROOT/data")
-    parser.add_argument("--population", choices=sorted(POPULATION), default="off",
+    parser.add_argument("--population", choices=launcher.POPULATION_MODES, default="auto",
                         help="vmap: each setting's seeds train as one vmapped program (gains on "
-                             "a GPU); off: one run after another (faster on 2 CPU cores)")
+                             "a GPU); off: one run after another (faster on 2 CPU cores); "
+                             "auto: vmap only where this device kind's committed "
+                             "benchmarks/figures/*/population.json measured it faster")
     parser.add_argument("--extra", default="",
                         help="more reproduce-config arguments for every run, an ablation "
                              "(e.g. kl_reduction=mean,weak_batch=split); part of the run names")
@@ -273,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reproduce(args.root, scale=args.scale, targets=targets, seeds=seeds,
                   strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
                   shares=shares, data_root=args.data_root, report_only=args.report_only,
-                  extra=extra, how=POPULATION[args.population])
+                  extra=extra, population=args.population)
     except (ValueError, RuntimeError) as error:
         print(f"reproduce: {error}", file=sys.stderr)
         return 2

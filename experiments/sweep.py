@@ -21,7 +21,9 @@ populations; a group of one trains alone); its stacked checkpoints are in
 ``off`` trains one run after another. ``auto`` (the default) picks ``vmap`` only where a
 committed ``benchmarks/figures/*/population.json`` of this device kind measured ≥ 1.1× one
 run's member-steps/s for the group's K (so sequential on 2 CPU cores, where it measured
-0.5–0.8×), and prints which it chose and why. ``sweep.csv``/``sweep.md`` are the same in
+0.5–0.8×), and prints which it chose and why, per group; the rule is the launcher's
+(``launcher.choose_population``, ``experiments/launcher_choice.py``), shared with
+``experiments.reproduce --population``. ``sweep.csv``/``sweep.md`` are the same in
 every mode.
 
 ``--print_only`` prints one ``python -m experiments.train`` command per run instead (for a
@@ -36,7 +38,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import glob
 import itertools
 import json
 import os
@@ -66,12 +67,10 @@ _POPULATION = flags.DEFINE_enum(
     "(benchmarks/figures/*/population.json) measured it faster.")
 flags.mark_flags_as_required(["config", "root"])
 
-POPULATION_MODES = ("auto", "vmap", "off")
-# auto picks vmap only when measured at least this much faster than one run: the 2-core
-# figures scatter by ±0.25 at high load (benchmarks/figures/cpu_2026-12-07).
-AUTO_MARGIN = 1.1
-FIGURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       "benchmarks", "figures")
+POPULATION_MODES = launcher.POPULATION_MODES
+# The measured rule of --population=auto is the launcher's (experiments/launcher_choice.py),
+# shared with reproduce and the demo; kept under its old name here.
+choose_population = launcher.choose_population
 METRIC_COLUMNS = ("mean_epe_mm", "median_epe_mm", "auc_20_50", "auc_0_50", "train_loss",
                   "step")
 
@@ -177,62 +176,6 @@ def write_tables(root: str, rows: list[dict[str, Any]], keys: Sequence[str]) -> 
     return csv_path, md_path
 
 
-def measured_ratio(device_kind: str, members: int, *, shared_batch: bool,
-                   figures: str = FIGURES) -> tuple[float | None, str]:
-    """The lowest measured member-steps/s of a population relative to one run, and its source.
-
-    Reads every ``<figures>/*/population.json`` of ``device_kind`` (``benchmarks/population.py``)
-    and takes, over its strategies and scales, the ratio at the largest measured K ≤
-    ``members``, shared or per-member batches. ``(None, reason)`` when nothing was measured.
-    """
-    ratios, sources = [], []
-    for path in sorted(glob.glob(os.path.join(figures, "*", "population.json"))):
-        with open(path) as f:
-            figure = json.load(f)
-        if figure.get("device_kind") != device_kind:
-            continue
-        for case in figure.get("cases", []):
-            if case.get("shared_batch") != shared_batch:
-                continue
-            measured = {int(k): float(v) for k, v in case["member_steps_per_s_ratio"].items()}
-            ks = [k for k in measured if 1 < k <= members]
-            if ks:
-                ratios.append(measured[max(ks)])
-                sources.append(os.path.relpath(path, os.path.dirname(figures)))
-    if not ratios:
-        return None, (f"no population.json for device kind {device_kind!r} under {figures} "
-                      "(run benchmarks/population.py)")
-    return min(ratios), ", ".join(sorted(set(sources)))
-
-
-def choose_population(mode: str, members: int, *, shared_batch: bool,
-                      device_kind: str | None = None, figures: str = FIGURES
-                      ) -> tuple[str, str]:
-    """``("vmap" | "off", why)``: ``mode`` itself, or for ``auto`` the measured rule.
-
-    ``auto`` gives ``vmap`` only when the measured member-steps/s ratio for ``members`` on
-    this device kind (:func:`measured_ratio`) is at least :data:`AUTO_MARGIN`, so never
-    slower than sequential where it was measured, and sequential where it was not.
-    """
-    if mode not in POPULATION_MODES:
-        raise ValueError(f"--population must be one of {POPULATION_MODES}, got {mode!r}")
-    if mode != "auto":
-        return mode, f"--population={mode}"
-    if members < 2:
-        return "off", "auto: no group of two or more runs differing only in population fields"
-    if device_kind is None:
-        import jax
-        device_kind = jax.devices()[0].device_kind
-    ratio, source = measured_ratio(device_kind, members, shared_batch=shared_batch,
-                                   figures=figures)
-    if ratio is None:
-        return "off", f"auto: sequential, {source}"
-    choice = "vmap" if ratio >= AUTO_MARGIN else "off"
-    return choice, (f"auto: {'vmap' if choice == 'vmap' else 'sequential'}, a population of "
-                    f"{members} measured {ratio:.2f}× one run's member-steps/s on "
-                    f"{device_kind!r} ({source})")
-
-
 def population_groups(grid: Sequence[dict[str, str]],
                       configs: Sequence[ml_collections.ConfigDict]) -> list[list[int]]:
     """Indices of the grid points, grouped by equality outside the population fields (in
@@ -279,7 +222,7 @@ def run_sweep(config: ml_collections.ConfigDict, root: str, specs: Sequence[str]
       train_fn: ``(config, workdir) -> final metrics``; default ``train_and_evaluate``.
       population_mode: "off" (one run after another), "vmap" (each group of runs equal
         outside the population fields as one population) or "auto"
-        (:func:`choose_population`, per group).
+        (``launcher.choose_population``, per group).
       population_fn: ``(configs, workdirs, popdir) -> [final metrics or exception]``;
         default ``population_loop.train_population``.
 

@@ -7,6 +7,7 @@ Training is not the point here: a stand-in trainer writes what ``experiments.tra
 import ast
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -295,12 +296,13 @@ def test_the_launcher_is_the_bottom_layer_of_the_presets():
     presets = {"experiments.demo", "experiments.reproduce", "experiments.sweep",
                "experiments.reproduce_report"}
     for module in ("launcher", "launcher_data", "launcher_evaluation", "launcher_records",
-                   "launcher_folders", "launcher_population", "reproduce_report"):
+                   "launcher_folders", "launcher_population", "launcher_choice",
+                   "reproduce_report"):
         assert not _imports(module) & presets, module
     # the launcher (through experiments._subprocesses) is the one that starts processes
     for module in ("demo", "reproduce", "reproduce_report", "launcher_data",
                    "launcher_evaluation", "launcher_records", "launcher_folders",
-                   "launcher_population"):
+                   "launcher_population", "launcher_choice"):
         assert not _imports(module) & {"experiments._subprocesses", "subprocess"}, module
     assert "experiments._subprocesses" in _imports("launcher")
 
@@ -321,3 +323,85 @@ def test_run_each_records_a_failure_and_goes_on_but_stops_on_an_interrupt():
     with pytest.raises(KeyboardInterrupt):
         launcher.run_each([3, 0], run_one, lambda item, result: results.append(result))
     assert len(results) == 3
+
+
+# --- --population=auto|vmap|off: the launcher's measured rule -------------------------------
+
+def _seed_plan(seeds=(0, 1)):
+    """Reproduce's plan of R2P for ``seeds``: one group (the setting), one run per seed."""
+    return [reproduce.run_spec(r, "/root")
+            for r in reproduce.plan_runs(["table1"], list(seeds), "cpu", strategies=["R2P"])]
+
+
+def _no_device():
+    raise AssertionError("the device kind was asked for though the rule does not need it")
+
+
+def test_auto_is_sequential_on_cpu_with_the_committed_figures():
+    runs = _seed_plan()
+    assert {run.group for run in runs} == {"R2P"}
+    how, why = launcher.choose_executor("auto", runs, device_kind="cpu")
+    # the seeds differ, so one batch per member: 0.47x one run at K = 2 (cpu_2026-12-07)
+    assert how == "sequential"
+    assert "auto: sequential" in why and "0.47×" in why
+    assert "cpu_2026-12-07/population.json" in why
+    assert launcher.choose_executor("auto", runs, device_kind="TPU v9")[0] == "sequential"
+
+
+def test_auto_chooses_a_population_only_where_the_figures_measured_a_gain(tmp_path):
+    def figure(ratio):
+        (tmp_path / "gpu_x").mkdir(exist_ok=True)
+        (tmp_path / "gpu_x" / "population.json").write_text(json.dumps(
+            {"device_kind": "gpu-x", "cases": [
+                {"strategy": "R2P", "shared_batch": False,
+                 "member_steps_per_s_ratio": {"1": 1.0, "2": ratio}},
+                {"strategy": "R2P", "shared_batch": True,
+                 "member_steps_per_s_ratio": {"1": 1.0, "2": 0.2}}]}))
+
+    figure(3.0)
+    how, why = launcher.choose_executor("auto", _seed_plan(), device_kind=lambda: "gpu-x",
+                                        figures=str(tmp_path))
+    assert how == "population" and "3.00×" in why and "gpu_x/population.json" in why
+    figure(1.05)  # within the margin
+    assert launcher.choose_executor("auto", _seed_plan(), device_kind="gpu-x",
+                                    figures=str(tmp_path))[0] == "sequential"
+    # off and vmap are what they say, whatever was measured, and ask no device
+    assert launcher.choose_executor("off", _seed_plan(), device_kind=_no_device) == (
+        "sequential", "--population=off")
+    assert launcher.choose_executor("vmap", _seed_plan(), device_kind=_no_device) == (
+        "population", "--population=vmap")
+    # one seed: nothing to vmap, sequential without asking the device
+    how, why = launcher.choose_executor("auto", _seed_plan([0]), device_kind=_no_device)
+    assert how == "sequential" and "no group of two or more" in why
+    with pytest.raises(ValueError, match="--population"):
+        launcher.choose_executor("population", _seed_plan())
+
+
+def test_the_device_kind_is_read_by_a_child_without_loading_jax_here():
+    code = ("import sys; from experiments import launcher; "
+            "print(launcher.read_device_kind(), 'jax' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=launcher.REPO, check=True,
+                         capture_output=True, text=True).stdout.split()
+    assert out == ["cpu", "False"]
+
+
+def test_reproduce_population_flag_defaults_to_auto_and_prints_its_choice(tmp_path,
+                                                                           monkeypatch,
+                                                                           capsys):
+    chosen = []
+    monkeypatch.setattr(reproduce, "prepare_data", lambda *a, **k: {"tfds_dir": "/tfds"})
+    monkeypatch.setattr(reproduce, "execute_runs",
+                        lambda runs, root, scale, tfds_dir, how: chosen.append(how) or [])
+    monkeypatch.setattr(reproduce.reproduce_report, "write_all", lambda root, payload: None)
+    monkeypatch.setattr(launcher, "read_device_kind", lambda: "cpu")
+    args = ["--root", str(tmp_path), "--targets", "table1", "--strategies", "R2P",
+            "--seeds", "0,1"]
+    assert reproduce.main(args) == 0
+    out = capsys.readouterr().out
+    assert chosen == ["sequential"]
+    assert "training: sequential (auto: sequential, a population of 2 measured 0.47×" in out
+    for flag, how in (("off", "sequential"), ("vmap", "population"), ("auto", "sequential")):
+        assert reproduce.main([*args, "--population", flag]) == 0
+        assert chosen[-1] == how and f"training: {how} (" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        reproduce.main([*args, "--population", "sometimes"])
