@@ -64,6 +64,7 @@ from tensorflow_datasets.core import example_serializer, naming
 from tqdm.auto import tqdm
 
 from data_prep import features as feature_lib
+from handvae.ops.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -249,13 +250,10 @@ def _clean_stale(parent: epath.Path, version: str) -> None:
     for path in parent.glob(f"{INCOMPLETE}{version}-*"):
         try:
             pid = int(path.name.rsplit("-", 1)[1])
-            os.kill(pid, 0)
-            if pid != os.getpid():
-                continue          # another build is running
-        except (ValueError, ProcessLookupError):
-            pass
-        except PermissionError:
-            continue
+        except ValueError:
+            pid = None  # not a build's name: leftovers
+        if pid is not None and pid != os.getpid() and pid_alive(pid):
+            continue          # another build is running
         log.info("removing the leftovers of an interrupted build: %s", path)
         shutil.rmtree(path, ignore_errors=True)
 

@@ -32,6 +32,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from handvae.ops.processes import pid_alive
+
 PNG_COMPRESS_LEVEL = 3
 
 
@@ -163,16 +165,6 @@ def foreign_files(old: pathlib.Path, new: pathlib.Path, limit: int = 5) -> list[
     return foreign
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale_partials(out: pathlib.Path) -> list[pathlib.Path]:
     """Deletes hidden ``.<name>.partial-<pid>-*`` folders left by killed runs.
 
@@ -183,7 +175,7 @@ def clean_stale_partials(out: pathlib.Path) -> list[pathlib.Path]:
     for path in out.parent.glob(f".{out.name}{_PARTIAL}*"):
         pid_text = path.name[len(f".{out.name}{_PARTIAL}"):].split("-")[0]
         if (path.is_dir() and not path.is_symlink() and pid_text.isdigit()
-                and is_generated(path) and not _pid_alive(int(pid_text))):
+                and is_generated(path) and not pid_alive(int(pid_text))):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed

@@ -70,6 +70,7 @@ import numpy as np
 
 from handvae.data import prepared as prepared_lib
 from handvae.data import source as source_lib
+from handvae.ops.processes import pid_alive
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -262,7 +263,7 @@ def _remove_stale(root: str, stem: str, keep: str) -> None:
         tmp = _TMP_NAME.match(name)
         if name.startswith(stem) and name != keep and _is_cache(path):
             shutil.rmtree(path, ignore_errors=True)
-        elif tmp and tmp["host"] == _host() and not _alive(int(tmp["pid"])):
+        elif tmp and tmp["host"] == _host() and not pid_alive(int(tmp["pid"])):
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -276,16 +277,6 @@ def _is_cache(path: str) -> bool:
             return "format" in json.load(f)
     except (OSError, ValueError):
         return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def build(source, directory: str, output_size: int, *, identity: str = "", split: str = "",

@@ -1,1 +1,2 @@
-"""Numerical helpers shared by every layer: camera, rotations, skeleton, Gaussians."""
+"""Helpers shared by every layer (and by data_prep): camera, rotations, skeleton, Gaussians,
+process liveness (``processes.pid_alive``)."""

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from experiments import _subprocesses
+from handvae.ops.processes import pid_alive
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The child: writes its pid, then runs until stopped (a trainer stand-in).
@@ -18,14 +19,6 @@ PARENTS = {
     "demo": "from experiments import demo; demo._run({cmd!r}, 'train S1')",
     "reproduce": "from experiments import reproduce; reproduce._call({cmd!r}, 'train')",
 }
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize("parent", sorted(PARENTS))
@@ -44,11 +37,11 @@ def test_sigterm_to_the_parent_stops_its_child(tmp_path, parent):
         child = int(pid_file.read_text())
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 128 + signal.SIGTERM
-        assert not _alive(child), f"the child {child} outlived its parent ({parent})"
+        assert not pid_alive(child), f"the child {child} outlived its parent ({parent})"
     finally:
         if process.poll() is None:
             process.kill()
-        if child is not None and _alive(child):
+        if child is not None and pid_alive(child):
             os.kill(child, signal.SIGKILL)
 
 
