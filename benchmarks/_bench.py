@@ -9,19 +9,26 @@ this machine, with ``jax.default_backend()`` reporting that platform while it tr
 library picks the branch it would pick there (the Pallas auction compiled for Triton rather
 than interpreted). A GPU-only branch of a benchmark is thereby checked up to XLA's compiler
 without a GPU.
+
+:func:`write_figures` is the one JSON writer of the scripts' results: to ``--out``, or by
+default to ``benchmarks/figures/<machine>_<date>/<name>`` (:func:`figures_dir`). JAX is
+imported only by the functions that need it, so a script that loads it lazily
+(``trainer_rate.py``) still does after importing this module.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
+import json
+import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 from unittest import mock
 
-import jax
-
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ``jax.default_backend()`` names a platform's backend, lowering names its target.
 _BACKEND_OF_PLATFORM = {"cuda": "gpu", "rocm": "gpu", "tpu": "tpu", "cpu": "cpu"}
 PLATFORMS = tuple(_BACKEND_OF_PLATFORM)
@@ -54,6 +61,8 @@ def default_backend(platform: str | None) -> Iterator[None]:
     if platform is None:
         yield
         return
+    import jax
+
     backend = _BACKEND_OF_PLATFORM[platform]
     # Jitted library functions cache their traces by argument, not by backend: one traced on
     # this machine would be reused for the other platform, and one traced for the other
@@ -68,6 +77,8 @@ def default_backend(platform: str | None) -> Iterator[None]:
 
 def abstract(tree: Any) -> Any:
     """``jax.ShapeDtypeStruct`` leaves for the array leaves of ``tree``: shapes, no data."""
+    import jax
+
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
 
 
@@ -91,3 +102,40 @@ def lower_for(jitted: Any, args: Sequence[Any], platform: str) -> tuple[Any, flo
 def triton_kernels(lowered: Any) -> int:
     """How many Pallas kernels ``lowered`` hands to Triton (0 where none, or interpreted)."""
     return lowered.as_text().count("@__gpu$xla.gpu.triton(")
+
+
+def machine_name() -> str:
+    """``cpu`` or the accelerator's kind in lower case (``nvidia-h200``): the figures' folder."""
+    import jax
+
+    device = jax.devices()[0]
+    return "cpu" if device.platform == "cpu" else device.device_kind.lower().replace(" ", "-")
+
+
+def figures_dir() -> str:
+    """``benchmarks/figures/<machine>_<date>`` of this checkout (UTC date)."""
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    return os.path.join(REPO, "benchmarks", "figures", f"{machine_name()}_{today}")
+
+
+def write_figures(results: Any, out: str | os.PathLike | None, name: str, *,
+                  announce: bool = True) -> str:
+    """Writes ``results`` as indented JSON; returns the file's path.
+
+    Args:
+      results: the figures, JSON-serialisable.
+      out: the file (``--out``); empty or None: ``<figures_dir()>/<name>``.
+      name: the default file name, e.g. ``precision.json``.
+      announce: print ``wrote PATH``.
+
+    The folder is created; the file is replaced whole, so a script may call this after each
+    measurement and a run cut off keeps what it measured.
+    """
+    path = os.fspath(out) if out else os.path.join(figures_dir(), name)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+        f.write("\n")
+    if announce:
+        print(f"wrote {path}", flush=True)
+    return path

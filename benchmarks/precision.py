@@ -29,8 +29,6 @@ command, at the cpu scale, is::
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import sys
 import time
@@ -40,27 +38,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+import _bench  # noqa: E402  (benchmarks/, the script's folder)
+
 from experiments.configs import reproduce  # noqa: E402
 from handvae.data import spec  # noqa: E402
 from handvae.models import vae  # noqa: E402
 from handvae.training import sharding, state as state_lib, step as step_lib  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DTYPES = ("float32", "bfloat16")
-
-
-def machine_name() -> str:
-    """``cpu`` or the accelerator's kind in lower case (``nvidia-h200``): the figures' folder."""
-    device = jax.devices()[0]
-    if device.platform == "cpu":
-        return "cpu"
-    return device.device_kind.lower().replace(" ", "-")
-
-
-def figures_dir() -> str:
-    """``benchmarks/figures/<machine>_<date>`` (UTC date)."""
-    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    return os.path.join(REPO, "benchmarks", "figures", f"{machine_name()}_{today}")
 
 
 class _Step:
@@ -144,11 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{record['bf16_vs_f32_min']:.2f}x)", flush=True)
     results["load_average_end"] = list(os.getloadavg())
     if not args.smoke or args.out:   # a smoke run writes only where it is told to
-        out = args.out or os.path.join(figures_dir(), "precision.json")
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w") as f:
-            json.dump(results, f, indent=2)
-        print(f"wrote {out}")
+        _bench.write_figures(results, args.out, "precision.json")
     return results
 
 

@@ -38,7 +38,6 @@ is shared: the 1-minute load average is recorded at the start and end of every r
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import resource
@@ -50,6 +49,8 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+import _bench  # noqa: E402  (benchmarks/, the script's folder; it loads no JAX)
 
 PIPELINES = ("host", "decoded_cache")
 FULL_SIZE_FRAMES = {"RHD": 41_258, "STB": 30_000}
@@ -286,13 +287,6 @@ def _median_record(group: list[dict]) -> dict:
     return record
 
 
-def machine_name() -> str:
-    import jax
-
-    device = jax.devices()[0]
-    return "cpu" if device.platform == "cpu" else device.device_kind.lower().replace(" ", "-")
-
-
 def _smoke_data_dir() -> str:
     from data_prep import build
 
@@ -394,13 +388,7 @@ def _run(args, parser) -> dict:
                "full_size_cache": estimates, "command": " ".join(sys.argv),
                "cpu_count": os.cpu_count()}
     if not args.smoke or args.out:
-        today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-        out = args.out or os.path.join(REPO, "benchmarks", "figures",
-                                       f"{machine_name()}_{today}", "trainer_rate.json")
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w") as f:
-            json.dump(results, f, indent=2)
-        print(f"wrote {out}")
+        _bench.write_figures(results, args.out, "trainer_rate.json")
     return results
 
 

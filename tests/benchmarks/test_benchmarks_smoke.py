@@ -9,6 +9,7 @@ About 85 s of CPU; ``precision.py``, ``trainer_rate.py``, ``population.py`` (the
 """
 
 import argparse
+import datetime
 import importlib.util
 import json
 import os
@@ -223,13 +224,33 @@ def test_population(tmp_path):
         assert set(case["member_steps_per_s_ratio"]) == {"1", "2"}
 
 
-def test_smoke_defaults_yield_to_explicit_flags():
+def _load_bench():
     spec = importlib.util.spec_from_file_location("_bench", BENCHMARKS / "_bench.py")
     _bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(_bench)
+    return _bench
+
+
+def test_smoke_defaults_yield_to_explicit_flags():
+    _bench = _load_bench()
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--size", type=int, default=256)
     args = _bench.parse_args(parser, ["--smoke", "--size", "8"], {"steps": 2, "size": 4})
     assert (args.smoke, args.steps, args.size) == (True, 2, 8)
     assert _bench.parse_args(argparse.ArgumentParser(), [], {}).smoke is False
+
+
+def test_write_figures_writes_to_out_or_to_the_dated_figures_folder(tmp_path, monkeypatch,
+                                                                     capsys):
+    _bench = _load_bench()
+    figures = {"device_kind": "cpu", "steps_per_s": {"1": 0.5}}
+    out = tmp_path / "new" / "x.json"   # the folder is made
+    assert _bench.write_figures(figures, out, "unused.json") == str(out)
+    assert read_json(out) == figures and f"wrote {out}" in capsys.readouterr().out
+    monkeypatch.setattr(_bench, "REPO", str(tmp_path))
+    path = _bench.write_figures(figures, None, "precision.json", announce=False)
+    today = datetime.datetime.now(datetime.timezone.utc)
+    assert path == str(tmp_path / "benchmarks" / "figures"
+                       / f"cpu_{today:%Y-%m-%d}" / "precision.json")
+    assert read_json(pathlib.Path(path)) == figures and capsys.readouterr().out == ""
