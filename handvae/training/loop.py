@@ -43,7 +43,7 @@ from handvae.evaluation import evaluator
 from handvae.losses import objectives
 from handvae.models import registry, vae
 from handvae.training import checkpoint as checkpoint_lib
-from handvae.training import observability, run_config, sharding, step as step_lib
+from handvae.training import observability, run_config, schedules, sharding, step as step_lib
 from handvae.training import workdir_lock
 from handvae.training.state import TrainState, abstract_train_state, create_train_state
 from handvae.training.writers import MetricWriter
@@ -296,9 +296,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             checkpoint_step=at_step))
         checkpoints.save_best(at_step, state, last_eval)
 
-    def due(every: int, done: int) -> bool:
-        return every > 0 and done % every == 0
-
     try:
         window_start, data_wait = time.perf_counter(), 0.0
         with tqdm.tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True,
@@ -316,10 +313,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 guard.push(step, metrics)
                 profiler.after(step, metrics)
                 done = step + 1
-                is_last = done == num_steps
-                log_now = due(config.log_every, done) or is_last
-                eval_now = due(config.eval_every, done) or is_last
-                save_now = due(config.checkpoint_every, done) or is_last
+                log_now, eval_now, save_now = schedules.events_after(done, num_steps, config)
                 if log_now or eval_now or save_now:
                     guard.flush()  # never log, evaluate or save a state with NaNs
                 if log_now:

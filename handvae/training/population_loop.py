@@ -32,8 +32,8 @@ import tqdm
 
 from handvae.evaluation import evaluator
 from handvae.training import checkpoint as checkpoint_lib
-from handvae.training import (loop, observability, population, run_config, sharding,
-                               step as step_lib)
+from handvae.training import (loop, observability, population, run_config, schedules,
+                               sharding, step as step_lib)
 from handvae.training.state import TrainState
 from handvae.training.writers import MetricWriter
 
@@ -216,9 +216,6 @@ def train_population(configs: Sequence[ml_collections.ConfigDict], workdirs: Seq
                 checkpoint_step=at_step))
             best[k].save_best(at_step, single_state(k), last_evals[k])
 
-    def due(every: int, done: int) -> bool:
-        return every > 0 and done % every == 0
-
     iterators: list[Iterator[Any]] = []
     try:
         if per_member:
@@ -247,10 +244,7 @@ def train_population(configs: Sequence[ml_collections.ConfigDict], workdirs: Seq
                 flush()
                 pending = (step, metrics)
                 done = step + 1
-                is_last = done == num_steps
-                log_now = due(base.log_every, done) or is_last
-                eval_now = due(base.eval_every, done) or is_last
-                save_now = due(base.checkpoint_every, done) or is_last
+                log_now, eval_now, save_now = schedules.events_after(done, num_steps, base)
                 if log_now or eval_now or save_now:
                     flush()
                 if log_now:

@@ -5,12 +5,15 @@ Yang et al. (ICCV 2019, Sec. 4) anneal β from 1e-5 to 1e-3 and train with Adam 
 are ``loss.beta_min``, ``loss.beta_max``, ``loss.beta_anneal_steps``, ``loss.beta_anneal``
 ("linear" or "log"), ``optimizer.lr``, ``optimizer.lr_boundaries`` and ``optimizer.lr_decay``.
 Both schedules are built once from the config, outside the jitted step
-(``handvae.training.step.step_options_from_config``).
+(``handvae.training.step.step_options_from_config``). :func:`events_after` is the loop's
+other schedule, on the host: after which steps it logs, validates and saves (the single-run
+and the population loop share it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -119,3 +122,26 @@ def beta_at(step: jax.Array, beta_min: jax.Array, beta_max: jax.Array, anneal_st
     rate = beta_max / beta_min
     value = jnp.where(step <= 0, beta_min, beta_min * jnp.power(rate, step / anneal_steps))
     return jnp.where(rate < 1.0, jnp.maximum(value, beta_max), jnp.minimum(value, beta_max))
+
+
+class StepEvents(NamedTuple):
+    """What the training loop does after a step; unpacks as ``log, evaluate, save``."""
+
+    log: bool       # write the train means of the window (metrics.jsonl, TensorBoard)
+    evaluate: bool  # validate, and keep the state if it is the best so far
+    save: bool      # save a checkpoint
+
+
+def events_after(done: int, num_steps: int, config: ml_collections.ConfigDict) -> StepEvents:
+    """The events due once ``done`` steps are done, of a run of ``num_steps`` steps.
+
+    Each is due every ``config.log_every``, ``config.eval_every`` and
+    ``config.checkpoint_every`` steps (0 or less: never) and all three after the last step,
+    so a finished run always ends logged, validated and saved.
+    """
+    def every(period: int) -> bool:
+        return period > 0 and done % period == 0
+
+    is_last = done == num_steps
+    return StepEvents(every(config.log_every) or is_last, every(config.eval_every) or is_last,
+                      every(config.checkpoint_every) or is_last)

@@ -1,6 +1,7 @@
-"""β annealing and the learning-rate schedule."""
+"""β annealing, the learning-rate schedule and the loop's log/validate/save steps."""
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -62,3 +63,13 @@ def test_learning_rate_divided_by_ten_twice():
 def test_unsorted_boundaries_raise():
     with pytest.raises(ValueError, match="lr_boundaries"):
         schedules.learning_rate_schedule(1e-4, (300, 200))
+
+
+def test_loop_events_fall_every_period_and_all_after_the_last_step():
+    config = ml_collections.ConfigDict({"log_every": 2, "eval_every": 3, "checkpoint_every": 0})
+    events = [schedules.events_after(done, 7, config) for done in range(1, 8)]
+    assert [e.log for e in events] == [False, True, False, True, False, True, True]
+    assert [e.evaluate for e in events] == [False, False, True, False, False, True, True]
+    assert [e.save for e in events] == [False] * 6 + [True]   # 0: only at the end
+    log, evaluate, save = schedules.events_after(4, 7, config)
+    assert (log, evaluate, save) == (True, False, False)
