@@ -11,6 +11,9 @@ For each strategy (``--strategies``, default R2P and S4) and input path (``--pip
 ``host`` is today's path (each process prepares an example on first use and keeps up to
 ``data.cache_mb`` of them in memory), ``decoded_cache`` reads the memory-mapped decoded cache
 (:mod:`handvae.data.decoded_cache`, built once before the timing; its build time is reported),
+``device`` ships that cache's uint8 rows and augments them inside the jitted step
+(``data.augment_on="device"``, :mod:`handvae.data.device_augment`; with ``--interleave`` also
+timed alone on one resident raw batch, ``device_step_only_steps_per_s``),
 one fresh child process per record (so peak RSS is that record's; ``--repeats R`` runs every
 record R times, alternating the order of the input paths, and keeps each figure's median, the
 single runs under ``runs``: on a shared machine the load moves between children). In it, as
@@ -52,7 +55,7 @@ sys.path.insert(0, REPO)
 
 import _bench  # noqa: E402  (benchmarks/, the script's folder; it loads no JAX)
 
-PIPELINES = ("host", "decoded_cache")
+PIPELINES = ("host", "decoded_cache", "device")
 FULL_SIZE_FRAMES = {"RHD": 41_258, "STB": 30_000}
 
 
@@ -61,7 +64,8 @@ def _config(strategy: str, size: str, pipeline: str, args):
 
     config = reproduce.get_config(f"strategy={strategy},scale={size}")
     config.data.data_dir = args.data_dir
-    config.data.decoded_cache = pipeline == "decoded_cache"
+    config.data.decoded_cache = pipeline in ("decoded_cache", "device")
+    config.data.augment_on = "device" if pipeline == "device" else "host"
     config.data.decoded_cache_dir = args.cache_dir
     if args.cache_mb >= 0:
         config.data.cache_mb = args.cache_mb
@@ -72,15 +76,32 @@ def _config(strategy: str, size: str, pipeline: str, args):
     return config
 
 
+def _step_and_batches(config, strategy: str, mesh):
+    """The jitted step and the training batches of ``config``'s input path, as the trainer
+    builds them (``handvae.training.loop``): on the ``device`` path the pipeline ships raw
+    uint8 rows and the step augments them first (``handvae.data.device_augment``)."""
+    from handvae.data import device_augment
+    from handvae.data import pipeline as pipeline_lib
+    from handvae.models import registry
+    from handvae.training import step as step_lib
+
+    keys = registry.get_strategy(strategy).batch_keys()
+    on_device = device_augment.resolve_augment_on(config.data) == "device"
+    prepare = (device_augment.make_batch_fn(config.data, seed=0, keys=keys) if on_device
+               else None)
+    return (step_lib.make_train_step(config, mesh, prepare_batch=prepare),
+            pipeline_lib.train_batches(config.data, config.batch_size, seed=0, keys=keys,
+                                       raw=on_device))
+
+
 def measure(strategy: str, size: str, pipeline: str, args) -> dict:
     """One record, in this process (see the module docstring)."""
     import jax
     import numpy as np
 
     from handvae.data import decoded_cache
-    from handvae.data import pipeline as pipeline_lib
-    from handvae.models import registry, vae
-    from handvae.training import sharding, state as state_lib, step as step_lib
+    from handvae.models import vae
+    from handvae.training import sharding, state as state_lib
 
     config = _config(strategy, size, pipeline, args)
     load_start = os.getloadavg()[0]
@@ -89,7 +110,7 @@ def measure(strategy: str, size: str, pipeline: str, args) -> dict:
               "image_size": config.data.image_size, "num_workers": config.data.num_workers,
               "worker_kind": config.data.worker_kind, "cache_mb": config.data.cache_mb,
               "devices": jax.device_count(), "timed_steps": args.steps}
-    if pipeline == "decoded_cache":
+    if pipeline in ("decoded_cache", "device"):
         start = time.perf_counter()
         cache = decoded_cache.open_or_build(config.data, config.data.train_split,
                                             config.data.image_size,
@@ -104,9 +125,7 @@ def measure(strategy: str, size: str, pipeline: str, args) -> dict:
     mesh = sharding.make_mesh()
     model = vae.build_model(config.model)
     state = sharding.replicate(state_lib.create_train_state(config, model), mesh)
-    train_step = step_lib.make_train_step(config, mesh)
-    keys = registry.get_strategy(strategy).batch_keys()
-    batches = pipeline_lib.train_batches(config.data, config.batch_size, seed=0, keys=keys)
+    train_step, batches = _step_and_batches(config, strategy, mesh)
     try:
         start = time.perf_counter()
         batch = next(batches)
@@ -149,11 +168,11 @@ def interleaved(strategy: str, size: str, args) -> list[dict]:
     import numpy as np
 
     from handvae.data import decoded_cache, prefetch
-    from handvae.data import pipeline as pipeline_lib
-    from handvae.models import registry, vae
-    from handvae.training import sharding, state as state_lib, step as step_lib
+    from handvae.models import vae
+    from handvae.training import sharding, state as state_lib
 
-    configs = {p: _config(strategy, size, p, args) for p in PIPELINES}
+    configs = {p: _config(strategy, size, p, args) for p in args.pipelines.split(",")}
+    configs.setdefault("decoded_cache", _config(strategy, size, "decoded_cache", args))
     config = configs["host"]
     load_start = os.getloadavg()[0]
     cache = decoded_cache.open_or_build(configs["decoded_cache"].data, config.data.train_split,
@@ -164,19 +183,22 @@ def interleaved(strategy: str, size: str, args) -> list[dict]:
     mesh = sharding.make_mesh()
     model = vae.build_model(config.model)
     state = sharding.replicate(state_lib.create_train_state(config, model), mesh)
-    train_step = step_lib.make_train_step(config, mesh)
-    keys = registry.get_strategy(strategy).batch_keys()
-    streams = {p: pipeline_lib.train_batches(configs[p].data, config.batch_size, seed=0,
-                                             keys=keys) for p in PIPELINES}
+    pipelines = tuple(p for p in PIPELINES if p in args.pipelines.split(","))
+    steps, streams = {}, {}
+    for p in pipelines:
+        steps[p], streams[p] = _step_and_batches(configs[p], strategy, mesh)
     skip = prefetch.PREFETCH_BATCHES + 1
-    paths = (*PIPELINES, "step_only")
+    # step_only: the host path's step on one resident batch; device_step_only: the device
+    # path's step (augmentation included) on one resident raw batch.
+    paths = (*pipelines, "step_only") + (("device_step_only",) if "device" in steps else ())
     totals = {p: {"elapsed": 0.0, "wait": 0.0, "steps": 0} for p in paths}
     try:
-        batch = next(streams["host"])
-        state, metrics = train_step(state, sharding.shard_batch(batch, mesh))
-        jax.block_until_ready(metrics)
-        resident = sharding.shard_batch(batch, mesh)
-        for stream in streams.values():      # every producer started, its first batch out
+        resident = {}
+        for p, stream in streams.items():    # every step compiled, its producer started
+            batch = sharding.shard_batch(next(stream), mesh)
+            state, metrics = steps[p](state, batch)
+            jax.block_until_ready(metrics)
+            resident[p] = batch
             next(stream)
         for round_index in range(max(1, args.repeats)):
             shift = round_index % len(paths)
@@ -186,13 +208,15 @@ def interleaved(strategy: str, size: str, args) -> list[dict]:
                         jax.block_until_ready(metrics)
                         start, wait = time.perf_counter(), 0.0
                     wait_start = time.perf_counter()
-                    if path == "step_only":
-                        sharded = resident
+                    if path.endswith("step_only"):
+                        runs_on = "device" if path == "device_step_only" else "host"
+                        sharded = resident[runs_on]
                     else:
+                        runs_on = path
                         sharded = sharding.shard_batch(next(streams[path]), mesh)
                     if i >= skip:
                         wait += time.perf_counter() - wait_start
-                    state, metrics = train_step(state, sharded)
+                    state, metrics = steps[runs_on](state, sharded)
                 jax.block_until_ready(metrics)
                 totals[path]["elapsed"] += time.perf_counter() - start
                 totals[path]["wait"] += wait
@@ -202,7 +226,7 @@ def interleaved(strategy: str, size: str, args) -> list[dict]:
             stream.close()
     step_only = totals["step_only"]["steps"] / totals["step_only"]["elapsed"]
     records = []
-    for path in PIPELINES:
+    for path in pipelines:
         t = totals[path]
         record = {"device_kind": jax.devices()[0].device_kind, "strategy": strategy,
                   "size": size, "pipeline": path, "mode": "interleaved",
@@ -222,7 +246,10 @@ def interleaved(strategy: str, size: str, args) -> list[dict]:
                   "final_loss": float(np.asarray(metrics["loss"])),
                   "load_average_start": load_start, "load_average_end": os.getloadavg()[0]}
         record["trainer_vs_step_only"] = record["trainer_steps_per_s"] / step_only
-        if path == "decoded_cache":
+        if path == "device":
+            t = totals["device_step_only"]
+            record["device_step_only_steps_per_s"] = t["steps"] / t["elapsed"]
+        if path in ("decoded_cache", "device"):
             record.update(cache_bytes=cache.nbytes(),
                           cache_bytes_per_example=cache.nbytes() / len(cache),
                           cache_build_seconds=cache.manifest.get("build_seconds"),
@@ -371,20 +398,23 @@ def _run(args, parser) -> dict:
                   f"{record['cache_build_seconds']:.1f} s ({record['cache_directory']})",
                   flush=True)
     by_key = {(r["strategy"], r["pipeline"]): r for r in records}
-    ratios = {s: by_key[(s, "decoded_cache")]["trainer_steps_per_s"]
-              / by_key[(s, "host")]["trainer_steps_per_s"]
-              for s in args.strategies.split(",")
-              if (s, "host") in by_key and (s, "decoded_cache") in by_key}
+    ratios, device_ratios = (
+        {s: by_key[(s, path)]["trainer_steps_per_s"] / by_key[(s, "host")]["trainer_steps_per_s"]
+         for s in args.strategies.split(",") if (s, "host") in by_key and (s, path) in by_key}
+        for path in ("decoded_cache", "device"))
+    note = " (smoke: a few steps, not a figure)" if args.smoke else ""
     for strategy, ratio in ratios.items():
-        note = " (smoke: a few steps, not a figure)"
-        print(f"{strategy}: decoded cache / host trainer rate = {ratio:.2f}x"
-              + (note if args.smoke else ""))
+        print(f"{strategy}: decoded cache / host trainer rate = {ratio:.2f}x{note}")
+    for strategy, ratio in device_ratios.items():
+        print(f"{strategy}: device augmentation / host trainer rate = {ratio:.2f}x{note}")
     estimates = full_size_estimates({"cpu": 64, "paper": 256})
     for name, e in estimates.items():
         print(f"decoded cache at full size, {name} scale (S={e['image_size']}): "
               f"{e['bytes_per_example']:,} bytes per example, RHD "
               f"{e['RHD_total_bytes'] / 1e9:.2f} GB, STB {e['STB_total_bytes'] / 1e9:.2f} GB")
     results = {"records": records, "decoded_vs_host_trainer_rate": ratios,
+               "device_vs_host_trainer_rate": device_ratios,
+               "load_average_1_5_15": os.getloadavg(),
                "full_size_cache": estimates, "command": " ".join(sys.argv),
                "cpu_count": os.cpu_count()}
     if not args.smoke or args.out:

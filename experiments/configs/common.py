@@ -71,6 +71,11 @@ def get_base_config(dataset: str = "rhd") -> ml_collections.ConfigDict:
     # per-process cache when the disk lacks room.
     c.data.decoded_cache = False
     c.data.decoded_cache_dir = ""
+    # Where the per-step work (warp, hue, heat maps, point sample) runs: "host" (numpy/Pillow
+    # in the pipeline), "device" (in the jitted step on uint8 rows; needs decoded_cache) or
+    # "auto": the device on GPU/TPU when decoded_cache is on, else the host (CPU measured
+    # slower on the device; handvae.data.device_augment).
+    c.data.augment_on = "auto"
 
     # Model: exactly the fields of handvae.models.HandVAE. Sizes shared with the data are
     # references to config.data's (one value; setting either side sets both).

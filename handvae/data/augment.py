@@ -37,6 +37,7 @@ shift by 20/256 of the crop box along the output axes.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -88,7 +89,8 @@ def window_side(params: AugmentParams, crop_side: float, zoom: str = "out") -> f
 
 
 def crop_transform(params: AugmentParams, image_side: int, crop_side: float,
-                   k_image: np.ndarray, output_size: int, zoom: str = "out") -> np.ndarray:
+                   k_image: np.ndarray, output_size: int, zoom: str = "out", xp: Any = np
+                   ) -> np.ndarray:
     """[3, 3] affine map A from stored-image pixels to output-crop pixels.
 
     ``A = T(c_out + shift·m₀) · m · T(−G(c)) · G`` with ``G = K R_z(θ) K⁻¹``, c the stored
@@ -102,18 +104,21 @@ def crop_transform(params: AugmentParams, image_side: int, crop_side: float,
       k_image: [3, 3] intrinsics of the stored image.
       output_size: S.
       zoom: "out" or "in" (see the module doc).
+      xp: the array module: ``numpy`` (float64, the host path) or ``jax.numpy`` (float32,
+        traced per row by ``handvae.data.device_augment``; ``params``' fields and
+        ``crop_side`` may then be traced scalars).
     """
-    k = np.asarray(k_image, np.float64)
-    g = k @ rotation.rotation_about_z(params.angle) @ np.linalg.inv(k)
+    k = xp.asarray(k_image, np.float64 if xp is np else None)
+    g = k @ rotation.rotation_about_z(params.angle, xp) @ xp.linalg.inv(k)
     g = g / g[2, 2]
     c = (image_side - 1) / 2
-    c_rot = image_warp.apply_affine(g, [c, c])
+    c_rot = image_warp.apply_affine(g, [c, c], xp)
     c_out = (output_size - 1) / 2
     m = output_size / window_side(params, crop_side, zoom)
-    shift = np.asarray(params.shift) * (crop_side / REFERENCE_SIZE) * (output_size / crop_side)
-    scale = np.diag([m, m, 1.0])
-    return (image_warp.translation(c_out + shift[0], c_out + shift[1]) @ scale
-            @ image_warp.translation(-c_rot[0], -c_rot[1]) @ g)
+    shift = xp.asarray(params.shift) * (crop_side / REFERENCE_SIZE) * (output_size / crop_side)
+    scale = xp.array([[m, 0.0, 0.0], [0.0, m, 0.0], [0.0, 0.0, 1.0]])
+    return (image_warp.translation(c_out + shift[0], c_out + shift[1], xp) @ scale
+            @ image_warp.translation(-c_rot[0], -c_rot[1], xp) @ g)
 
 
 def output_intrinsics(transform: np.ndarray, k_image: np.ndarray, angle: float) -> np.ndarray:
@@ -157,14 +162,16 @@ _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
                         [0.211, -0.523, 0.312]])
 
 
-def hue_rotation_matrix(delta: float) -> np.ndarray:
+def hue_rotation_matrix(delta: float, xp: Any = np) -> np.ndarray:
     """[3, 3] RGB → RGB matrix turning the hue by ``delta`` turns (2π·delta rad), luma kept.
 
     Positive ``delta`` moves red towards yellow, like an HSV hue increase. Greys are fixed.
+    ``xp``: numpy (float64) or jax.numpy (float32, ``delta`` may be traced).
     """
-    c, s = np.cos(2 * np.pi * delta), np.sin(2 * np.pi * delta)
-    turn = np.array([[1.0, 0.0, 0.0], [0.0, c, s], [0.0, -s, c]])
-    return np.linalg.solve(_RGB_TO_YIQ, turn @ _RGB_TO_YIQ)
+    c, s = xp.cos(2 * np.pi * delta), xp.sin(2 * np.pi * delta)
+    turn = xp.array([[1.0, 0.0, 0.0], [0.0, c, s], [0.0, -s, c]])
+    yiq = xp.asarray(_RGB_TO_YIQ)
+    return xp.linalg.solve(yiq, turn @ yiq)
 
 
 def adjust_hue(image: np.ndarray, delta: float) -> np.ndarray:

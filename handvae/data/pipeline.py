@@ -81,6 +81,7 @@ from handvae.ops import image_warp, rotation
 
 _RGB_SCALE = (1 / (255 * spec.RGB_STD)).astype(np.float32)   # (x/255 − mean)/std, fused
 _RGB_OFFSET = (spec.RGB_MEAN / spec.RGB_STD).astype(np.float32)
+MAX_POINTS = 1024      # pool size of a raw row (the builders keep at most 1,024 points)
 
 
 def _frame_rng(example: dict) -> np.random.Generator:
@@ -126,9 +127,30 @@ def example_to_features(example: dict, data_config: Any, rng: np.random.Generato
     keys = _check_keys(keys)
     if rng is None:
         rng = _frame_rng(example)
-    size = int(data_config.image_size)
-    example = prepared_lib.prepare(example, size)
+    example = prepared_lib.prepare(example, int(data_config.image_size))
     params = augment_lib.sample_params(rng) if augment else augment_lib.IDENTITY
+    cloud_index = None
+    pool = len(example["points"])
+    if ("cloud" in keys or "cloud_resampled" in keys) and pool:  # last draw: keys never
+        cloud_index, _ = cloud_lib.sample_index(pool, int(data_config.num_points), rng)
+    return features_from_params(example, data_config, params, cloud_index, keys=keys)
+
+
+def features_from_params(example: prepared_lib.Prepared, data_config: Any,
+                         params: augment_lib.AugmentParams, cloud_index: np.ndarray | None, *,
+                         keys: Collection[str] | None = None) -> dict[str, np.ndarray]:
+    """:func:`example_to_features` once its draws are made: a pure function of them.
+
+    Args:
+      example: a prepared example (:func:`handvae.data.prepared.prepare`).
+      data_config: ``config.data``.
+      params: the augmentation (``augment.IDENTITY``: none).
+      cloud_index: [N] indices into ``example["points"]`` (None when it has no points or no
+        cloud key is requested).
+      keys: as in :func:`example_to_features`.
+    """
+    keys = _check_keys(keys)
+    size = int(data_config.image_size)
     zoom = data_config.get("augment_zoom", "out")
     side = example["image"].shape[0]
     matrix = augment_lib.crop_transform(params, side, example["crop_side"], example["K_image"],
@@ -158,14 +180,14 @@ def example_to_features(example: dict, data_config: Any, rng: np.random.Generato
         out["root"] = example["root"] @ rot32
     if "scale" in keys:
         out["scale"] = example["scale"]
-    if "cloud" in keys or "cloud_resampled" in keys:  # last draw: keys never shift others
+    if "cloud" in keys or "cloud_resampled" in keys:
         num_points = int(data_config.num_points)
         points = example["points"]
         if len(points) == 0:
             cloud, resampled = np.zeros((num_points, 3), np.float32), True
         else:
-            cloud, resampled = cloud_lib.sample_cloud(points, num_points, rng)
-            cloud = cloud @ rot32
+            cloud = points[cloud_index].astype(np.float32) @ rot32
+            resampled = len(points) < num_points
         if "cloud" in keys:
             out["cloud"] = cloud
         if "cloud_resampled" in keys:
@@ -173,7 +195,41 @@ def example_to_features(example: dict, data_config: Any, rng: np.random.Generato
     return out
 
 
-def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def example_to_raw(example: dict, image_size: int, max_points: int = MAX_POINTS
+                   ) -> dict[str, np.ndarray]:
+    """One stored example → one row of the device path's raw batch (no per-step work).
+
+    The row is the prepared example (:func:`handvae.data.prepared.prepare`; a decoded-cache
+    row as it is stored), at fixed shapes so rows stack: ``image`` uint8 [C/k, C/k, 3] (the
+    context window), ``K_image`` [3, 3], ``keypoints_2d`` [21, 2] (both in that window's
+    pixels), ``crop_side`` [], ``keypoints_3d`` [21, 3], ``visible`` [21], ``root`` [3],
+    ``scale`` [] (float32), ``points`` float16 [max_points, 3] (the pool, zero-padded; the
+    builders store float16, so exact) and ``num_points`` int32 [] (the pool's size), plus
+    ``labelled`` float32 [] set by the caller. :mod:`handvae.data.device_augment` turns a
+    batch of them into the contract's batch.
+
+    Raises:
+      ValueError: a pool larger than ``max_points``.
+    """
+    example = prepared_lib.prepare(example, int(image_size))
+    points = example["points"]
+    if len(points) > max_points:
+        raise ValueError(f"example {example.get('frame', '')!r} has {len(points)} points, the "
+                         f"device path holds {max_points} per example")
+    padded = np.zeros((max_points, 3), np.float16)
+    padded[:len(points)] = points
+    return {"image": np.asarray(example["image"], np.uint8),
+            **{k: np.asarray(example[k], np.float32)
+               for k in ("K_image", "keypoints_2d", "crop_side", "keypoints_3d", "visible",
+                         "root", "scale")},
+            "points": padded, "num_points": np.int32(len(points)),
+            "labelled": np.float32(1.0)}
+
+
+def _stack(rows: list[dict[str, np.ndarray]], *, keep_dtypes: bool = False
+           ) -> dict[str, np.ndarray]:
+    if keep_dtypes:
+        return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
     return {key: np.stack([row[key] for row in rows]).astype(np.float32, copy=False)
             for key in rows[0]}
 
@@ -187,7 +243,8 @@ def _check_source(source, what: str) -> int:
 
 def train_batches(data_config: Any, batch_size: int, *, seed: int, start_step: int = 0,
                   process_index: int = 0, process_count: int = 1, source=None,
-                  keys: Collection[str] | None = None) -> prefetch.Prefetcher:
+                  keys: Collection[str] | None = None, raw: bool = False
+                  ) -> prefetch.Prefetcher:
     """Infinite, shuffled, augmented (if ``data_config.augment``) training batches.
 
     Args:
@@ -204,10 +261,14 @@ def train_batches(data_config: Any, batch_size: int, *, seed: int, start_step: i
       source: a random-access source (``len``, ``[i]``); default
         ``source_lib.load_source(data_config, data_config.train_split)``.
       keys: batch keys to compute and ship (None: all); see :func:`spec.required_keys`.
+      raw: ship raw rows instead (:func:`example_to_raw`, with ``labelled``): the uint8
+        context windows and labels that :mod:`handvae.data.device_augment` turns into
+        batches on the device (``data.augment_on="device"``); ``keys`` is then ignored.
 
     Returns:
-      An iterator of batches of :mod:`handvae.data.spec`; ``labelled`` is 1 for rows from the
-      first ``round(labelled_fraction · n_train)`` examples of the (sorted) split. Call
+      An iterator of batches of :mod:`handvae.data.spec` (raw rows with ``raw``);
+      ``labelled`` is 1 for rows from the first ``round(labelled_fraction · n_train)``
+      examples of the (sorted) split. Call
       ``close()`` (or use it as a context manager) to stop its background thread and workers.
 
     Raises:
@@ -219,7 +280,7 @@ def train_batches(data_config: Any, batch_size: int, *, seed: int, start_step: i
                          f"batch_size={batch_size}, process_index={process_index}, "
                          f"process_count={process_count}")
     maker = _TrainBatches(data_config, batch_size, seed, process_index, process_count, source,
-                          _check_keys(keys))
+                          _check_keys(keys), raw=raw)
     return prefetch.Prefetcher(maker, start_step, int(data_config.get("num_workers", 2)),
                                read_ahead=functools.partial(maker.read_ahead,
                                                             start_step=start_step),
@@ -244,8 +305,9 @@ class _TrainBatches:
     """
 
     def __init__(self, data_config: Any, batch_size: int, seed: int, process_index: int,
-                 process_count: int, source, keys: tuple[str, ...]):
+                 process_count: int, source, keys: tuple[str, ...], raw: bool = False):
         self.data_config, self.batch_size, self.seed = data_config, batch_size, seed
+        self.raw = raw
         self.process_index, self.process_count = process_index, process_count
         self.keys, self._given_source = keys, source
         self._decoded_dir: str | None = None   # decided once, in the caller ("": not used)
@@ -286,6 +348,10 @@ class _TrainBatches:
     def row(self, step: int, row: int) -> dict[str, np.ndarray]:
         source, _, row_index = self._ready()
         index, labelled = row_index(step, row)
+        if self.raw:       # the per-step work happens on the device (device_augment)
+            features = example_to_raw(source[index], int(self.data_config.image_size))
+            features["labelled"] = np.float32(labelled)
+            return features
         features = example_to_features(source[index], self.data_config,
                                        np.random.default_rng([self.seed, step, row]),
                                        augment=bool(self.data_config.get("augment", True)),
@@ -302,8 +368,9 @@ class _TrainBatches:
 
     def __call__(self, step: int, pool=None) -> dict[str, np.ndarray]:
         if pool is None:
-            return _stack([self.row(step, row) for row in self.rows])
-        return _stack(list(pool.map(self.row, [step] * self.batch_size, self.rows)))
+            return _stack([self.row(step, row) for row in self.rows], keep_dtypes=self.raw)
+        return _stack(list(pool.map(self.row, [step] * self.batch_size, self.rows)),
+                      keep_dtypes=self.raw)
 
     def read_ahead(self, stop, start_step: int = 0) -> None:
         """Prepares the examples of the coming steps into the cache (threads only: the first

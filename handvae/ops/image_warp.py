@@ -8,6 +8,8 @@ threads run in parallel.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from PIL import Image
 
@@ -15,9 +17,9 @@ from PIL import Image
 _TO_PILLOW = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
 
 
-def translation(du: float, dv: float) -> np.ndarray:
-    """[3, 3] homogeneous translation by (du, dv) pixels."""
-    return np.array([[1.0, 0.0, du], [0.0, 1.0, dv], [0.0, 0.0, 1.0]])
+def translation(du: float, dv: float, xp: Any = np) -> np.ndarray:
+    """[3, 3] homogeneous translation by (du, dv) pixels (``xp``: numpy or jax.numpy)."""
+    return xp.array([[1.0, 0.0, du], [0.0, 1.0, dv], [0.0, 0.0, 1.0]])
 
 
 def resize_matrix(src_size: int, dst_size: int) -> np.ndarray:
@@ -29,10 +31,14 @@ def resize_matrix(src_size: int, dst_size: int) -> np.ndarray:
     return np.array([[s, 0.0, 0.5 * s - 0.5], [0.0, s, 0.5 * s - 0.5], [0.0, 0.0, 1.0]])
 
 
-def apply_affine(matrix: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Applies a [3, 3] (or [2, 3]) affine map to [..., 2] pixel coordinates."""
-    matrix = np.asarray(matrix, np.float64)
-    uv = np.asarray(uv, np.float64)
+def apply_affine(matrix: np.ndarray, uv: np.ndarray, xp: Any = np) -> np.ndarray:
+    """Applies a [3, 3] (or [2, 3]) affine map to [..., 2] pixel coordinates.
+
+    ``xp``: numpy (float64) or jax.numpy (its default float).
+    """
+    dtype = np.float64 if xp is np else None
+    matrix = xp.asarray(matrix, dtype)
+    uv = xp.asarray(uv, dtype)
     return uv @ matrix[:2, :2].T + matrix[:2, 2]
 
 

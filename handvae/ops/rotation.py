@@ -8,6 +8,8 @@ the hand; pose and cloud are rotated by the same matrix.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -36,21 +38,23 @@ def view_correction_rotation(center_uv: np.ndarray, K: np.ndarray) -> np.ndarray
     return np.eye(3) + sin * kx + (1 - cos) * kx @ kx
 
 
-def rotation_about_z(angle: float | np.ndarray) -> np.ndarray:
+def rotation_about_z(angle: float | np.ndarray, xp: Any = np) -> np.ndarray:
     """In-plane rotation matrices about the optical axis.
 
     Args:
       angle: scalar or [...] radians; positive turns +x towards +y (clockwise on screen,
         since image v points down).
+      xp: the array module: ``numpy`` (float64) or ``jax.numpy`` (its default float, for the
+        device-side augmentation, ``handvae.data.device_augment``).
 
     Returns:
       [..., 3, 3] rotation matrices.
     """
-    angle = np.asarray(angle, dtype=np.float64)
-    c, s = np.cos(angle), np.sin(angle)
-    zero, one = np.zeros_like(c), np.ones_like(c)
-    return np.stack([np.stack([c, -s, zero], -1), np.stack([s, c, zero], -1),
-                     np.stack([zero, zero, one], -1)], -2)
+    angle = xp.asarray(angle, dtype=np.float64) if xp is np else xp.asarray(angle)
+    c, s = xp.cos(angle), xp.sin(angle)
+    zero, one = xp.zeros_like(c), xp.ones_like(c)
+    return xp.stack([xp.stack([c, -s, zero], -1), xp.stack([s, c, zero], -1),
+                     xp.stack([zero, zero, one], -1)], -2)
 
 
 def rotation_2d(angle: float | np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from handvae.data import pipeline, streams
+from handvae.data import device_augment, pipeline, streams
 from handvae.evaluation import evaluator
 from handvae.losses import objectives
 from handvae.models import registry, vae
@@ -76,6 +76,12 @@ def default_model_functions() -> ModelFunctions:
                           vae.predict_pose)
 
 
+def _augment_on_device(config: ml_collections.ConfigDict, batches: BatchSource | None) -> bool:
+    """Whether the input pipeline ships raw rows and the step augments them (``data.augment_on``,
+    ``handvae.data.device_augment``); batches given by the caller are contract batches."""
+    return batches is None and device_augment.resolve_augment_on(config.data) == "device"
+
+
 def _train_iterator(config: ml_collections.ConfigDict, batches: BatchSource | None,
                     start_step: int) -> Iterator[Batch]:
     if batches is None:
@@ -84,7 +90,8 @@ def _train_iterator(config: ml_collections.ConfigDict, batches: BatchSource | No
             config.data, rows // jax.process_count(), seed=config.seed,
             start_step=start_step, process_index=jax.process_index(),
             process_count=jax.process_count(),
-            keys=registry.get_strategy(config.model.strategy).batch_keys()))
+            keys=registry.get_strategy(config.model.strategy).batch_keys(),
+            raw=_augment_on_device(config, batches)))
     if callable(batches):
         return iter(batches(start_step))
     return iter(batches)
@@ -263,7 +270,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             raise
         tqdm.tqdm.write(observability.parameter_overview(state.params), file=sys.stderr)
 
-    train_step = step_lib.make_train_step(config, mesh, objective_fn=fns.objective)
+    prepare_batch = (device_augment.make_batch_fn(
+        config.data, seed=config.seed,
+        keys=registry.get_strategy(config.model.strategy).batch_keys())
+        if _augment_on_device(config, batches) else None)
+    train_step = step_lib.make_train_step(config, mesh, objective_fn=fns.objective,
+                                          prepare_batch=prepare_batch)
     eval_mesh = mesh if jax.process_count() == 1 else sharding.make_mesh(jax.local_devices())
     eval_step = step_lib.make_eval_step(model, eval_mesh, predict_fn=fns.predict_pose)
     writer = MetricWriter(workdir, enabled=is_main)

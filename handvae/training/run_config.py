@@ -24,6 +24,7 @@ from typing import Any
 
 import ml_collections
 
+from handvae.data import device_augment
 from handvae.evaluation import evaluator
 
 CHANGES_FILE = "config_changes.jsonl"
@@ -77,6 +78,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"config.{name} must be a positive integer, got {value!r}; set "
                              f"--config.{name} to a size ≥ 1")
     evaluator.check_selection_split(config.data)
+    device_augment.resolve_augment_on(config.data)   # data.augment_on="device" needs the cache
 
 
 def check_workdir(workdir: str) -> None:

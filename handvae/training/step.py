@@ -67,6 +67,8 @@ from handvae.training.state import TrainState
 Metrics = dict[str, jax.Array]
 # (spec, outputs, batch, weights, *, emd, kl_reduction) -> (loss, terms); default negative_elbo.
 ObjectiveFn = Callable[..., tuple[jax.Array, Metrics]]
+# (raw batch, step) -> batch of the contract; traced inside the jitted step.
+PrepareBatchFn = Callable[[dict[str, jax.Array], jax.Array], dict[str, jax.Array]]
 
 
 class StepOptions(NamedTuple):
@@ -212,18 +214,24 @@ def apply_update(state: TrainState, batch: dict[str, jax.Array], weights: LossWe
 
 
 def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh, *,
-                    objective_fn: ObjectiveFn | None = None
+                    objective_fn: ObjectiveFn | None = None,
+                    prepare_batch: PrepareBatchFn | None = None
                     ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, Metrics]]:
     """``train_step`` jitted on ``mesh``: state replicated and donated, batch split on axis 0.
 
     The config is resolved here, once (:func:`step_options_from_config`); the model and the
     optimiser come with the state (``create_train_state``). ``objective_fn`` defaults to
-    ``handvae.losses.negative_elbo``.
+    ``handvae.losses.negative_elbo``. ``prepare_batch(raw, step) -> batch`` (optional) runs
+    first, inside the same jit, on what the step is given: the device-side augmentation
+    (``handvae.data.device_augment.make_batch_fn``, ``data.augment_on="device"``), whose
+    draws are keyed by the state's step.
     """
     options = step_options_from_config(config)
     objective_fn = negative_elbo if objective_fn is None else objective_fn
 
     def step(state, batch):
+        if prepare_batch is not None:
+            batch = prepare_batch(batch, state.step)
         return train_step(state, batch, options=options, objective_fn=objective_fn)
 
     rep = sharding.replicated(mesh)

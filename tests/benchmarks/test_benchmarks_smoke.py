@@ -205,7 +205,9 @@ def test_trainer_rate(tmp_path, rhd_synthetic_data_dir):
                   "--cache_dir", str(tmp_path / "cache"), "--out", str(out))
     result = read_json(out)
     has_fields(result, "records decoded_vs_host_trainer_rate full_size_cache cpu_count")
-    assert {record["pipeline"] for record in result["records"]} == {"host", "decoded_cache"}
+    assert {record["pipeline"] for record in result["records"]} == {"host", "decoded_cache",
+                                                                   "device"}
+    assert set(result["device_vs_host_trainer_rate"]) == {"R2P"}
     for record in result["records"]:
         has_fields(record, "strategy pipeline trainer_steps_per_s step_only_steps_per_s "
                            "data_wait_fraction trainer_vs_step_only host_peak_rss_bytes")
