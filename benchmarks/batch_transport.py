@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import json
 import multiprocessing
 import os
 import pathlib
@@ -88,10 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"({results[name]['gb_per_s']:.2f} GB/s of {nbytes / 1e6:.1f} MB batches)")
     print(f"spool / pipe: {results['spool_vs_pipe']:.2f}x  ({args.workers} workers, spool in "
           f"{results['spool_root']}, load {results['load_average'][0]:.1f})")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
-    print(f"wrote {args.out}")
+    _bench.write_figures(results, args.out, "batch_transport.json")
     return results
 
 

@@ -183,11 +183,9 @@ def main(argv: list[str] | None = None) -> dict:
             shutil.rmtree(folder, ignore_errors=True)
     report["load_average_end"] = os.getloadavg()
     report["tensorflow_imported"] = "tensorflow" in sys.modules
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "build_full_size.json")
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"tensorflow imported: {report['tensorflow_imported']}; wrote {path}")
+    print(f"tensorflow imported: {report['tensorflow_imported']}")
+    _bench.write_figures(report, os.path.join(args.out, "build_full_size.json"),
+                         "build_full_size.json")
     return report
 
 

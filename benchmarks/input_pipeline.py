@@ -163,9 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         figures["load_average_1min"] = round(os.getloadavg()[0], 2)
         result["strategies"][strategy] = figures
         print(strategy, json.dumps(figures), flush=True)
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    _bench.write_figures(result, args.out, "input_pipeline.json")
     return result
 
 

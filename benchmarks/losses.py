@@ -30,7 +30,6 @@ the script runs; ``make test`` runs it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -289,10 +288,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
         "machine": platform.machine(),
     }
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    _bench.write_figures(result, args.out, "losses.json")
     return result
 
 

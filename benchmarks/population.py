@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import re
@@ -42,6 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+
+import _bench  # noqa: E402  (benchmarks/, the script's folder)
 
 from experiments.configs import common, reproduce  # noqa: E402
 from handvae.data import spec  # noqa: E402
@@ -213,7 +214,6 @@ def main(argv: list[str] | None = None) -> dict:
                "command": " ".join(["python", "benchmarks/population.py", *(argv or sys.argv[1:])]),
                "xla_flags": os.environ.get("XLA_FLAGS", ""), "timed_steps": steps,
                "rounds": rounds, "warmup_steps": warmup, "uptime_before": load(), "cases": []}
-    os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "population.json")
     for scale in scales:
         for strategy in strategies:
@@ -222,8 +222,8 @@ def main(argv: list[str] | None = None) -> dict:
                 if not any(case is c for c in figures["cases"]):
                     figures["cases"].append(case)
                 figures["uptime_after"] = load()
-                with open(path, "w") as f:   # after each case: a cut-off run keeps what it measured
-                    json.dump(figures, f, indent=2)
+                # after each case: a cut-off run keeps what it measured
+                _bench.write_figures(figures, path, "population.json", announce=False)
     print(f"wrote {path}")
     return figures
 

@@ -17,7 +17,6 @@ Target (issue 3): ≥ 20 images/s at 320×320 (RHD) on 2 cores.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -173,9 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
                   f"(load average {os.getloadavg()[0]:.1f})")
             for path in draw(out, samples_dir, args.samples):
                 print(f"  sample {path}")
-    path = results_dir / "benchmarks" / "synthetic.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"saved {path}")
+    _bench.write_figures(report, results_dir / "benchmarks" / "synthetic.json",
+                         "synthetic.json")
     return report
 
 

@@ -37,7 +37,6 @@ steps run; ``make test`` runs it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -245,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {name} {rate}{ceiling}", flush=True)
 
     if args.skip_pipeline or args.skip_demo:
-        _write(results, args.out)
+        _bench.write_figures(results, args.out, "train_step.json")
         return results
     demo_config = demo.get_config(demo_arg)
     rate = pipeline_rate(demo_config, batches=args.pipeline_batches)
@@ -255,15 +254,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"pipeline (demo): {rate['examples_per_sec']:.1f} examples/s vs the step's "
           f"{rate['step_consumes_examples_per_sec']:.1f} (x{rate['headroom']:.2f})", flush=True)
 
-    _write(results, args.out)
+    _bench.write_figures(results, args.out, "train_step.json")
     return results
-
-
-def _write(results: dict, out: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(results, f, indent=2)
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
