@@ -45,12 +45,14 @@ ran).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import traceback
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -135,6 +137,31 @@ def short_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+def _not_the_read_only_notice(record: logging.LogRecord) -> bool:
+    """False for orbax's "Given directory is read only=<dir>" warning."""
+    return not record.getMessage().startswith("Given directory is read only")
+
+
+@contextlib.contextmanager
+def _without_read_only_notice(read_only: bool) -> Iterator[None]:
+    """While read-only managers are made, drops the warning each logs (through absl).
+
+    Every read-only ``CheckpointManager`` warns that its directory is read only, whatever
+    its options: read-only is what evaluation, prediction and export ask for, so the notice
+    says nothing to their user. Only that message, only during construction; orbax's other
+    warnings and this module's own pass.
+    """
+    if not read_only:
+        yield
+        return
+    absl_logger = logging.getLogger("absl")  # absl.logging's records go through it
+    absl_logger.addFilter(_not_the_read_only_notice)
+    try:
+        yield
+    finally:
+        absl_logger.removeFilter(_not_the_read_only_notice)
+
+
 def _barrier_prefix(name: str) -> ocp.options.MultiprocessingOptions:
     """Distinct barrier names per manager.
 
@@ -163,20 +190,21 @@ class Checkpoints:
         self.restored_step: int | None = None  # the step the last restore read
         # Read-only managers get no retention options (orbax warns that it ignores them).
         writing = {"create": False, "save_interval_steps": 0} if read_only else {"create": True}
-        self.latest = ocp.CheckpointManager(
-            os.path.join(workdir, LATEST_DIR),
-            options=ocp.CheckpointManagerOptions(
-                read_only=read_only, enable_async_checkpointing=async_save,
-                multiprocessing_options=_barrier_prefix("latest"),
-                **({} if read_only else {"max_to_keep": keep}), **writing))
-        self.best = ocp.CheckpointManager(
-            os.path.join(workdir, BEST_DIR),
-            options=ocp.CheckpointManagerOptions(
-                best_fn=lambda metrics: metrics[BEST_METRIC], best_mode="min",
-                keep_checkpoints_without_metrics=False, read_only=read_only,
-                enable_async_checkpointing=async_save,
-                multiprocessing_options=_barrier_prefix("best"),
-                **({} if read_only else {"max_to_keep": 1}), **writing))
+        with _without_read_only_notice(read_only):  # read-only is what we asked for
+            self.latest = ocp.CheckpointManager(
+                os.path.join(workdir, LATEST_DIR),
+                options=ocp.CheckpointManagerOptions(
+                    read_only=read_only, enable_async_checkpointing=async_save,
+                    multiprocessing_options=_barrier_prefix("latest"),
+                    **({} if read_only else {"max_to_keep": keep}), **writing))
+            self.best = ocp.CheckpointManager(
+                os.path.join(workdir, BEST_DIR),
+                options=ocp.CheckpointManagerOptions(
+                    best_fn=lambda metrics: metrics[BEST_METRIC], best_mode="min",
+                    keep_checkpoints_without_metrics=False, read_only=read_only,
+                    enable_async_checkpointing=async_save,
+                    multiprocessing_options=_barrier_prefix("best"),
+                    **({} if read_only else {"max_to_keep": 1}), **writing))
 
     def latest_step(self) -> int | None:
         """Step of the newest periodic checkpoint (not one found unreadable), or None."""

@@ -109,6 +109,7 @@ def test_cloud_strategy_writes_reconstruction_and_cli_runs(tmp_path, rhd_synthet
                            "--which", "latest", "--out", str(out), "--num_figure_examples",
                            "0"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "read only" not in proc.stderr   # orbax's read-only notice is dropped
     cli = json.load(open(out / "metrics.json"))
     assert cli["which"] == "latest"
     assert np.isfinite(cli["mean_epe_mm"])
