@@ -19,18 +19,6 @@ others it keeps (e.g. ``predict/``). A SIGTERM stops the step's child process to
     data/synthetic/rhd/   raw RHD-format data      data/tfds/   the built TFDS data set
     workdirs/S1_R2P/, workdirs/S4_RC2CHP_poe/  (config.json, checkpoints, eval/test_best/)
     report.md, pck.png, figures/, timings.json, steps.json
-
-Who may delete what (moved from WORKSPACE.md)
-
-**Who may delete what.** `python -m data_prep.synthetic --overwrite` replaces only a folder
-carrying its marker `.handvae-synthetic` (written into every generated data set, the
-committed `dummy_data/` included); `python -m experiments.demo --force` deletes only a
-folder carrying `.handvae-demo`. Neither deletes the working directory or a parent of it,
-and both check every argument (and whether the frames fit the free disk and memory) before
-touching anything. The demo records each step's inputs in `<out>/steps.json` and redoes a
-step whose inputs changed and every step after it (new data → models trained afresh; more
-`--steps` → training resumes); it evaluates into `<workdir>/eval/test_best/`
-(`experiments.launcher_evaluation.eval_dir`, the one place that knows this path).
 """
 
 from __future__ import annotations
@@ -121,10 +109,8 @@ def run_demo(out: str, *, num_train: int, num_eval: int, steps: int, seed: int =
 
 
 # Quoted from Yang et al. (ICCV 2019) for orientation only: real RHD/STB, full-size model.
-PAPER_REFERENCE = {
-    "paper S4, RHD (real data)": {"mean_epe_mm": 13.14},
-    "paper S4, STB (real data)": {"mean_epe_mm": 7.05},
-}
+PAPER_REFERENCE = {"paper S4, RHD (real data)": {"mean_epe_mm": 13.14},
+                   "paper S4, STB (real data)": {"mean_epe_mm": 7.05}}
 FIGURES = (("poses.png", "Predicted (colour) over ground-truth (grey) poses, from RGB only"),
            ("reconstruction.png", "Fig. 3 style: point cloud decoded from z_rgb beside the "
                                   "ground-truth cloud and the RGB crop"),

@@ -5,6 +5,18 @@ marker file (e.g. ``.handvae-demo``). The launcher writes only into an empty fol
 marked; ``force`` deletes only the preset's own entries (its :class:`OutputFolder` layout)
 and names the other files it keeps. Arguments and sizes are checked before anything is
 written (:func:`check_integer`, :func:`check_size`).
+
+Who may delete what (moved from WORKSPACE.md)
+
+**Who may delete what.** `python -m data_prep.synthetic --overwrite` replaces only a folder
+carrying its marker `.handvae-synthetic` (written into every generated data set, the
+committed `dummy_data/` included); `python -m experiments.demo --force` deletes only a
+folder carrying `.handvae-demo`. Neither deletes the working directory or a parent of it,
+and both check every argument (and whether the frames fit the free disk and memory) before
+touching anything. The demo records each step's inputs in `<out>/steps.json` and redoes a
+step whose inputs changed and every step after it (new data → models trained afresh; more
+`--steps` → training resumes); it evaluates into `<workdir>/eval/test_best/`
+(`experiments.launcher_evaluation.eval_dir`, the one place that knows this path).
 """
 
 from __future__ import annotations
