@@ -1,11 +1,14 @@
-"""The reproduction's report: ``table1.md``, ``fig5.png``, ``fig8.png``, ``results.json``.
+"""The reproduction's report: ``table1.md``, ``fig5.png``, ``fig8.png``, ``validation.png``,
+``results.json``.
 
 Pure bookkeeping over the run records that :mod:`experiments.reproduce` gets from the launcher
 (``experiments/launcher.py``; of those, this module imports only ``launcher_records``): runs
 that differ only by their seed form one setting, summarised as mean ± sample std over seeds
 (``ddof=1``; a single seed has no spread and says so), with the seed count beside it. A
 difference between two settings is given with Welch's t-test p-value (two-sided, unequal
-variances; scipy), which needs at least two seeds on each side.
+variances; scipy), which needs at least two seeds on each side. ``validation.png`` draws every
+run's validation curve (mean EPE at each evaluation, the selected step marked): the evidence for
+the checkpoint each run chose, and for whether its schedule had converged.
 """
 
 from __future__ import annotations
@@ -199,6 +202,32 @@ def plot_fig8(shares: Sequence[float], series: Mapping[str, Sequence[Any]], path
     plt.close(fig)
 
 
+def plot_validation(curves: Mapping[str, Mapping[str, Any]], path: str) -> None:
+    """Each run's validation mean EPE against the step, its selected (best) step marked.
+
+    Args:
+      curves: run name → its record's ``validation`` (``steps``, ``mean_epe_mm``, ``best_step``).
+      path: the PNG to write.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, curve in sorted(curves.items()):
+        steps, epe = curve["steps"], curve["mean_epe_mm"]
+        (line,) = ax.plot(steps, epe, marker=".", label=name)
+        if curve.get("best_step") in steps:
+            best = steps.index(curve["best_step"])
+            ax.plot(steps[best], epe[best], "o", mfc="none", ms=9, color=line.get_color())
+    ax.set(xlabel="step", ylabel="validation mean EPE (mm)",
+           title="Validation curves (circle: the checkpoint each run selected)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_all(root: str, payload: dict[str, Any]) -> None:
     """Writes every report file the payload's targets call for, then ``results.json``."""
     groups = group_by_setting(payload["runs"])
@@ -229,5 +258,9 @@ def write_all(root: str, payload: dict[str, Any]) -> None:
         payload["fig8"] = {"shares": shares, **series}
         if any(series["supervised"] + series["weakly supervised"]):
             plot_fig8(shares, series, os.path.join(root, "fig8.png"))
+    curves = {r.get("name") or r["config_arg"]: r["validation"] for r in payload["runs"]
+              if r.get("validation")}
+    if curves:
+        plot_validation(curves, os.path.join(root, "validation.png"))
     with open(os.path.join(root, "results.json"), "w") as f:
         json.dump(payload, f, indent=1)

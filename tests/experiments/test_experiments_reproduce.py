@@ -161,6 +161,7 @@ def test_report_of_an_ablation_groups_by_its_extra_arguments(tmp_path):
     assert "| `RC2CHP_kl` | S3 | 18.25 ± 0.35 |" in table and "| 22.50 | 4, 4 |" in table
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["table1"]["R2P"]["validation_best_mean_epe_mm_per_seed"] == [25.0, 26.0]
+    assert (tmp_path / "validation.png").stat().st_size > 0   # every run's curve
 
 
 def test_read_test_metrics_names_the_missing_file(tmp_path):
