@@ -37,10 +37,15 @@ bilinear value on the other side of an integer, which truncation turns into one 
 
 Choosing the path (:func:`resolve_augment_on`, ``data.augment_on``): "host", "device" (needs
 ``data.decoded_cache=True``, else a ValueError says so), or "auto": the device on GPU and TPU
-when the decoded cache is on, the host on CPU. On CPU both paths share the same cores, and
-``benchmarks/trainer_rate.py --interleave`` measured the device path slower there at the cpu
-scale (figures in ``benchmarks/figures/cpu_2026-12-07/trainer_rate.json``; see
-:data:`AUTO_DEVICE_BACKENDS`).
+when the decoded cache is on, the host on CPU. On CPU both paths share the same 2 cores:
+``python benchmarks/trainer_rate.py --data_dir /tmp/x/tfds --cache_dir DIR --interleave
+--steps 10 --repeats 2`` (cpu scale, 285 synthetic frames, one process, paths in alternating
+rounds, 20 timed steps each, load 5.9-7.1 on 2 shared cores) gave the device path 1.06× the
+host path's trainer rate for R2P (2.83 vs 2.67 steps/s) and 0.95× for S4 (0.76 vs 0.80):
+no gain beyond the noise, so CPU keeps the host path (which needs no cache)
+(``benchmarks/figures/cpu_2026-12-07/trainer_rate_device_augment.json``). GPU/TPU
+figures are still to be measured; there the device path takes ~6 ms of host work per row
+off the host (issue 26), hence ``auto`` = device.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ from handvae.ops import image_warp, rotation
 
 AUGMENT_ON = ("host", "device", "auto")
 # Backends where "auto" runs the per-step work on the device (with the decoded cache on).
-# CPU keeps the host path: measured slower there (module docstring).
+# CPU keeps the host path: no faster there (1.06× R2P, 0.95× S4; module docstring).
 AUTO_DEVICE_BACKENDS = ("gpu", "tpu")
 _SALT = 0xA06E        # the augmentation's stream, apart from the model's noise (same seed)
 _RGB_SCALE = (1 / (255 * spec.RGB_STD)).astype(np.float32)
