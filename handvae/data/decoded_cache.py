@@ -49,7 +49,8 @@ Decision and measurements (moved from WORKSPACE.md)
 With the data inside `cache_mb` it changes nothing on 2 cores (R2P 0.99× / 1.05×, S4
 0.93× / 1.16× today's trainer rate, two interleaved runs, load 11–17); beyond it 1.67× /
 1.06×. 56 KB per example at the cpu scale,
-793 KB at the paper scale (RHD 32.7 GB). The device-side augmentation (item 2) is not built.
+793 KB at the paper scale (RHD 32.7 GB). The cache's rows also feed the device-side
+augmentation (`data.augment_on`, :mod:`handvae.data.device_augment`).
 """
 
 from __future__ import annotations

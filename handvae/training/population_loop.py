@@ -85,6 +85,9 @@ def train_population(configs: Sequence[ml_collections.ConfigDict], workdirs: Seq
         one per member; None: shared when every member has the same seed (the streams are
         then the same), else per member.
 
+    The input is the host path (``data.augment_on="auto"`` resolves to it here; ``"device"``,
+    :mod:`handvae.data.device_augment`, is for single runs and refused).
+
     Returns:
       Per member, its final metrics (the schema of ``train_and_evaluate``'s, also written to
       ``<workdir>/final_metrics.json``) or, for a member whose loss became NaN/Inf, a
@@ -99,6 +102,10 @@ def train_population(configs: Sequence[ml_collections.ConfigDict], workdirs: Seq
     if jax.process_count() > 1:
         raise NotImplementedError("a population trains in one process; run a multi-host job "
                                   "as separate runs (experiments.sweep --population=off)")
+    if any(str(c.data.get("augment_on", "host")) == "device" for c in configs):
+        raise NotImplementedError("a population augments on the host: data.augment_on='device' "
+                                  "is for single runs; set data.augment_on='auto' or 'host' "
+                                  "(auto resolves to the host path here)")
     fns = functions or loop.default_model_functions()
     popdir = os.path.abspath(popdir)
     names = [os.path.basename(w) for w in workdirs]

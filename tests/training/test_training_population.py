@@ -124,6 +124,15 @@ def test_configs_that_differ_outside_the_population_fields_are_refused():
     assert population.shared_key(same[0]) != population.shared_key(configs[1])
 
 
+def test_a_population_refuses_the_device_augmentation_and_writes_nothing(tmp_path):
+    configs = _members(seed=[0, 1], data__augment_on=["device"] * 2,
+                       data__decoded_cache=[True] * 2)
+    with pytest.raises(NotImplementedError, match="augment_on='device' is for single runs"):
+        population_loop.train_population(configs, [tmp_path / "a", tmp_path / "b"],
+                                         tmp_path / "pop", functions=standins.FUNCTIONS)
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("members, shape", [(2, (2, 1)), (3, (1, 2)), (4, (2, 1)), (1, (1, 2))])
 def test_population_mesh_splits_members_then_data(members, shape):
     mesh = sharding.make_population_mesh(members)
