@@ -63,3 +63,17 @@ def test_device_without_the_decoded_cache_is_refused_naming_the_fix(rhd_syntheti
         loop.train_and_evaluate(config, str(tmp_path / "w"), eval_batches=False,
                                 functions=standins.FUNCTIONS)
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_the_real_s4_model_trains_on_device_augmented_rows(rhd_synthetic_data_dir, tmp_path):
+    """The demo's S4 (tiny sizes: every decoder, the cloud terms, the auction EMD) on raw rows."""
+    from experiments.configs import demo as demo_config
+    config = demo_config.get_config("strategy=RC2CHP_poe,tiny,steps=3")
+    config.data.data_dir = rhd_synthetic_data_dir
+    config.data.decoded_cache, config.data.decoded_cache_dir = True, str(tmp_path / "cache")
+    config.data.augment_on = "device"
+    config.checkpoint_every = config.eval_every = 3
+    final = loop.train_and_evaluate(config, str(tmp_path / "s4"), eval_batches=False)
+    assert final["step"] == 3.0 and np.isfinite(final["train_loss"])
+
