@@ -43,6 +43,9 @@ def test_extra_arguments_reach_every_run_and_its_name():
     assert [r.name for r in runs] == ["RC2CHP_kl_kl_reduction=mean_seed1"]
     config = reproduce_config.get_config(runs[0].config_arg)
     assert config.loss.kl_reduction == "mean" and config.seed == 1
+    bf16 = reproduce_config.get_config("strategy=R2P,scale=cpu,compute_dtype=bfloat16")
+    assert bf16.model.compute_dtype == "bfloat16"
+    assert reproduce_config.get_config("strategy=R2P").model.compute_dtype == "float32"
     for bad in ({"strategy": "R2P"}, {"colour": "red"}):
         with pytest.raises(ValueError, match="--extra"):
             reproduce.plan_runs(["table1"], [0], "cpu", extra=bad)
