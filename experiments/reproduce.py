@@ -44,6 +44,7 @@ from experiments.configs import reproduce as reproduce_config
 TARGETS = ("table1", "fig5", "fig8")
 TABLE1_STRATEGIES = reproduce_config.TABLE1_STRATEGIES
 FIG8_SHARES = reproduce_config.FIG8_SHARES
+FIG8_ARMS = ("supervised", "weak")   # Fig. 8's two arms below m = 100 % (plan_runs)
 RUN_DONE = "reproduce_run.json"
 REPO = launcher.REPO
 
@@ -65,7 +66,8 @@ def _run_name(strategy: str, seed: int, **extra: Any) -> str:
 def plan_runs(targets: Sequence[str], seeds: Sequence[int], scale: str,
               strategies: Sequence[str] = TABLE1_STRATEGIES,
               shares: Sequence[float] = FIG8_SHARES,
-              extra: Mapping[str, str] | None = None) -> list[Run]:
+              extra: Mapping[str, str] | None = None,
+              arms: Sequence[str] = FIG8_ARMS) -> list[Run]:
     """The runs the targets need, each once (Table 1's S4 is Fig. 8's m = 100 %).
 
     Args:
@@ -77,6 +79,9 @@ def plan_runs(targets: Sequence[str], seeds: Sequence[int], scale: str,
         (0, 1], e.g. 0.01 to find where labels start to matter).
       extra: more ``experiments/configs/reproduce.py`` arguments for every run (an ablation,
         e.g. ``{"kl_reduction": "mean"}``); they become part of each run's name.
+      arms: Fig. 8's arms to run at each share below 100 %: ``supervised`` (the first m %
+        only, ``train_fraction``) and ``weak`` (the first m % labelled, the rest unlabelled,
+        ``labelled``); e.g. the supervised arm alone to find where labels start to matter.
 
     Returns:
       Runs in a fixed order (the report does not depend on the order they ran in).
@@ -96,6 +101,8 @@ def plan_runs(targets: Sequence[str], seeds: Sequence[int], scale: str,
     if bad or not strategies:
         raise ValueError(f"--strategies must be a non-empty subset of {TABLE1_STRATEGIES}, "
                          f"got {list(strategies)}")
+    if not arms or set(arms) - set(FIG8_ARMS):
+        raise ValueError(f"--arms must be a non-empty subset of {FIG8_ARMS}, got {list(arms)}")
     odd = sorted(s for s in shares if not 0.0 < s <= 1.0)
     if odd or not shares:
         raise ValueError(f"--shares must be labelled shares m in (0, 1] (default "
@@ -129,8 +136,10 @@ def plan_runs(targets: Sequence[str], seeds: Sequence[int], scale: str,
                 if share == 1.0:
                     add("RC2CHP_poe", seed)
                     continue
-                add("RC2CHP_poe", seed, train_fraction=share)
-                add("RC2CHP_poe", seed, labelled=share)
+                if "supervised" in arms:
+                    add("RC2CHP_poe", seed, train_fraction=share)
+                if "weak" in arms:
+                    add("RC2CHP_poe", seed, labelled=share)
     return list(runs.values())
 
 
@@ -210,7 +219,8 @@ def reproduce(root: str, *, scale: str, targets: Sequence[str], seeds: Sequence[
               strategies: Sequence[str] = TABLE1_STRATEGIES,
               shares: Sequence[float] = FIG8_SHARES, data_root: str | None = None,
               report_only: bool = False, extra: Mapping[str, str] | None = None,
-              how: str = "sequential", population: str | None = None) -> dict[str, Any]:
+              how: str = "sequential", population: str | None = None,
+              arms: Sequence[str] = FIG8_ARMS) -> dict[str, Any]:
     """Data, every run, then the report; returns the ``results.json`` payload.
 
     ``report_only``: run nothing; report the planned runs that have finished (the report
@@ -218,7 +228,7 @@ def reproduce(root: str, *, scale: str, targets: Sequence[str], seeds: Sequence[
     ``population`` (``auto``, ``vmap`` or ``off``, as ``--population``), when given, chooses
     the executor instead (``launcher.choose_executor`` over the plan) and prints its choice.
     """
-    runs = plan_runs(targets, seeds, scale, strategies, shares, extra)
+    runs = plan_runs(targets, seeds, scale, strategies, shares, extra, arms)
     root = os.path.abspath(root)
     os.makedirs(root, exist_ok=True)
     start = time.perf_counter()
@@ -260,6 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="comma-separated Table-1 strategies to run (default all six)")
     parser.add_argument("--shares", default=",".join(f"{s:g}" for s in FIG8_SHARES),
                         help="comma-separated labelled shares m of Fig. 8 to run (default all)")
+    parser.add_argument("--arms", default=",".join(FIG8_ARMS),
+                        help="comma-separated Fig. 8 arms to run below m = 100 %%: supervised "
+                             "(first m %% only), weak (the rest unlabelled); default both")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing; report the planned runs that have finished")
     parser.add_argument("--data-root", default=None,
@@ -292,7 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         reproduce(args.root, scale=args.scale, targets=targets, seeds=seeds,
                   strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
                   shares=shares, data_root=args.data_root, report_only=args.report_only,
-                  extra=extra, population=args.population)
+                  extra=extra, population=args.population,
+                  arms=[a.strip() for a in args.arms.split(",") if a.strip()])
     except (ValueError, RuntimeError) as error:
         print(f"reproduce: {error}", file=sys.stderr)
         return 2

@@ -35,6 +35,12 @@ def test_plan_takes_any_share_in_the_unit_interval_and_rejects_others():
     for bad in (0.0, 1.5, -0.1):
         with pytest.raises(ValueError, match="--shares"):
             reproduce.plan_runs(["fig8"], [0], "cpu", shares=[bad])
+    supervised = reproduce.plan_runs(["fig8"], [0], "cpu", shares=[0.01, 1.0],
+                                     arms=["supervised"])
+    assert [r.name for r in supervised] == ["RC2CHP_poe_train_fraction=0.01_seed0",
+                                            "RC2CHP_poe_seed0"]
+    with pytest.raises(ValueError, match="--arms"):
+        reproduce.plan_runs(["fig8"], [0], "cpu", shares=[0.01], arms=["semi"])
 
 
 def test_extra_arguments_reach_every_run_and_its_name():
