@@ -35,9 +35,11 @@ on q_R and q_C only. So the default follows the equations; `True` multiplies in 
 **Mixed precision** (`config.model.compute_dtype`; the paper is silent on precision):
 layers compute in bf16, parameters, BatchNorm statistics and Adam state stay f32, encoder
 heads and decoder outputs are f32, so the losses run in f32. Default f32: on 2 cores bf16
-is no faster (ratios 0.85–1.23× either way with the load, two interleaved runs) and its
-accuracy is not yet measured; the GPU figures wait for a lease. Frozen on resume (a
-`model.*` field).
+is no faster (ratios 0.85–1.23× either way with the load, two interleaved runs), and at the
+cpu scale it costs no measured accuracy (S1 validation 32.79 ± 1.49 vs 32.34 ± 0.24 mm, two
+seeds, p = 0.74; S4 29.85 vs 30.71 ± 0.28, one bf16 seed;
+`experiments/results/cpu/ablation_compute_dtype.json`); the GPU speed waits for a lease.
+Frozen on resume (a `model.*` field).
 """
 
 from __future__ import annotations
