@@ -252,8 +252,8 @@ def reproduce(root: str, *, scale: str, targets: Sequence[str], seeds: Sequence[
         "planned_runs": len(runs), **launcher.provenance(),
         "wall_s_this_call": time.perf_counter() - start, "runs": records,
     }
-    reproduce_report.write_all(root, payload)
-    print(f"done: {os.path.join(root, 'table1.md')}")
+    written = reproduce_report.write_all(root, payload)
+    print(f"done: {root} ({', '.join(written)})")
     return payload
 
 

@@ -228,8 +228,11 @@ def plot_validation(curves: Mapping[str, Mapping[str, Any]], path: str) -> None:
     plt.close(fig)
 
 
-def write_all(root: str, payload: dict[str, Any]) -> None:
-    """Writes every report file the payload's targets call for, then ``results.json``."""
+def write_all(root: str, payload: dict[str, Any]) -> list[str]:
+    """Writes every report file the payload's targets call for, then ``results.json``;
+    returns the names written (files of an earlier report that this one did not rewrite are
+    not among them)."""
+    written = []
     groups = group_by_setting(payload["runs"])
     extra = payload.get("extra") or {}
     rows = table1_rows(groups, extra)
@@ -245,6 +248,7 @@ def write_all(root: str, payload: dict[str, Any]) -> None:
                   + (f"; ablation arguments {extra}" if extra else "") + ".\n\n")
         with open(os.path.join(root, "table1.md"), "w") as f:
             f.write(header + table1_markdown(rows, baseline))
+        written.append("table1.md")
     if "fig5" in payload["targets"]:
         curves = {f"{PAPER_LABELS[s]} {s}": row for s, row in rows.items()}
         plain = groups.get(_key({"strategy": "R2P", "view_correction": "0", **extra}))
@@ -252,15 +256,19 @@ def write_all(root: str, payload: dict[str, Any]) -> None:
             curves["S1 R2P, no view correction"] = payload["fig5_no_vc"] = summarize(plain)
         if curves:
             plot_fig5(curves, os.path.join(root, "fig5.png"))
+            written.append("fig5.png")
     if "fig8" in payload["targets"]:
         shares = sorted(set(payload.get("shares") or FIG8_SHARES) | {1.0})
         series = fig8_series(groups, shares, extra)
         payload["fig8"] = {"shares": shares, **series}
         if any(series["supervised"] + series["weakly supervised"]):
             plot_fig8(shares, series, os.path.join(root, "fig8.png"))
+            written.append("fig8.png")
     curves = {r.get("name") or r["config_arg"]: r["validation"] for r in payload["runs"]
               if r.get("validation")}
     if curves:
         plot_validation(curves, os.path.join(root, "validation.png"))
+        written.append("validation.png")
     with open(os.path.join(root, "results.json"), "w") as f:
         json.dump(payload, f, indent=1)
+    return written + ["results.json"]

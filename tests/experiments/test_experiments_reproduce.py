@@ -130,7 +130,8 @@ def test_report_gives_mean_and_std_over_seeds(tmp_path):
             _record("strategy=RC2CHP_poe,scale=cpu,seed=0,labelled=0.05", 0, 35.0)]
     payload = {"scale": "cpu", "targets": list(reproduce.TARGETS), "seeds": [0, 1],
                "commit": "abc", "runs": runs}
-    reproduce_report.write_all(str(tmp_path), payload)
+    written = reproduce_report.write_all(str(tmp_path), payload)
+    assert written == ["table1.md", "fig5.png", "fig8.png", "results.json"]  # no curves given
     table = (tmp_path / "table1.md").read_text()
     assert "| `R2P` | S1 | 21.00 ± 1.41 |" in table        # sample std, ddof = 1
     assert "| `RC2CHP_poe` | S4 | 15.00 ± 0.00 |" in table
