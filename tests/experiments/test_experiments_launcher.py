@@ -392,7 +392,8 @@ def test_reproduce_population_flag_defaults_to_auto_and_prints_its_choice(tmp_pa
     monkeypatch.setattr(reproduce, "prepare_data", lambda *a, **k: {"tfds_dir": "/tfds"})
     monkeypatch.setattr(reproduce, "execute_runs",
                         lambda runs, root, scale, tfds_dir, how: chosen.append(how) or [])
-    monkeypatch.setattr(reproduce.reproduce_report, "write_all", lambda root, payload: None)
+    monkeypatch.setattr(reproduce.reproduce_report, "write_all",
+                        lambda root, payload: ["results.json"])
     monkeypatch.setattr(launcher, "read_device_kind", lambda: "cpu")
     args = ["--root", str(tmp_path), "--targets", "table1", "--strategies", "R2P",
             "--seeds", "0,1"]
