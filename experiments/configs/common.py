@@ -117,6 +117,10 @@ def get_base_config(dataset: str = "rhd") -> ml_collections.ConfigDict:
     # spread and S4 loses 0.45-0.85 mm of validation EPE (handvae.losses.objectives;
     # experiments/results/cpu/ablation_kl_reduction.json).
     c.loss.kl_reduction = "mean"
+    # How a weak batch's unlabelled rows weigh (handvae.losses.objectives; the paper is silent):
+    # "pooled" averages every cloud term and KL over all rows, "separate" adds the unlabelled
+    # rows' mean to the labelled rows' whole supervised objective (Sec. 5.3 read literally).
+    c.loss.unlabelled_weighting = "pooled"
     c.loss.emd_epsilon = 5e-3        # final auction ε, relative to each pair's cost scale
     c.loss.emd_max_iterations = 0    # bidding-round bound; 0: grows with B·N (always enough)
     c.loss.emd_variant = ""          # auction: "pooled" | "dense" | "pallas"; "": by backend

@@ -14,8 +14,10 @@ labelled, the rest unlabelled: weak supervision, Fig. 8); for ablations ``steps`
 scale's; the learning-rate drops, β annealing and evaluations follow it) and ``beta_prime``
 (−1: the paper's β' = 1; S3's alignment weight), ``kl_reduction`` (``sum``/``mean``; "": the
 base config's), ``weak_batch`` (``added``/``split``; "": the base config's), ``lr`` (Adam's
-initial learning rate; 0: the scale's; the two ÷10 drops stay at 60 % and 85 % of the steps) and
-``compute_dtype`` (``float32``/``bfloat16``, the layers' precision; "": the base config's).
+initial learning rate; 0: the scale's; the two ÷10 drops stay at 60 % and 85 % of the steps),
+``compute_dtype`` (``float32``/``bfloat16``, the layers' precision; "": the base config's) and
+``unlabelled_weighting`` (``pooled``/``separate``, how weak batches' unlabelled rows weigh;
+"": the base config's).
 
 Every scale trains on the synthetic benchmark with the paper's objective weights (λ_heat 0.01,
 λ_cloud 1, β' 1, β annealed 1e-5 → 1e-3) and selects its checkpoint on the validation split.
@@ -91,7 +93,8 @@ SCALES = {
 # ``steps`` 0 and ``beta_prime`` -1 keep the scale's steps and the paper's β' (ablations set them).
 DEFAULTS = {"strategy": "R2P", "scale": "cpu", "seed": 0, "view_correction": 1,
             "train_fraction": 1.0, "labelled": 1.0, "steps": 0, "beta_prime": -1.0,
-            "kl_reduction": "", "weak_batch": "", "lr": 0.0, "compute_dtype": ""}
+            "kl_reduction": "", "weak_batch": "", "lr": 0.0, "compute_dtype": "",
+            "unlabelled_weighting": ""}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -126,6 +129,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.loss.kl_reduction = args["kl_reduction"]
     if args["weak_batch"]:
         config.data.weak_batch = args["weak_batch"]
+    if args["unlabelled_weighting"]:
+        config.loss.unlabelled_weighting = args["unlabelled_weighting"]
     if args["compute_dtype"]:
         config.model.compute_dtype = args["compute_dtype"]
     config.batch_size = scale.batch_size

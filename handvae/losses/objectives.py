@@ -26,7 +26,19 @@ when the strategy decodes clouds, the labelled ones otherwise. So an unlabelled 
 contributes only the RC2C terms (cloud reconstructions, the KLs and S3's alignment KL), and an
 all-unlabelled batch leaves the pose and heat-map decoders with exactly zero gradient.
 
-Terms are reported unweighted (means over their examples); ``loss`` is the weighted total.
+**How the unlabelled rows weigh** (``unlabelled_weighting``, ``config.loss.
+unlabelled_weighting``; the paper is silent). ``"pooled"`` averages each cloud term and KL over
+all the rows of the batch, labelled and unlabelled together: with B labelled + B unlabelled rows
+(``data.weak_batch = "added"``) the labelled rows' cloud terms and KLs weigh half what they do
+in a supervised run. ``"separate"`` is Sec. 5.3 read literally ("besides fully supervised
+training on m% data, we also train the 'RC2C' sub-parts with the rest"): the labelled rows'
+whole supervised objective (each term averaged over the labelled rows) plus the unlabelled
+rows' RC2C terms (averaged over the unlabelled rows). On a fully labelled batch the two are
+the same objective.
+
+Terms are reported unweighted (means over their examples; under ``"separate"`` the labelled
+rows' mean plus the unlabelled rows' mean, the value the loss weighs); ``loss`` is the
+weighted total.
 
 **The KL's reduction over the latent dimensions** (``kl_reduction``, ``config.loss.
 kl_reduction``) is a choice the paper leaves open: it gives the weights (β annealed 1e-5 →
@@ -82,6 +94,7 @@ if TYPE_CHECKING:
 Array = jax.Array
 Terms = dict[str, Array]
 KL_REDUCTIONS = ("sum", "mean")
+UNLABELLED_WEIGHTINGS = ("pooled", "separate")
 
 
 class LossWeights(NamedTuple):
@@ -119,6 +132,18 @@ class EMDOptions(NamedTuple):
 def _masked_mean(values: Array, mask: Array) -> Array:
     """Σ mask·values / max(Σ mask, 1): a mean over the flagged examples, 0 when none is."""
     return jnp.sum(jnp.where(mask > 0, values, 0.0)) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def _row_mean(values: Array, labelled: Array, active: Array, weighting: str) -> Array:
+    """A term [B] → scalar over the ``active`` rows, weighted as ``weighting`` says.
+
+    ``"pooled"``: one mean over the active rows. ``"separate"``: the mean over the active
+    labelled rows plus the mean over the active unlabelled rows (each 0 when it has no row).
+    """
+    if weighting == "pooled":
+        return _masked_mean(values, active)
+    return (_masked_mean(values, active * labelled)
+            + _masked_mean(values, active * (1.0 - labelled)))
 
 
 def _labels(batch: Mapping[str, Array], targets: tuple[str, ...]) -> tuple[Array, dict]:
@@ -160,8 +185,8 @@ def cloud_distances(pred: Array, target: Array, emd: EMDOptions
 
 
 def _reconstruction_terms(recon: Mapping[str, Mapping[str, Array]], batch: Mapping[str, Array],
-                          weights: LossWeights, spec: StrategySpec, emd: EMDOptions
-                          ) -> tuple[Array, Terms]:
+                          weights: LossWeights, spec: StrategySpec, emd: EMDOptions,
+                          weighting: str) -> tuple[Array, Terms]:
     """Weighted reconstruction loss of every source and its unweighted named terms."""
     targets, sources = spec.targets, spec.sources
     labelled, clean = _labels(batch, targets)
@@ -189,11 +214,14 @@ def _reconstruction_terms(recon: Mapping[str, Mapping[str, Array]], batch: Mappi
                              "num_points must equal config.data.num_points")
         tiled = jnp.concatenate([target] * len(sources), axis=0)
         chamfer, distance, converged = cloud_distances(predicted, tiled, emd)
+        every = jnp.ones_like(labelled)
         for source, cd, em in zip(sources, jnp.split(chamfer, len(sources)),
                                   jnp.split(distance, len(sources))):
-            terms[f"{source}2C_chamfer"] = jnp.mean(cd)
-            terms[f"{source}2C_emd"] = jnp.mean(em)
-            total = total + weights.lambda_cloud * (jnp.mean(cd) + jnp.mean(em))
+            cd = _row_mean(cd, labelled, every, weighting)
+            em = _row_mean(em, labelled, every, weighting)
+            terms[f"{source}2C_chamfer"] = cd
+            terms[f"{source}2C_emd"] = em
+            total = total + weights.lambda_cloud * (cd + em)
         # A diagnostic, not part of the loss: the share of solves cut off by the round bound.
         terms["emd_unconverged_fraction"] = 1.0 - jnp.mean(converged.astype(jnp.float32))
     return total, terms
@@ -207,9 +235,18 @@ def check_kl_reduction(kl_reduction: str) -> str:
     return kl_reduction
 
 
-def _kl_terms(latents: Mapping[str, Mapping[str, Array]], spec: StrategySpec, active: Array,
-              weights: LossWeights, kl_reduction: str) -> tuple[Array, Terms]:
-    """β Σ_s KL(q_s ‖ N(0, I)) + β' Σ_(a,b) KL(q_a ‖ q_b), means over ``active`` examples.
+def check_unlabelled_weighting(weighting: str) -> str:
+    """``weighting`` if it is one of :data:`UNLABELLED_WEIGHTINGS`; ValueError naming the field."""
+    if weighting not in UNLABELLED_WEIGHTINGS:
+        raise ValueError(f"config.loss.unlabelled_weighting must be one of "
+                         f"{UNLABELLED_WEIGHTINGS}, got {weighting!r}")
+    return weighting
+
+
+def _kl_terms(latents: Mapping[str, Mapping[str, Array]], spec: StrategySpec, labelled: Array,
+              active: Array, weights: LossWeights, kl_reduction: str, weighting: str
+              ) -> tuple[Array, Terms]:
+    """β Σ_s KL(q_s ‖ N(0, I)) + β' Σ_(a,b) KL(q_a ‖ q_b) over the ``active`` examples.
 
     Each KL [B] is in nats (``"sum"``) or nats per latent dimension (``"mean"``).
     """
@@ -221,13 +258,15 @@ def _kl_terms(latents: Mapping[str, Mapping[str, Array]], spec: StrategySpec, ac
 
     for name in spec.prior_kl:
         mu, logvar = latents[name]["mu"], latents[name]["logvar"]
-        value = _masked_mean(reduce(kl_to_standard_normal(mu, logvar), mu), active)
+        value = _row_mean(reduce(kl_to_standard_normal(mu, logvar), mu), labelled, active,
+                          weighting)
         terms[f"kl_{name}"] = value
         total = total + weights.beta * value
     for a, b in spec.alignment_kl:
         mu = latents[a]["mu"]
-        value = _masked_mean(reduce(gaussian_kl(mu, latents[a]["logvar"], latents[b]["mu"],
-                                                latents[b]["logvar"]), mu), active)
+        value = _row_mean(reduce(gaussian_kl(mu, latents[a]["logvar"], latents[b]["mu"],
+                                             latents[b]["logvar"]), mu), labelled, active,
+                          weighting)
         terms[f"kl_{a}_{b}"] = value
         total = total + weights.beta_prime * value
     return total, terms
@@ -235,7 +274,8 @@ def _kl_terms(latents: Mapping[str, Mapping[str, Array]], spec: StrategySpec, ac
 
 def negative_elbo(spec: StrategySpec, outputs: Mapping[str, Any], batch: Mapping[str, Array],
                   weights: LossWeights, *, emd: EMDOptions = EMDOptions(),
-                  kl_reduction: str = "sum") -> tuple[Array, Terms]:
+                  kl_reduction: str = "sum", unlabelled_weighting: str = "pooled"
+                  ) -> tuple[Array, Terms]:
     """The strategy's negative ELBO on one batch of model outputs (module docstring).
 
     Args:
@@ -248,16 +288,19 @@ def negative_elbo(spec: StrategySpec, outputs: Mapping[str, Any], batch: Mapping
       emd: auction options of the EMD term.
       kl_reduction: ``"sum"`` (nats over the latent dimensions) or ``"mean"`` (nats per
         dimension) for every KL term (module docstring).
+      unlabelled_weighting: ``"pooled"`` (cloud terms and KLs averaged over all rows) or
+        ``"separate"`` (labelled rows' mean plus unlabelled rows' mean; module docstring).
 
     Returns:
       ``(loss, terms)``: the scalar loss and a dict of named unweighted scalar terms
       (``R2P``, ``R2H``, ``R2C_chamfer``, ``R2C_emd``, ``kl_R``, ``kl_RC_R``, ..., and
       ``loss``; ``emd_unconverged_fraction`` where the EMD reports convergence).
     """
-    recon, terms = _reconstruction_terms(outputs["recon"], batch, weights, spec, emd)
+    weighting = check_unlabelled_weighting(unlabelled_weighting)
+    recon, terms = _reconstruction_terms(outputs["recon"], batch, weights, spec, emd, weighting)
     labelled, _ = _labels(batch, ())
     active = jnp.ones_like(labelled) if spec.decodes_cloud else labelled
-    kl, kl_terms = _kl_terms(outputs["latents"], spec, active, weights,
-                             check_kl_reduction(kl_reduction))
+    kl, kl_terms = _kl_terms(outputs["latents"], spec, labelled, active, weights,
+                             check_kl_reduction(kl_reduction), weighting)
     loss = recon + kl
     return loss, {**terms, **kl_terms, "loss": loss}

@@ -60,8 +60,9 @@ class NonFiniteLossError(FloatingPointError):
 class ModelFunctions(NamedTuple):
     """The model and objective the loop trains (defaults: ``handvae.models``/``losses``).
 
-    ``objective(spec, outputs, batch, weights, *, emd, kl_reduction) -> (loss, terms)`` scores
-    the outputs of ``model.apply``; the train step applies the model (``handvae.training.step``).
+    ``objective(spec, outputs, batch, weights, *, emd, kl_reduction, unlabelled_weighting) ->
+    (loss, terms)`` scores the outputs of ``model.apply``; the train step applies the model
+    (``handvae.training.step``).
     """
 
     build_model: Callable[[ml_collections.ConfigDict], Any]

@@ -211,7 +211,8 @@ def member_train_step(state: TrainState, batch: dict[str, jax.Array], hypers: Me
       batch: its batch, arrays [B, ...].
       hypers: its population fields, float32 scalars.
       active: bool scalar; False keeps the state unchanged (a diverged member).
-      options: the shared fields (``spec``, ``emd``, ``kl_reduction``); its float weights
+      options: the shared fields (``spec``, ``emd``, ``kl_reduction``,
+        ``unlabelled_weighting``); its float weights
         and schedules are not read.
       beta_anneal_steps, beta_anneal: the shared shape of β's schedule (static).
       lr_boundaries, lr_decay: the shared shape of the learning-rate schedule (static).

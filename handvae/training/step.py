@@ -58,14 +58,15 @@ from jax.sharding import Mesh
 
 from handvae.losses.emd import VARIANTS as EMD_VARIANTS
 from handvae.losses.objectives import (EMDOptions, LossWeights, check_kl_reduction,
-                                       negative_elbo)
+                                       check_unlabelled_weighting, negative_elbo)
 from handvae.models import vae
 from handvae.models.registry import StrategySpec, get_strategy
 from handvae.training import schedules, sharding
 from handvae.training.state import TrainState
 
 Metrics = dict[str, jax.Array]
-# (spec, outputs, batch, weights, *, emd, kl_reduction) -> (loss, terms); default negative_elbo.
+# (spec, outputs, batch, weights, *, emd, kl_reduction, unlabelled_weighting) -> (loss, terms);
+# default negative_elbo.
 ObjectiveFn = Callable[..., tuple[jax.Array, Metrics]]
 # (raw batch, step) -> batch of the contract; traced inside the jitted step.
 PrepareBatchFn = Callable[[dict[str, jax.Array], jax.Array], dict[str, jax.Array]]
@@ -86,6 +87,8 @@ class StepOptions(NamedTuple):
       beta: optax schedule step → β (``config.loss.beta_*``).
       learning_rate: optax schedule step → learning rate (``config.optimizer``), the one the
         state's optimiser was built with; reported as a metric.
+      unlabelled_weighting: ``config.loss.unlabelled_weighting`` ("pooled" or "separate": how
+        a weak batch's unlabelled rows weigh; ``handvae.losses.objectives``).
     """
 
     spec: StrategySpec
@@ -96,6 +99,7 @@ class StepOptions(NamedTuple):
     kl_reduction: str
     beta: optax.Schedule
     learning_rate: optax.Schedule
+    unlabelled_weighting: str = "pooled"
 
     def loss_weights(self, step: jax.Array) -> LossWeights:
         """The objective's weights at ``step`` (β from its schedule)."""
@@ -121,13 +125,17 @@ def step_options_from_config(config: ml_collections.ConfigDict) -> StepOptions:
         # absent in configs saved before the field: those runs summed the KLs
         kl_reduction=check_kl_reduction(str(loss.get("kl_reduction", "sum"))),
         beta=schedules.beta_schedule_from_config(config),
-        learning_rate=schedules.learning_rate_from_config(config))
+        learning_rate=schedules.learning_rate_from_config(config),
+        # absent in configs saved before the field: those runs pooled every row
+        unlabelled_weighting=check_unlabelled_weighting(
+            str(loss.get("unlabelled_weighting", "pooled"))))
 
 
 def apply_and_loss(apply_fn: Callable[..., Any], params: Any, batch_stats: Any,
                    batch: Mapping[str, jax.Array], rng: jax.Array, weights: LossWeights, *,
                    spec: StrategySpec, emd: EMDOptions = EMDOptions(), train: bool,
-                   kl_reduction: str = "sum", objective_fn: ObjectiveFn = negative_elbo
+                   kl_reduction: str = "sum", unlabelled_weighting: str = "pooled",
+                   objective_fn: ObjectiveFn = negative_elbo
                    ) -> tuple[jax.Array, tuple[Metrics, Any]]:
     """Applies the model to ``batch`` and scores it; differentiable w.r.t. ``params``.
 
@@ -141,10 +149,11 @@ def apply_and_loss(apply_fn: Callable[..., Any], params: Any, batch_stats: Any,
       spec: the strategy record.
       emd: auction options of the EMD term.
       kl_reduction: "sum" or "mean" over the latent dimensions (the objective's).
+      unlabelled_weighting: "pooled" or "separate" (the objective's).
       train: BatchNorm in training mode (batch statistics; the updated ``batch_stats`` are
         returned) or evaluation mode (running averages; returned unchanged).
-      objective_fn: ``(spec, outputs, batch, weights, *, emd, kl_reduction) ->
-        (loss, terms)``.
+      objective_fn: ``(spec, outputs, batch, weights, *, emd, kl_reduction,
+        unlabelled_weighting) -> (loss, terms)``.
 
     Returns:
       ``(loss, (terms, new_batch_stats))``.
@@ -162,7 +171,8 @@ def apply_and_loss(apply_fn: Callable[..., Any], params: Any, batch_stats: Any,
         outputs = apply_fn(variables, batch["rgb"], cloud, rng, train=False)
         new_batch_stats = batch_stats
     loss, terms = objective_fn(spec, outputs, batch, weights, emd=emd,
-                               kl_reduction=kl_reduction)
+                               kl_reduction=kl_reduction,
+                               unlabelled_weighting=unlabelled_weighting)
     return loss, (terms, new_batch_stats)
 
 
@@ -193,15 +203,17 @@ def apply_update(state: TrainState, batch: dict[str, jax.Array], weights: LossWe
     ``weights`` (λ_heat, λ_cloud, β at this step, β') and ``learning_rate`` (a float32 scalar,
     reported as a metric) may be arrays, so the same function serves one run and each member
     of a population (``handvae.training.population``, which sets the optimiser's injected
-    learning rate before calling it). Only ``options.spec``, ``.emd`` and ``.kl_reduction``
-    are read from ``options`` (static).
+    learning rate before calling it). Only ``options.spec``, ``.emd``, ``.kl_reduction`` and
+    ``.unlabelled_weighting`` are read from ``options`` (static).
     """
     rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_fn(params):
         return apply_and_loss(state.apply_fn, params, state.batch_stats, batch, rng, weights,
                               spec=options.spec, emd=options.emd, train=True,
-                              kl_reduction=options.kl_reduction, objective_fn=objective_fn)
+                              kl_reduction=options.kl_reduction,
+                              unlabelled_weighting=options.unlabelled_weighting,
+                              objective_fn=objective_fn)
 
     (loss, (terms, new_batch_stats)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)

@@ -54,9 +54,10 @@ def init_variables(model, rng, batch):
     return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
 
 
-def objective(spec, outputs, batch, weights, *, emd, kl_reduction="sum"):
+def objective(spec, outputs, batch, weights, *, emd, kl_reduction="sum",
+              unlabelled_weighting="pooled"):
     """A pose term, a KL and a small term of the sampled z (so the step's RNG matters)."""
-    del spec, emd, kl_reduction
+    del spec, emd, kl_reduction, unlabelled_weighting
     latent, pose = outputs["latents"]["R"], outputs["recon"]["R"]["pose"]
     mu, logvar = latent["mu"], latent["logvar"]
     pose_term = jnp.mean(jnp.sum((pose - batch["pose"]) ** 2, -1) * batch["labelled"][:, None])
