@@ -164,42 +164,32 @@ def fig8_series(groups, shares: Sequence[float], extra: Mapping[str, str] | None
 
 def plot_fig5(curves: Mapping[str, Mapping[str, Any]], path: str) -> None:
     """3-D PCK curves (mean over seeds), AUC 20–50 in the legend."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for label, summary in curves.items():
-        ax.plot(summary["pck_thresholds_mm"], summary["pck"],
-                label=f"{label} (AUC {summary['auc_20_50']:.3f})")
-    ax.set(xlabel="error threshold (mm)", ylabel="3D PCK", xlim=(20, 50), ylim=(0, 1),
-           title="Fig. 5 on the synthetic benchmark (test split)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from handvae.evaluation import figures
+    with figures.plot_to(path) as ax:
+        for label, summary in curves.items():
+            ax.plot(summary["pck_thresholds_mm"], summary["pck"],
+                    label=f"{label} (AUC {summary['auc_20_50']:.3f})")
+        ax.set(xlabel="error threshold (mm)", ylabel="3D PCK", xlim=(20, 50), ylim=(0, 1),
+               title="Fig. 5 on the synthetic benchmark (test split)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
 
 
 def plot_fig8(shares: Sequence[float], series: Mapping[str, Sequence[Any]], path: str) -> None:
     """Mean EPE (± std over seeds) against the labelled share m."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for label in ("supervised", "weakly supervised"):
-        points = series[label]
-        xs = [100 * s for s, p in zip(shares, points) if p]
-        ys = [p["mean_epe_mm"] for p in points if p]
-        es = [p["mean_epe_mm_std"] or 0.0 for p in points if p]
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"S4 {label}")
-    ax.set(xlabel="labelled share m (%)", ylabel="mean EPE (mm)", xscale="log",
-           title="Fig. 8 on the synthetic benchmark (test split)")
-    ax.set_xticks([100 * s for s in shares], [f"{100 * s:g}" for s in shares])
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from handvae.evaluation import figures
+    with figures.plot_to(path) as ax:
+        for label in ("supervised", "weakly supervised"):
+            points = series[label]
+            xs = [100 * s for s, p in zip(shares, points) if p]
+            ys = [p["mean_epe_mm"] for p in points if p]
+            es = [p["mean_epe_mm_std"] or 0.0 for p in points if p]
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"S4 {label}")
+        ax.set(xlabel="labelled share m (%)", ylabel="mean EPE (mm)", xscale="log",
+               title="Fig. 8 on the synthetic benchmark (test split)")
+        ax.set_xticks([100 * s for s in shares], [f"{100 * s:g}" for s in shares])
+        ax.grid(alpha=0.3)
+        ax.legend()
 
 
 def plot_validation(curves: Mapping[str, Mapping[str, Any]], path: str) -> None:
@@ -209,23 +199,18 @@ def plot_validation(curves: Mapping[str, Mapping[str, Any]], path: str) -> None:
       curves: run name → its record's ``validation`` (``steps``, ``mean_epe_mm``, ``best_step``).
       path: the PNG to write.
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, curve in sorted(curves.items()):
-        steps, epe = curve["steps"], curve["mean_epe_mm"]
-        (line,) = ax.plot(steps, epe, marker=".", label=name)
-        if curve.get("best_step") in steps:
-            best = steps.index(curve["best_step"])
-            ax.plot(steps[best], epe[best], "o", mfc="none", ms=9, color=line.get_color())
-    ax.set(xlabel="step", ylabel="validation mean EPE (mm)",
-           title="Validation curves (circle: the checkpoint each run selected)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from handvae.evaluation import figures
+    with figures.plot_to(path, figsize=(7, 4.5)) as ax:
+        for name, curve in sorted(curves.items()):
+            steps, epe = curve["steps"], curve["mean_epe_mm"]
+            (line,) = ax.plot(steps, epe, marker=".", label=name)
+            if curve.get("best_step") in steps:
+                best = steps.index(curve["best_step"])
+                ax.plot(steps[best], epe[best], "o", mfc="none", ms=9, color=line.get_color())
+        ax.set(xlabel="step", ylabel="validation mean EPE (mm)",
+               title="Validation curves (circle: the checkpoint each run selected)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
 
 
 def write_all(root: str, payload: dict[str, Any]) -> list[str]:

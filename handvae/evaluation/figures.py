@@ -9,8 +9,9 @@ Agg backend. The model-driven helpers (:func:`write_model_figures`) import
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import matplotlib
@@ -90,10 +91,31 @@ def plot_cloud(ax: Any, cloud: Any, *, color: str = "#3f7fbf", size: float = 2.0
                linewidths=0)
 
 
-def _save(fig: Any, path: str | os.PathLike) -> None:
+def _save(fig: Any, path: str | os.PathLike, dpi: float | None = None) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
+
+
+@contextlib.contextmanager
+def plot_to(path: str | os.PathLike, figsize: tuple[float, float] = (6, 4.5),
+            dpi: float = 120) -> Iterator[Any]:
+    """One 2-D axes to draw on; on exit the figure is laid out, written to ``path`` (PNG, its
+    folder created) and closed, also when drawing raised (then nothing is written).
+
+    Example::
+
+        with figures.plot_to("curve.png") as ax:
+            ax.plot(steps, epe)
+    """
+    fig, ax = plt.subplots(figsize=figsize)
+    try:
+        yield ax
+    except BaseException:
+        plt.close(fig)
+        raise
+    fig.tight_layout()
+    _save(fig, path, dpi)
 
 
 def reconstruction_figure(rgb: Any, cloud_gt: Any, cloud_rec: Any | None,

@@ -1,7 +1,8 @@
 """Reports: Markdown tables in the style of the paper's Table 1 and PCK plots as its Figs. 5–7.
 
 Inputs are the dicts of :func:`handvae.evaluation.metrics.summarize_errors`. Plots use
-matplotlib's Agg backend (no display needed) and are written as PNG.
+matplotlib's Agg backend (no display needed; :func:`handvae.evaluation.figures.plot_to`) and
+are written as PNG.
 """
 
 from __future__ import annotations
@@ -12,14 +13,10 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
-
-from handvae.evaluation import metrics  # noqa: E402
-from handvae.ops import skeleton  # noqa: E402
+from handvae.evaluation import figures, metrics  # figures chooses matplotlib's Agg backend
+from handvae.ops import skeleton
 
 _REQUIRED = ("mean_epe_mm", "median_epe_mm", "pck_thresholds_mm", "pck", "auc_20_50",
              "auc_0_50")
@@ -160,30 +157,26 @@ def plot_pck(summaries: Mapping[str, Mapping[str, Any]], path: str | os.PathLike
       reference_curves: extra (thresholds_mm, pck, label) curves, e.g. quoted from a paper.
     """
     lo, hi = threshold_range_mm
-    fig, ax = plt.subplots(figsize=(5.0, 4.0), dpi=120)
-    markers = "os^Dv<>p"
-    for i, (name, s) in enumerate(summaries.items()):
-        _check_summary(name, s)
-        t = np.asarray(s["pck_thresholds_mm"], dtype=float)
-        p = np.asarray(s["pck"], dtype=float)
-        # hand3d plots grid points inside the range (20–50: indices 8…19).
-        keep = (t >= lo - 1e-9) & (t <= hi + 1e-9)
-        if keep.sum() < 2:
-            raise ValueError(f"threshold_range_mm {threshold_range_mm} keeps fewer than 2 of "
-                             f"the grid's thresholds {t.tolist()}")
-        area = metrics.auc(t[keep], p[keep])
-        ax.plot(t[keep], p[keep], marker=markers[i % len(markers)], markersize=4,
-                label=f"{name} (AUC={area:.3f})")
-    for t, p, label in reference_curves:
-        ax.plot(t, p, linestyle="--", label=label)
-    ax.set_xlabel("Error threshold (mm)")
-    ax.set_ylabel("3D PCK")
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(0.0, 1.0)
-    ax.grid(True, alpha=0.3)
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    with figures.plot_to(path, figsize=(5.0, 4.0)) as ax:
+        markers = "os^Dv<>p"
+        for i, (name, s) in enumerate(summaries.items()):
+            _check_summary(name, s)
+            t = np.asarray(s["pck_thresholds_mm"], dtype=float)
+            p = np.asarray(s["pck"], dtype=float)
+            # hand3d plots grid points inside the range (20–50: indices 8…19).
+            keep = (t >= lo - 1e-9) & (t <= hi + 1e-9)
+            if keep.sum() < 2:
+                raise ValueError(f"threshold_range_mm {threshold_range_mm} keeps fewer than 2 of "
+                                 f"the grid's thresholds {t.tolist()}")
+            area = metrics.auc(t[keep], p[keep])
+            ax.plot(t[keep], p[keep], marker=markers[i % len(markers)], markersize=4,
+                    label=f"{name} (AUC={area:.3f})")
+        for t, p, label in reference_curves:
+            ax.plot(t, p, linestyle="--", label=label)
+        ax.set_xlabel("Error threshold (mm)")
+        ax.set_ylabel("3D PCK")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(0.0, 1.0)
+        ax.grid(True, alpha=0.3)
+        ax.set_title(title)
+        ax.legend(loc="lower right", fontsize=8)

@@ -75,3 +75,19 @@ def test_figures_write_png(tmp_path):
         rgb * spec.RGB_STD + spec.RGB_MEAN, 0, 1))
     with pytest.raises(ValueError, match="poses"):
         figures.interpolation_figure(rgb, pose[:1], None, tmp_path / "x.png")
+
+
+def test_plot_to_writes_one_png_and_closes_the_figure_even_when_drawing_fails(tmp_path):
+    import matplotlib.pyplot as plt
+
+    open_before = len(plt.get_fignums())
+    path = tmp_path / "sub" / "curve.png"
+    with figures.plot_to(path) as ax:
+        ax.plot([0, 1], [1, 0])
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    broken = tmp_path / "broken.png"
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        with figures.plot_to(broken) as ax:
+            raise RuntimeError("drawing failed")
+    assert not broken.exists()
+    assert len(plt.get_fignums()) == open_before
