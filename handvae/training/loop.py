@@ -84,7 +84,9 @@ def _augment_on_device(config: ml_collections.ConfigDict, batches: BatchSource |
 
 
 def _train_iterator(config: ml_collections.ConfigDict, batches: BatchSource | None,
-                    start_step: int) -> Iterator[Batch]:
+                    start_step: int, *, raw: bool) -> Iterator[Batch]:
+    """The training batches from ``start_step``: the caller's, or the input pipeline's (raw
+    uint8 rows when ``raw``, for a step that augments on the device; else contract batches)."""
     if batches is None:
         rows = streams.rows_per_step(config.data, config.batch_size)  # 2B: weak, "added"
         return iter(pipeline.train_batches(
@@ -92,7 +94,7 @@ def _train_iterator(config: ml_collections.ConfigDict, batches: BatchSource | No
             start_step=start_step, process_index=jax.process_index(),
             process_count=jax.process_count(),
             keys=registry.get_strategy(config.model.strategy).batch_keys(),
-            raw=_augment_on_device(config, batches)))
+            raw=raw))
     if callable(batches):
         return iter(batches(start_step))
     return iter(batches)
@@ -261,7 +263,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     start_step = int(jax.device_get(state.step))
     num_steps = int(config.num_train_steps)
     # The data opens before config.json is written: a wrong data_dir keeps the run's record.
-    train_iter: Iterator[Batch] | None = _train_iterator(config, batches, start_step)
+    on_device = _augment_on_device(config, batches)
+    train_iter: Iterator[Batch] | None = _train_iterator(config, batches, start_step,
+                                                         raw=on_device)
     if is_main:  # only now is the config known to be good
         try:
             run_config.record_changes(workdir, start_step, changes)
@@ -274,7 +278,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     prepare_batch = (device_augment.make_batch_fn(
         config.data, seed=config.seed,
         keys=registry.get_strategy(config.model.strategy).batch_keys())
-        if _augment_on_device(config, batches) else None)
+        if on_device else None)
     train_step = step_lib.make_train_step(config, mesh, objective_fn=fns.objective,
                                           prepare_batch=prepare_batch)
     eval_mesh = mesh if jax.process_count() == 1 else sharding.make_mesh(jax.local_devices())

@@ -117,10 +117,16 @@ def check_population(configs: Sequence[ml_collections.ConfigDict]) -> None:
     """Raises a ValueError naming the fields when ``configs`` cannot train as one population.
 
     Each config must be valid on its own (``run_config.validate``, its β schedule), and all
-    must be equal outside :data:`POPULATION_FIELDS`.
+    must be equal outside :data:`POPULATION_FIELDS`. NotImplementedError for what a
+    population cannot do yet: device-side augmentation (``data.augment_on="device"``,
+    :mod:`handvae.data.device_augment`, is for single runs; ``"auto"`` resolves to the host).
     """
     if not configs:
         raise ValueError("a population needs at least one config")
+    if any(str(c.data.get("augment_on", "host")) == "device" for c in configs):
+        raise NotImplementedError("a population augments on the host: data.augment_on='device' "
+                                  "is for single runs; set data.augment_on='auto' or 'host' "
+                                  "(auto resolves to the host path here)")
     for config in configs:
         run_config.validate(config)
         schedules.beta_schedule_from_config(config)   # checks the β values (log needs > 0)

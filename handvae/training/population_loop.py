@@ -102,10 +102,6 @@ def train_population(configs: Sequence[ml_collections.ConfigDict], workdirs: Seq
     if jax.process_count() > 1:
         raise NotImplementedError("a population trains in one process; run a multi-host job "
                                   "as separate runs (experiments.sweep --population=off)")
-    if any(str(c.data.get("augment_on", "host")) == "device" for c in configs):
-        raise NotImplementedError("a population augments on the host: data.augment_on='device' "
-                                  "is for single runs; set data.augment_on='auto' or 'host' "
-                                  "(auto resolves to the host path here)")
     fns = functions or loop.default_model_functions()
     popdir = os.path.abspath(popdir)
     names = [os.path.basename(w) for w in workdirs]
@@ -227,10 +223,11 @@ def train_population(configs: Sequence[ml_collections.ConfigDict], workdirs: Seq
     try:
         if per_member:
             sources = batches if batches is not None else [None] * num_members
-            iterators = [loop._train_iterator(c, s, start_step)
+            # The population's step takes contract batches: always the host path.
+            iterators = [loop._train_iterator(c, s, start_step, raw=False)
                          for c, s in zip(configs, sources)]
         else:
-            iterators = [loop._train_iterator(base, batches, start_step)]
+            iterators = [loop._train_iterator(base, batches, start_step, raw=False)]
         window_start, data_wait = time.perf_counter(), 0.0
         with tqdm.tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True,
                        desc=f"{os.path.basename(popdir)} ×{num_members}") as bar:

@@ -77,3 +77,25 @@ def test_the_real_s4_model_trains_on_device_augmented_rows(rhd_synthetic_data_di
     final = loop.train_and_evaluate(config, str(tmp_path / "s4"), eval_batches=False)
     assert final["step"] == 3.0 and np.isfinite(final["train_loss"])
 
+
+
+def test_a_population_reads_contract_batches_where_auto_resolves_to_the_device(
+        rhd_synthetic_data_dir, tmp_path, monkeypatch):
+    """On a GPU, ``augment_on="auto"`` with the decoded cache resolves to the device path for a
+    single run; a population's step takes contract batches, so its pipeline must stay on the
+    host (raw uint8 rows would reach the step un-augmented). The backend is faked here."""
+    from handvae.training import population_loop
+
+    monkeypatch.setattr(device_augment, "AUTO_DEVICE_BACKENDS",
+                        (jax.default_backend(),))
+    configs = []
+    for seed in (0, 1):
+        config = _config(rhd_synthetic_data_dir, str(tmp_path / "cache"), 2)
+        config.data.augment_on, config.seed = "auto", seed
+        configs.append(config)
+    assert device_augment.resolve_augment_on(configs[0].data) == "device"
+    finals = population_loop.train_population(
+        configs, [tmp_path / "a", tmp_path / "b"], tmp_path / "pop", eval_batches=False,
+        functions=standins.FUNCTIONS)
+    assert [f["step"] for f in finals] == [2, 2]
+    assert all(np.isfinite(f["train_loss"]) for f in finals)
