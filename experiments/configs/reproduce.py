@@ -15,9 +15,11 @@ scale's; the learning-rate drops, β annealing and evaluations follow it) and ``
 (−1: the paper's β' = 1; S3's alignment weight), ``kl_reduction`` (``sum``/``mean``; "": the
 base config's), ``weak_batch`` (``added``/``split``; "": the base config's), ``lr`` (Adam's
 initial learning rate; 0: the scale's; the two ÷10 drops stay at 60 % and 85 % of the steps),
-``compute_dtype`` (``float32``/``bfloat16``, the layers' precision; "": the base config's) and
+``compute_dtype`` (``float32``/``bfloat16``, the layers' precision; "": the base config's),
 ``unlabelled_weighting`` (``pooled``/``separate``, how weak batches' unlabelled rows weigh;
-"": the base config's).
+"": the base config's) and ``lambda_cloud`` (−1: the paper's λ_cloud = 1; the Chamfer and EMD
+terms are linear in the cloud's unit, so λ_cloud = k is the same objective as clouds in a unit
+k times smaller, a choice the paper leaves open).
 
 Every scale trains on the synthetic benchmark with the paper's objective weights (λ_heat 0.01,
 λ_cloud 1, β' 1, β annealed 1e-5 → 1e-3) and selects its checkpoint on the validation split.
@@ -94,7 +96,7 @@ SCALES = {
 DEFAULTS = {"strategy": "R2P", "scale": "cpu", "seed": 0, "view_correction": 1,
             "train_fraction": 1.0, "labelled": 1.0, "steps": 0, "beta_prime": -1.0,
             "kl_reduction": "", "weak_batch": "", "lr": 0.0, "compute_dtype": "",
-            "unlabelled_weighting": ""}
+            "unlabelled_weighting": "", "lambda_cloud": -1.0}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -125,6 +127,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     steps = args["steps"] or scale.steps
     if args["beta_prime"] >= 0:
         config.loss.beta_prime = args["beta_prime"]
+    if args["lambda_cloud"] >= 0:
+        config.loss.lambda_cloud = args["lambda_cloud"]
     if args["kl_reduction"]:
         config.loss.kl_reduction = args["kl_reduction"]
     if args["weak_batch"]:

@@ -52,6 +52,11 @@ def test_extra_arguments_reach_every_run_and_its_name():
     bf16 = reproduce_config.get_config("strategy=R2P,scale=cpu,compute_dtype=bfloat16")
     assert bf16.model.compute_dtype == "bfloat16"
     assert reproduce_config.get_config("strategy=R2P").model.compute_dtype == "float32"
+    weak = reproduce_config.get_config(
+        "strategy=RC2CHP_poe,labelled=0.01,unlabelled_weighting=separate,lambda_cloud=10")
+    assert (weak.loss.unlabelled_weighting, weak.loss.lambda_cloud) == ("separate", 10.0)
+    paper = reproduce_config.get_config("strategy=RC2CHP_poe")
+    assert (paper.loss.unlabelled_weighting, paper.loss.lambda_cloud) == ("pooled", 1.0)
     for bad in ({"strategy": "R2P"}, {"colour": "red"}):
         with pytest.raises(ValueError, match="--extra"):
             reproduce.plan_runs(["table1"], [0], "cpu", extra=bad)
