@@ -3,6 +3,7 @@
     python benchmarks/population.py                 # cpu scale; paper size too on a GPU
     python benchmarks/population.py --paper         # paper size on any backend (slow on CPU)
     python benchmarks/population.py --smoke         # tiny config, K = 1, 2, R2P: seconds
+    python benchmarks/population.py --lower_for cuda   # every case lowered for a GPU, not run
 
 For R2P (S1) and RC2CHP_poe (S4), at the cpu scale (``experiments/configs/reproduce.py``
 ``scale=cpu``) and at paper size (``scale=paper``: only with a GPU present or ``--paper``), and
@@ -22,6 +23,14 @@ pipeline). Figures go to ``benchmarks/figures/<machine>_<date>/population.json``
 load (``uptime``) before and after, and per case ``member_steps_per_s`` keyed by K with
 ``member_steps_per_s_ratio``, each K's rate over the one run's measured in the same run (K = 1
 is then the vmap's own overhead). ``experiments.sweep --population=auto`` reads the ratios.
+
+``--lower_for cuda`` lowers each case's population step for a GPU on this machine instead of
+compiling and timing it (``_bench.lower_for``, from abstract states and batches; paper size
+only with ``--paper``): the branch a GPU traces (the Pallas auction under ``vmap``, folded
+into the batch, handed to Triton), checked without one. Each case then records
+``lowered_for``, ``lower_seconds`` and ``triton_kernels`` keyed by K, and no rates; like
+``--smoke`` it writes to a temporary folder unless ``--out`` is given
+(``benchmarks/gpu.sh --dry-run`` uses it).
 """
 
 from __future__ import annotations
@@ -124,6 +133,55 @@ def population_of(configs, model, batches, *, shared_batch: bool, warmup: int) -
     return timed
 
 
+def member_configs(strategy: str, scale: str, members: int, *, shared_batch: bool) -> list:
+    """K configs of one population: a shared batch's members differ in λ_cloud (they read
+    one stream), per-member batches' in seed."""
+    configs = []
+    for index in range(members):
+        config = config_for(strategy, scale)
+        if shared_batch:
+            config.loss.lambda_cloud = 1.0 + 0.1 * index
+        else:
+            config.seed = index
+        configs.append(config)
+    return configs
+
+
+def lower_cases(strategy: str, scale: str, *, members: list[int], modes: list[bool],
+                platform: str) -> Iterator[dict]:
+    """Like :func:`measure`, but each population step is lowered for ``platform`` (e.g.
+    ``cuda``) from abstract arguments instead of compiled and timed; yielded after each K."""
+    base = config_for(strategy, scale)
+    model = vae.build_model(base.model)
+    batch = _bench.abstract(spec.dummy_batch(base.batch_size, base.data.image_size,
+                                             base.data.num_points, base.data.heatmap_size,
+                                             seed=0))
+    for shared_batch in modes:
+        case = {"strategy": strategy, "scale": scale, "shared_batch": shared_batch,
+                "batch_size": base.batch_size, "image_size": base.data.image_size,
+                "lowered_for": platform, "lower_seconds": {}, "triton_kernels": {},
+                "mesh": {}}
+        for k in members:
+            configs = member_configs(strategy, scale, k, shared_batch=shared_batch)
+            mesh = sharding.make_population_mesh(k)
+            state = population.abstract_population_state(configs, model)
+            hypers = _bench.abstract(population.member_hypers(configs))
+            active = jax.ShapeDtypeStruct((k,), np.bool_)
+            placed = batch if shared_batch else {
+                key: jax.ShapeDtypeStruct((k, *v.shape), v.dtype) for key, v in batch.items()}
+            step = population.make_population_train_step(configs[0], mesh,
+                                                         shared_batch=shared_batch)
+            lowered, seconds = _bench.lower_for(step, (state, placed, hypers, active), platform)
+            case["lower_seconds"][str(k)] = seconds
+            case["triton_kernels"][str(k)] = _bench.triton_kernels(lowered)
+            case["mesh"][str(k)] = dict(mesh.shape)
+            print(f"{strategy:<11} {scale:<6} "
+                  f"{'shared' if shared_batch else 'per-member':<10} K={k}: lowered for "
+                  f"{platform} in {seconds:.1f} s, {case['triton_kernels'][str(k)]} Triton "
+                  f"kernel(s)", flush=True)
+            yield case
+
+
 def measure(strategy: str, scale: str, *, members: list[int], modes: list[bool],
             steps: int, warmup: int, rounds: int) -> Iterator[dict]:
     """One case per batch mode, yielded after each K: every K against the one run, alternating.
@@ -147,14 +205,7 @@ def measure(strategy: str, scale: str, *, members: list[int], modes: list[bool],
                 "member_steps_per_s_ratio": {},
                 "compile_seconds": {"one_run": alone.compile_seconds}, "mesh": {}}
         for k in members:
-            configs = []
-            for index in range(k):
-                config = config_for(strategy, scale)
-                if shared_batch:
-                    config.loss.lambda_cloud = 1.0 + 0.1 * index
-                else:
-                    config.seed = index
-                configs.append(config)
+            configs = member_configs(strategy, scale, k, shared_batch=shared_batch)
             timed = population_of(configs, model, batches, shared_batch=shared_batch,
                                   warmup=warmup)
             alone_times, population_times = [], []
@@ -190,8 +241,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=3,
                         help="turns of the one run and each population, alternating")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--lower_for", choices=_bench.PLATFORMS, default=None,
+                        help="lower every case for this platform instead of timing it (e.g. "
+                             "cuda: the GPU branch, checked on a CPU)")
     parser.add_argument("--out", default="", help="output folder (default: "
-                        "benchmarks/figures/<machine>_<date>; --smoke: a temporary one)")
+                        "benchmarks/figures/<machine>_<date>; --smoke, --lower_for: a "
+                        "temporary one)")
     args = parser.parse_args(argv)
     members = [int(k) for k in args.members.split(",")]
     strategies = args.strategies.split(",")
@@ -203,7 +258,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.smoke:
         members, strategies, scales = [1, 2], ["R2P"], ["tiny"]
         steps, warmup, rounds = 2, 1, 1
-    out = args.out or (tempfile.mkdtemp(prefix="population_smoke_") if args.smoke else
+    # Smoke and lowered figures are no rates: never in benchmarks/figures, where
+    # experiments.launcher_choice reads the measured ratios.
+    out = args.out or (tempfile.mkdtemp(prefix="population_smoke_")
+                       if args.smoke or args.lower_for else
                        os.path.join(REPO, "benchmarks", "figures",
                                     f"{machine_name()}_{datetime.date.today().isoformat()}"))
     figures = {"device_kind": jax.devices()[0].device_kind, "backend": jax.default_backend(),
@@ -213,12 +271,16 @@ def main(argv: list[str] | None = None) -> dict:
                    timespec="seconds"),
                "command": " ".join(["python", "benchmarks/population.py", *(argv or sys.argv[1:])]),
                "xla_flags": os.environ.get("XLA_FLAGS", ""), "timed_steps": steps,
-               "rounds": rounds, "warmup_steps": warmup, "uptime_before": load(), "cases": []}
+               "rounds": rounds, "warmup_steps": warmup, "lowered_for": args.lower_for,
+               "uptime_before": load(), "cases": []}
     path = os.path.join(out, "population.json")
     for scale in scales:
         for strategy in strategies:
-            for case in measure(strategy, scale, members=members, modes=modes, steps=steps,
-                                warmup=warmup, rounds=rounds):
+            cases = (lower_cases(strategy, scale, members=members, modes=modes,
+                                 platform=args.lower_for) if args.lower_for else
+                     measure(strategy, scale, members=members, modes=modes, steps=steps,
+                             warmup=warmup, rounds=rounds))
+            for case in cases:
                 if not any(case is c for c in figures["cases"]):
                     figures["cases"].append(case)
                 figures["uptime_after"] = load()

@@ -5,7 +5,8 @@ temporary folder; the test checks the fields of the JSON it writes, so an API ch
 breaks a benchmark fails ``make test``. GPU-only branches get a CPU dry run: the Pallas auction
 in its interpreter, and the paper-size steps lowered for CUDA (the Triton kernel included).
 About 85 s of CPU; ``precision.py``, ``trainer_rate.py``, ``population.py`` (their own
-``--smoke``) and the dense auction are ``slow`` (``make test-slow``, ``make bench-smoke``).
+``--smoke``), the dense auction and ``gpu.sh --dry-run`` (the GPU call's script, every part
+shrunk) are ``slow`` (``make test-slow``, ``make bench-smoke``).
 """
 
 import argparse
@@ -14,6 +15,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -224,6 +226,39 @@ def test_population(tmp_path):
         has_fields(case, "one_run_steps_per_s member_steps_per_s member_steps_per_s_ratio "
                          "compile_seconds mesh")
         assert set(case["member_steps_per_s_ratio"]) == {"1", "2"}
+
+
+# The GPU call's script on this CPU: each part's command line with the flags that shrink it
+# appended (benchmarks/gpu.sh's header). ~3-4 min of CPU on the shared 2-core machine.
+GPU_PARTS = {"population": "population.json", "trainer_rate_R2P": "trainer_rate_R2P.json",
+             "losses": "losses.json", "train_step": "train_step.json",
+             "losses_dense": "losses_dense.json"}
+
+
+@pytest.mark.slow
+def test_gpu_script_dry_run(tmp_path):
+    out = tmp_path / "gpu"
+    env = {**os.environ, "PYTHON": sys.executable}   # conftest's CPU devices included
+    proc = subprocess.run(["bash", str(BENCHMARKS / "gpu.sh"), "--dry-run", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    lines = (out / "parts.txt").read_text().splitlines()
+    exits = {m[1]: int(m[2]) for m in map(re.compile(r"^(\S+) exit (\d+) ").match, lines) if m}
+    assert exits == {"trainer_data_generate": 0, "trainer_data_build": 0,
+                     **{name: 0 for name in GPU_PARTS}}, "\n".join(lines)
+    assert any(line.startswith("trainer_rate_S4 skipped in a dry run") for line in lines)
+    for name, file in GPU_PARTS.items():
+        assert (out / f"{name}.log").exists()
+        read_json(out / file)
+    population = read_json(out / "population.json")
+    assert population["lowered_for"] == "cuda" and len(population["cases"]) == 4
+    for case in population["cases"]:    # R2P and S4, shared and per-member batches, K = 2
+        assert set(case["triton_kernels"]) == {"2"}
+        assert (case["triton_kernels"]["2"] >= 1) == (case["strategy"] == "RC2CHP_poe")
+    records = read_json(out / "trainer_rate_R2P.json")["records"]
+    assert {r["pipeline"] for r in records} == {"host", "decoded_cache", "device"}
+    lowered = read_json(out / "train_step.json")["paper_RC2CHP_poe_default"]
+    assert lowered["lowered_for"] == "cuda" and lowered["triton_kernels"] >= 1
 
 
 def _load_bench():
