@@ -60,10 +60,10 @@ def test_trainer_reads_the_added_weak_batch(monkeypatch):
 
     monkeypatch.setattr(loop.pipeline, "train_batches", fake_train_batches)
     config = weak.get_config("labelled=0.05,dataset=synthetic")
-    loop._train_iterator(config, None, 0)
+    loop._train_iterator(config, None, 0, raw=False)
     assert seen["rows"] == 2 * config.batch_size
     config.data.weak_batch = "split"
-    loop._train_iterator(config, None, 0)
+    loop._train_iterator(config, None, 0, raw=False)
     assert seen["rows"] == config.batch_size
 
 
